@@ -1,12 +1,36 @@
 """Learning-curve and training-cost models of MCAL (Eqs. 2 and 3 of the paper).
 
-Only the shared types live here so far; the fitting functions follow.
+The learning curve of every θ is fitted in one batched, jit-compiled call (step 4 of the
+algorithm); the training cost of a round is linear in the image-epochs it trains (step 5).
+The per-θ scipy reference of the same fit is in ``mcal_jax.fit_reference``.
 """
 
 from __future__ import annotations
 
+import warnings
+from functools import partial
+
+import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
+
+from mcal_jax.profile import THETAS
+
+with warnings.catch_warnings():
+    # jaxopt 0.8.5 announces on import that it is no longer maintained; its solvers work.
+    warnings.filterwarnings(
+        "ignore", message="JAXopt is no longer maintained", category=DeprecationWarning
+    )
+    import jaxopt
+
+# Rounds are padded (with zero-weight points) to a multiple of this, so that the fit
+# compiles once per few rounds rather than once per round.
+ROUND_BUCKET = 8
+# Stopping tolerance on the gradient norm of the normalised (Σw = 1) objective; float32
+# round-off leaves gradients of about 1e-6 at the optimum, hence the 100× margin for
+# calling a fit converged.
+_LM_TOL = 1e-6
 
 
 @struct.dataclass
@@ -14,7 +38,9 @@ class PowerLawFit:
     """Truncated power laws ε_θ(b) = α_θ · b^(−γ_θ) · exp(−b / k_θ), one per θ (Eq. 2).
 
     All fields are arrays of shape [num_thetas]. ``inv_k`` is 1/k (0 means a plain power
-    law). ``trusted`` is False for a θ whose error points rest on too few test items.
+    law). ``trusted`` is False for a θ whose error points rest on too few test items
+    (fewer than ``min_test_items`` in the latest round, or test items in only one round)
+    or whose fit did not converge to finite values.
     """
 
     thetas: jnp.ndarray
@@ -27,12 +53,175 @@ class PowerLawFit:
 def predict_error(fit: PowerLawFit, b: jnp.ndarray) -> jnp.ndarray:
     """ε_θ(b) for every θ and every training-set size in ``b``: shape [num_thetas, len(b)]."""
     b = jnp.asarray(b, jnp.float32)[None, :]
-    log_eps = (
-        jnp.log(fit.alpha)[:, None]
-        - fit.gamma[:, None] * jnp.log(b)
-        - fit.inv_k[:, None] * b
-    )
+    log_eps = jnp.log(fit.alpha)[:, None] - fit.gamma[:, None] * jnp.log(b) - fit.inv_k[:, None] * b
     return jnp.exp(log_eps)
+
+
+def log_error_targets(
+    errors: np.ndarray, counts: np.ndarray, pseudo_count: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Targets log ε̂ and weights w of the fit; shared with the scipy reference.
+
+    ε̂ = max(errors, pseudo_count) / count keeps the log finite for a zero error count;
+    w = count, so a point measured on more test items pulls harder. Points with no test
+    items get weight 0 (and target 0).
+    """
+    xp = jnp if isinstance(errors, jax.Array) else np
+    has_items = counts > 0
+    rate = xp.maximum(errors, pseudo_count) / xp.where(has_items, counts, 1)
+    return xp.where(has_items, xp.log(rate), 0.0), xp.where(has_items, counts, 0)
+
+
+def fit_truncated_power_laws(
+    train_sizes: np.ndarray,
+    errors: np.ndarray,
+    counts: np.ndarray,
+    *,
+    thetas: np.ndarray = THETAS,
+    min_test_items: int = 20,
+    pseudo_count: float = 0.5,
+    max_iter: int = 30,
+) -> PowerLawFit:
+    """Fits Eq. 2 to the error profiles of all rounds so far, for every θ at once (step 4).
+
+    The objective per θ is Σ_j w_j · (log ε̂_j − log ε_θ(b_j))², w_j = the test count behind
+    round j's estimate (see ``log_error_targets``), subject to α > 0, γ ≥ 0, 1/k ≥ 0. In
+    log space the model log α − γ·log b − b/k is linear in (log α, γ, 1/k), so the
+    constrained optimum is found exactly by an active-set enumeration: the weighted
+    least-squares solution (batched ``lstsq``) on each of the four faces {none, γ = 0,
+    1/k = 0, both = 0}, keeping the feasible one with the smallest objective. The
+    Levenberg–Marquardt solve (jaxopt, vmapped over θ) then starts from that solution on
+    its face, with the other parameters held at their bound. For this linear residual it
+    moves the parameters by round-off only (predictions agree with a float64 scipy fit to
+    ~2e-5 either way); its gradient test is the convergence check behind ``trusted``, and
+    it is the place where a non-linear residual would be solved.
+
+    Identifiability, per θ, from the n rounds that have test items above τ_θ: 1/k is fixed
+    to 0 when n < 3 (a plain power law, the spec's rule), and γ is fixed to 0 when n < 2
+    (a single point says nothing about the slope; α is then that point's error). Such a
+    one-point curve is not trusted: extrapolating a flat curve would claim more labels
+    never help. ``trusted`` also needs ≥ ``min_test_items`` test items in the latest round
+    and finite parameters; a θ with no data gets α = 1, γ = 1/k = 0.
+
+    Args:
+      train_sizes: [R] |B_j| of each round, in round order.
+      errors: [R, Θ] test errors above τ_θ per round (``ErrorProfile.test_errors``).
+      counts: [R, Θ] test items above τ_θ per round (``ErrorProfile.test_counts``).
+      thetas: [Θ] the θ of the columns.
+      min_test_items: fewest test items in the latest round for a trusted θ.
+      pseudo_count: error count used in place of zero errors.
+      max_iter: Levenberg–Marquardt iterations.
+    """
+    b = np.asarray(train_sizes, np.float64)
+    errors = np.asarray(errors, np.float64)
+    counts = np.asarray(counts, np.float64)
+    thetas = np.asarray(thetas, np.float32)
+    _check_curve_inputs(b, errors, counts, thetas)
+    num_rounds = b.shape[0]
+    padded = -(-num_rounds // ROUND_BUCKET) * ROUND_BUCKET
+    pad = padded - num_rounds
+    b = np.concatenate([b, np.full(pad, b[-1])])
+    errors = np.concatenate([errors, np.zeros((pad, errors.shape[1]))])
+    counts_p = np.concatenate([counts, np.zeros((pad, counts.shape[1]))])
+    alpha, gamma, inv_k, ok = _fit_power_laws_padded(
+        jnp.asarray(b, jnp.float32),
+        jnp.asarray(errors, jnp.float32),
+        jnp.asarray(counts_p, jnp.float32),
+        jnp.float32(pseudo_count),
+        max_iter=max_iter,
+    )
+    trusted = ok & jnp.asarray(counts[-1] >= min_test_items)
+    return PowerLawFit(
+        thetas=jnp.asarray(thetas), alpha=alpha, gamma=gamma, inv_k=inv_k, trusted=trusted
+    )
+
+
+def _check_curve_inputs(b, errors, counts, thetas) -> None:
+    if b.ndim != 1 or b.shape[0] == 0:
+        raise ValueError(f"fit_truncated_power_laws: train_sizes must be 1-D, non-empty: {b}")
+    if not np.all(np.isfinite(b)) or np.any(b <= 0):
+        raise ValueError(f"fit_truncated_power_laws: train_sizes must be positive, got {b}")
+    expected = (b.shape[0], thetas.shape[0])
+    for name, x in (("errors", errors), ("counts", counts)):
+        if x.shape != expected:
+            raise ValueError(
+                f"fit_truncated_power_laws: {name} has shape {x.shape}, expected "
+                f"{expected} (rounds, thetas)"
+            )
+    if np.any(errors < 0) or np.any(errors > counts):
+        raise ValueError("fit_truncated_power_laws: need 0 <= errors <= counts everywhere")
+
+
+# The four faces of the constraint set γ ≥ 0, 1/k ≥ 0 (columns: log α, γ, 1/k).
+_FACES = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 0], [1, 0, 0]], np.float32)
+
+
+def design_matrix(b: jax.Array | np.ndarray, scale: float | jax.Array) -> jax.Array | np.ndarray:
+    """Columns of log ε = c − γ·log(b/s) − κ·(b/s), with s = ``scale``.
+
+    Sizes are scaled by the largest one for conditioning; the parameters map back as
+    log α = c + γ·log s and 1/k = κ / s.
+    """
+    xp = jnp if isinstance(b, jax.Array) else np
+    x = b / scale
+    return xp.stack([xp.ones_like(x), -xp.log(x), -x], axis=-1)
+
+
+def _residual(q, x, y, sqrt_w, face):
+    return sqrt_w * (y - x @ (q * face))
+
+
+@partial(jax.jit, static_argnames="max_iter")
+def _fit_power_laws_padded(b, errors, counts, pseudo_count, *, max_iter):
+    y, w = log_error_targets(errors, counts, pseudo_count)  # [R, Θ]
+    num_points = jnp.sum(w > 0, axis=0)  # [Θ]
+    scale = jnp.max(jnp.where(jnp.any(w > 0, axis=1), b, 0.0))
+    scale = jnp.where(scale > 0, scale, 1.0)
+    x = design_matrix(b, scale)  # [R, 3]
+    # Normalising the weights leaves the minimiser unchanged and makes _LM_TOL meaningful;
+    # a θ without data gets a harmless dummy problem whose result is replaced below.
+    w = jnp.where(num_points > 0, w / jnp.maximum(jnp.sum(w, axis=0), 1e-30), 1.0)
+    sqrt_w = jnp.sqrt(w).T  # [Θ, R]
+    y = y.T
+    allowed = jnp.stack(
+        [jnp.ones_like(num_points), num_points >= 2, num_points >= 3], axis=-1
+    ).astype(jnp.float32)  # [Θ, 3]
+    faces = jnp.asarray(_FACES)[None] * allowed[:, None]  # [Θ, 4, 3]
+
+    def solve_face(sw, yy, face):
+        q = jnp.linalg.lstsq((sw[:, None] * x) * face, sw * yy)[0] * face
+        r = sw * (yy - x @ q)
+        feasible = (q[1] >= -1e-6) & (q[2] >= -1e-6)
+        return q, jnp.where(feasible, jnp.sum(r * r), jnp.inf)
+
+    q_all, sse = jax.vmap(jax.vmap(solve_face, (None, None, 0)))(sqrt_w, y, faces)
+    best = jnp.argmin(sse, axis=1)  # the all-fixed face is always feasible
+    q0 = jnp.take_along_axis(q_all, best[:, None, None], axis=1)[:, 0]
+    face = jnp.take_along_axis(faces, best[:, None, None], axis=1)[:, 0]
+    q0 = q0.at[:, 1:].set(jnp.maximum(q0[:, 1:], 0.0))
+
+    lm = jaxopt.LevenbergMarquardt(
+        residual_fun=_residual,
+        maxiter=max_iter,
+        tol=_LM_TOL,
+        solver="qr",
+        materialize_jac=True,
+        implicit_diff=False,
+    )
+    q, state = jax.vmap(lambda q0_, sw, yy, f: lm.run(q0_, x, yy, sw, f))(q0, sqrt_w, y, face)
+    q = jnp.maximum(q * face, jnp.array([-jnp.inf, 0.0, 0.0]))
+    converged = (state.error <= 100 * _LM_TOL) | (state.iter_num < max_iter)
+
+    gamma = q[:, 1]
+    log_alpha = q[:, 0] + gamma * jnp.log(scale)
+    inv_k = q[:, 2] / scale
+    has_data = num_points > 0
+    alpha = jnp.where(has_data, jnp.exp(log_alpha), 1.0)
+    gamma = jnp.where(has_data, gamma, 0.0)
+    inv_k = jnp.where(has_data, inv_k, 0.0)
+    finite = jnp.isfinite(alpha) & (alpha > 0) & jnp.isfinite(gamma) & jnp.isfinite(inv_k)
+    ok = has_data & (num_points >= 2) & converged & finite
+    return alpha, gamma, inv_k, ok
 
 
 @struct.dataclass
@@ -50,3 +239,69 @@ class TrainingCostModel:
     def round_usd(self, b):
         """Predicted cost of one training round on ``b`` labeled items."""
         return self.usd_per_image_epoch * b * self.epochs + self.usd_per_round
+
+
+def fit_training_cost(
+    train_sizes: np.ndarray, epochs: np.ndarray, usd: np.ndarray
+) -> TrainingCostModel:
+    """Fits the cost of a round, κ·|B|·epochs (+ c), to the rounds measured so far (step 5).
+
+    κ ≥ 0 is the least-squares slope through the origin. With ≥ 3 rounds a fixed
+    per-round overhead c ≥ 0 is also tried (non-negative least squares on [|B|·epochs, 1])
+    and kept when it lowers Akaike's criterion n·log(SSE/n) + 2·(parameters): one extra
+    parameter must buy a real drop in the residual, not the drop that any extra parameter
+    buys on noise. ``epochs`` of the model is the latest round's, the one future rounds are
+    expected to train.
+
+    Args:
+      train_sizes: [R] |B| of each round.
+      epochs: [R] epochs each round trained.
+      usd: [R] measured cost of each round's training.
+    """
+    b = np.asarray(train_sizes, np.float64)
+    e = np.asarray(epochs, np.float64)
+    u = np.asarray(usd, np.float64)
+    if b.ndim != 1 or b.size == 0 or e.shape != b.shape or u.shape != b.shape:
+        raise ValueError(
+            "fit_training_cost: train_sizes, epochs and usd must be 1-D of one non-zero "
+            f"length, got shapes {b.shape}, {e.shape}, {u.shape}"
+        )
+    for name, v in (("train_sizes", b), ("epochs", e)):
+        if not np.all(np.isfinite(v)) or np.any(v <= 0):
+            raise ValueError(f"fit_training_cost: {name} must be positive and finite, got {v}")
+    if not np.all(np.isfinite(u)) or np.any(u < 0):
+        raise ValueError(f"fit_training_cost: usd must be non-negative and finite, got {u}")
+    x = b * e
+    kappa = max(float(x @ u / (x @ x)), 0.0)
+    overhead = 0.0
+    if b.size >= 3:
+        n = b.size
+        # Floor on SSE so an exact fit does not make log(SSE) −inf for both models.
+        floor = 1e-12 * float(u @ u) + 1e-300
+        sse_slope = max(float(np.sum((u - kappa * x) ** 2)), floor)
+        k2, c2 = np.linalg.lstsq(np.stack([x, np.ones_like(x)], 1), u, rcond=None)[0]
+        if k2 < 0:  # the face κ = 0 of the NNLS problem: a constant cost per round
+            k2, c2 = 0.0, float(np.mean(u))
+        if c2 > 0:
+            sse_both = max(float(np.sum((u - k2 * x - c2) ** 2)), floor)
+            if n * np.log(sse_both / n) + 4 < n * np.log(sse_slope / n) + 2:
+                kappa, overhead = float(k2), float(c2)
+    return TrainingCostModel(usd_per_image_epoch=kappa, usd_per_round=overhead, epochs=float(e[-1]))
+
+
+def cumulative_training_usd(model: TrainingCostModel, b_from, b_to, delta) -> jax.Array:
+    """Cost of growing B from ``b_from`` to ``b_to`` in rounds of ``delta`` (Eq. 3, generalised).
+
+    The rounds train on b_from + δ, b_from + 2δ, …, and a last one on b_to itself:
+    n = ⌈(b_to − b_from)/δ⌉ rounds (none when b_to ≤ b_from; the round at b_from is already
+    paid). Their sizes sum to (n − 1)·b_from + δ·n(n − 1)/2 + b_to, so the cost is
+    κ·epochs times that plus n·overhead. With b_from = 0, b_to a multiple of δ and no
+    overhead this is the paper's Eq. 3, k·|B|·(|B|/δ + 1), with k = κ·epochs / 2.
+    Broadcasts over array arguments and is jit-friendly.
+    """
+    b_from = jnp.asarray(b_from, jnp.float32)
+    b_to = jnp.asarray(b_to, jnp.float32)
+    delta = jnp.asarray(delta, jnp.float32)
+    n = jnp.maximum(jnp.ceil((b_to - b_from) / delta), 0.0)
+    size_sum = jnp.where(n > 0, (n - 1) * b_from + delta * n * (n - 1) / 2 + b_to, 0.0)
+    return model.usd_per_image_epoch * model.epochs * size_sum + model.usd_per_round * n

@@ -1,0 +1,57 @@
+"""Device mesh and multi-host setup for data-parallel training and scoring.
+
+Every parallel program in mcal_jax is a per-device function under ``jax.shard_map`` over a
+one-dimensional mesh whose axis is named :data:`DATA_AXIS`, with explicit collectives
+(``lax.pmean`` of gradients, ``lax.psum`` of scores): the programming model of
+``jax.pmap``, which JAX itself now implements on top of ``shard_map``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+from absl import logging
+from jax.sharding import AxisType, Mesh
+
+DATA_AXIS = "data"
+
+
+def make_mesh(num_devices: int | None = None) -> Mesh:
+    """A 1-D ``data`` mesh over the first ``num_devices`` devices (all, across hosts, by default)."""
+    devices = jax.devices()
+    if num_devices is not None:
+        if not 1 <= num_devices <= len(devices):
+            raise ValueError(
+                f"num_devices={num_devices} but {len(devices)} devices are visible: "
+                f"{[d.platform for d in devices][:4]}..."
+            )
+        devices = devices[:num_devices]
+    return jax.make_mesh(
+        (len(devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices
+    )
+
+
+def maybe_initialize_distributed() -> None:
+    """Joins a multi-host job when launched under one; a no-op on a single host.
+
+    ``jax.distributed.initialize()`` discovers the coordinator itself under SLURM, Open MPI
+    and Cloud TPU; elsewhere set ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and
+    ``JAX_PROCESS_ID`` (see BUILD.md).
+    """
+    under_slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    explicit = "JAX_COORDINATOR_ADDRESS" in os.environ
+    if under_slurm or explicit:
+        jax.distributed.initialize()
+        logging.info(
+            "jax.distributed: process %d of %d, %d local / %d global devices",
+            jax.process_index(),
+            jax.process_count(),
+            jax.local_device_count(),
+            jax.device_count(),
+        )
+
+
+def is_main_process() -> bool:
+    """Only process 0 writes files in a multi-host job."""
+    return jax.process_index() == 0

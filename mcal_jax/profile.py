@@ -1,0 +1,267 @@
+"""Error profiles on the test set T and the certified machine-labeling threshold.
+
+Step 3 of the algorithm measures, for every θ, the classifier's error on the test items
+that are at least as confident as the most confident fraction θ of the unlabeled pool U.
+Step 10 turns the last profile into the machine-labeling decision with an exact binomial
+upper bound, tested in a fixed sequence so that choosing the threshold on T keeps the
+bound valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.stats
+
+#: Fractions of the pool considered for machine labeling: 0.05, 0.10, ..., 1.00.
+THETAS: np.ndarray = (np.arange(1, 21) / 20).astype(np.float32)
+
+CONSTRAINTS = ("overall", "machine_subset")
+
+# θ·|U| is computed in float32; this relative slack keeps e.g. 0.15·100 from rounding
+# up to 16 items because float32(0.15) is a hair above 0.15.
+_ROUNDING_SLACK = 1e-6
+
+
+@flax.struct.dataclass
+class ErrorProfile:
+    """ε_T(θ) for every θ, with the counts behind it (step 3 of the algorithm).
+
+    ``thresholds[i]`` is τ_θ, the confidence above which a fraction ``thetas[i]`` of the
+    pool lies; the counts are over items with confidence ≥ τ_θ. A threshold, not a
+    fraction, is carried from U to T because active learning drains the hard items from
+    U, so the same fraction means a lower confidence level in U than in T.
+    """
+
+    thetas: jax.Array
+    thresholds: jax.Array
+    test_errors: jax.Array
+    test_counts: jax.Array
+    pool_counts: jax.Array
+
+    @property
+    def error_rate(self) -> jax.Array:
+        """ε_T(θ): errors per test item above τ_θ (0 where no test item is above it)."""
+        return self.test_errors / jnp.maximum(self.test_counts, 1)
+
+
+def error_profile(
+    pool_confidence: jax.Array,
+    test_confidence: jax.Array,
+    test_correct: jax.Array,
+    thetas: jax.Array | np.ndarray = THETAS,
+    pool_mask: jax.Array | None = None,
+    test_mask: jax.Array | None = None,
+) -> ErrorProfile:
+    """Measures ε_T(θ) for all θ at once with one sort of each set.
+
+    Tie rule: τ_θ is the ⌈θ·|U|⌉-th largest pool confidence, and every item (of U or T)
+    whose confidence is ≥ τ_θ counts as above the threshold. Items tied with τ_θ are
+    therefore all included, so ``pool_counts`` is ⌈θ·|U|⌉ without ties and can exceed it
+    with ties: machine labeling is decided per item by its confidence, and items with
+    equal confidence cannot be told apart. An empty pool gives τ_θ = +inf and zero counts.
+
+    Args:
+      pool_confidence: [N_pool] confidence (higher = more confident) of the items of U.
+      test_confidence: [N_test] confidence of the items of T.
+      test_correct: [N_test] bool, whether the classifier's label of the test item is right.
+      thetas: [Θ] fractions of U in (0, 1].
+      pool_mask: optional bool [N_pool]; False marks padding of a fixed-size array, which
+        is left out of |U| and of every count.
+      test_mask: optional bool [N_test], the same for T.
+    """
+    pool_confidence = jnp.asarray(pool_confidence, jnp.float32)
+    test_confidence = jnp.asarray(test_confidence, jnp.float32)
+    test_correct = jnp.asarray(test_correct)
+    if pool_confidence.ndim != 1 or test_confidence.ndim != 1:
+        raise ValueError(
+            "error_profile: pool_confidence and test_confidence must be 1-D, got shapes "
+            f"{pool_confidence.shape} and {test_confidence.shape}"
+        )
+    if test_correct.shape != test_confidence.shape:
+        raise ValueError(
+            f"error_profile: test_correct has shape {test_correct.shape}, expected "
+            f"{test_confidence.shape} (one flag per test item)"
+        )
+    if pool_mask is None:
+        pool_mask = jnp.ones(pool_confidence.shape, bool)
+    if test_mask is None:
+        test_mask = jnp.ones(test_confidence.shape, bool)
+    masks = (("pool", pool_mask, pool_confidence), ("test", test_mask, test_confidence))
+    for name, mask, ref in masks:
+        if jnp.shape(mask) != ref.shape:
+            raise ValueError(
+                f"error_profile: {name}_mask has shape {jnp.shape(mask)}, expected {ref.shape}"
+            )
+    return _error_profile(
+        pool_confidence,
+        test_confidence,
+        test_correct.astype(bool),
+        jnp.asarray(thetas, jnp.float32),
+        jnp.asarray(pool_mask, bool),
+        jnp.asarray(test_mask, bool),
+    )
+
+
+@jax.jit
+def _error_profile(pool_conf, test_conf, test_correct, thetas, pool_mask, test_mask):
+    num_pool = pool_conf.shape[0]
+    num_test = test_conf.shape[0]
+    # Padding sorts below every real confidence and is never ≥ a real threshold.
+    pool_sorted = jnp.sort(jnp.where(pool_mask, pool_conf, -jnp.inf))
+    num_valid = jnp.sum(pool_mask)
+    wanted = jnp.ceil(thetas * num_valid.astype(jnp.float32) * (1 - _ROUNDING_SLACK))
+    wanted = jnp.clip(wanted.astype(jnp.int32), 1, jnp.maximum(num_valid, 1))
+    thresholds = jnp.where(num_valid > 0, pool_sorted[num_pool - wanted], jnp.inf)
+    pool_counts = num_pool - jnp.searchsorted(pool_sorted, thresholds, side="left")
+
+    order = jnp.argsort(jnp.where(test_mask, test_conf, -jnp.inf))
+    test_sorted = jnp.where(test_mask, test_conf, -jnp.inf)[order]
+    wrong_sorted = (test_mask & ~test_correct)[order].astype(jnp.int32)
+    # wrong_before[i] = errors among the i least confident test items.
+    wrong_before = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(wrong_sorted)])
+    first_above = jnp.searchsorted(test_sorted, thresholds, side="left")
+    test_counts = num_test - first_above
+    test_errors = wrong_before[-1] - wrong_before[first_above]
+    return ErrorProfile(
+        thetas=thetas,
+        thresholds=thresholds,
+        test_errors=test_errors.astype(jnp.int32),
+        test_counts=test_counts.astype(jnp.int32),
+        pool_counts=pool_counts.astype(jnp.int32),
+    )
+
+
+def clopper_pearson_upper(
+    errors: np.ndarray | jax.Array,
+    counts: np.ndarray | jax.Array,
+    confidence: float = 0.95,
+) -> np.ndarray:
+    """One-sided exact (Clopper–Pearson) upper bound on a binomial error rate.
+
+    P(true rate ≤ bound) ≥ ``confidence`` whatever the rate: the bound is the
+    ``confidence`` quantile of Beta(errors + 1, counts − errors). With no items there is
+    no information and the bound is 1; with every item wrong it is 1 as well.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"clopper_pearson_upper: confidence must be in (0, 1), got {confidence}")
+    errors = np.asarray(errors, np.float64)
+    counts = np.asarray(counts, np.float64)
+    if errors.shape != counts.shape:
+        raise ValueError(
+            f"clopper_pearson_upper: errors has shape {errors.shape}, counts {counts.shape}"
+        )
+    if np.any(errors < 0) or np.any(errors > counts):
+        raise ValueError(
+            "clopper_pearson_upper: need 0 <= errors <= counts, got errors="
+            f"{errors.tolist()} counts={counts.tolist()}"
+        )
+    bounded = errors < counts
+    safe_b = np.where(bounded, counts - errors, 1.0)
+    upper = scipy.stats.beta.ppf(confidence, errors + 1.0, safe_b)
+    return np.where(bounded, upper, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class MachineLabelingChoice:
+    """The certified machine-labeling decision of step 10.
+
+    The items of U with confidence ≥ ``threshold`` (``num_machine`` of them) are labeled
+    by the classifier; ``estimated_error`` is ε_T at that threshold and ``upper_bound``
+    its one-sided Clopper–Pearson bound at ``confidence``. ``tested`` is how many
+    thresholds the fixed sequence tested (the failing one included). When no threshold
+    passes, ``theta`` is 0, ``threshold`` +inf and nothing is machine-labeled (so the
+    machine-labeled error and its bound are 0).
+    """
+
+    theta: float
+    threshold: float
+    num_machine: int
+    estimated_error: float
+    upper_bound: float
+    confidence: float
+    constraint: str
+    tested: int
+
+
+def choose_machine_threshold(
+    profile: ErrorProfile,
+    *,
+    epsilon: float,
+    constraint: str,
+    num_items: int,
+    confidence: float = 0.95,
+) -> MachineLabelingChoice:
+    """Largest θ whose error bound meets ε, by fixed-sequence testing (step 10).
+
+    The thresholds are tested from the most confident (smallest θ) to the least, each at
+    level 1 − ``confidence``, and testing stops at the first failure; the last passing θ
+    is kept. Because the order is fixed before looking at T, the chosen threshold's
+    bound holds at ``confidence`` although T was used to choose it, which is not true of
+    "the largest θ that passes" when a later θ passes after a failure.
+
+    Constraints (see the spec): ``"machine_subset"`` requires bound(ε_T(θ)) ≤ ε on the
+    machine-labeled items; ``"overall"`` requires |S|·bound / N ≤ ε over the whole
+    dataset of ``num_items`` = N items, human labels counting as correct.
+    """
+    if constraint not in CONSTRAINTS:
+        raise ValueError(
+            f"choose_machine_threshold: unknown constraint {constraint!r}; "
+            f"valid: {', '.join(repr(c) for c in CONSTRAINTS)}"
+        )
+    if not 0.0 < epsilon < 1.0:
+        raise ValueError(f"choose_machine_threshold: epsilon must be in (0, 1), got {epsilon}")
+    if num_items <= 0:
+        raise ValueError(f"choose_machine_threshold: num_items must be positive, got {num_items}")
+    thetas = np.asarray(profile.thetas, np.float64)
+    thresholds = np.asarray(profile.thresholds, np.float64)
+    errors = np.asarray(profile.test_errors, np.int64)
+    counts = np.asarray(profile.test_counts, np.int64)
+    pool_counts = np.asarray(profile.pool_counts, np.int64)
+    upper = clopper_pearson_upper(errors, counts, confidence)
+    if constraint == "machine_subset":
+        passes = upper <= epsilon
+    else:
+        passes = pool_counts * upper / num_items <= epsilon
+
+    order = np.argsort(thetas, kind="stable")
+    failed = np.flatnonzero(~passes[order])
+    num_passing = int(failed[0]) if failed.size else len(order)
+    tested = min(num_passing + 1, len(order))
+    if num_passing == 0:
+        return MachineLabelingChoice(
+            theta=0.0,
+            threshold=float("inf"),
+            num_machine=0,
+            estimated_error=0.0,
+            upper_bound=0.0,
+            confidence=confidence,
+            constraint=constraint,
+            tested=tested,
+        )
+    i = order[num_passing - 1]
+    return MachineLabelingChoice(
+        theta=float(str(np.asarray(profile.thetas)[i])),  # 0.15, not float32's 0.15000000596
+        threshold=float(thresholds[i]),
+        num_machine=int(pool_counts[i]),
+        estimated_error=float(errors[i] / max(counts[i], 1)),
+        upper_bound=float(upper[i]),
+        confidence=confidence,
+        constraint=constraint,
+        tested=tested,
+    )
+
+
+__all__ = [
+    "THETAS",
+    "CONSTRAINTS",
+    "ErrorProfile",
+    "error_profile",
+    "clopper_pearson_upper",
+    "MachineLabelingChoice",
+    "choose_machine_threshold",
+]

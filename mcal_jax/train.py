@@ -1,0 +1,339 @@
+"""Data-parallel training of a classifier on a labeled subset B of the device-resident pool.
+
+One call of :func:`train` is one active-learning round's "train D(B_i)" (Algorithm 1,
+line 12): it trains from scratch on the items in B and returns the variables together with
+the measured bill, device seconds and images processed, from which the training-cost model
+of Eq. 3 is fitted.
+
+The design keeps every round on a single compiled program:
+
+- An epoch is one jitted call. B enters as a boolean mask over the whole pool, so its
+  shape never changes between rounds; the epoch's random order of B is an ``argsort`` of
+  random keys with unlabeled items pushed last, and the number of steps,
+  ``ceil(|B| / batch)``, is a traced loop bound.
+- Inside the epoch each device runs its own step (``jax.shard_map``): it gathers its share
+  of the global batch from its replica of the pool, augments it, and averages gradients
+  with an explicit ``lax.pmean`` over the ``data`` axis; BatchNorm averages its batch
+  statistics over the same axis (``axis_name`` in the model), so 8 devices take exactly
+  the step one device would take on the whole global batch.
+- The last batch of an epoch wraps around to the epoch's first items, so every step has
+  the full global batch whatever |B| is.
+- The learning rate is a function of the fractional epoch, computed in the step, which
+  lets the paper's schedule (÷10 at epochs 80, 120, 160, 180) apply whatever |B| is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax import struct
+from jax.sharding import NamedSharding, PartitionSpec
+
+from mcal_jax import models
+from mcal_jax.parallel import DATA_AXIS
+from mcal_jax.pool import DevicePool, augment, normalize, replicate
+
+P = PartitionSpec
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training diverged: the loss became NaN or infinite."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How one round trains. Defaults are the paper's (Section 5): 200 epochs, learning
+    rate ÷10 at epochs 80, 120, 160 and 180, mini-batch 256."""
+
+    epochs: int = 200
+    batch_size: int = 256  # global, over all devices
+    optimizer: str = "sgd"  # "sgd" (momentum, optionally Nesterov) or "adam" (AdamW)
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4  # on convolution and dense kernels only
+    schedule: str = "paper"  # "paper" (step decay), "cosine", or "constant"
+    decay_epochs: tuple[int, ...] = (80, 120, 160, 180)
+    decay_factor: float = 0.1
+    warmup_epochs: float = 0.0
+    crop_padding: int = 4
+    horizontal_flip: bool = True
+    compute_dtype: str = "float32"  # "bfloat16" on GPUs: float32 parameters, bf16 compute
+
+    def __post_init__(self):
+        checks = {
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "optimizer": self.optimizer in ("sgd", "adam"),
+            "learning_rate": self.learning_rate > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "schedule": self.schedule in ("paper", "cosine", "constant"),
+            "crop_padding": self.crop_padding >= 0,
+            "compute_dtype": self.compute_dtype in ("float32", "bfloat16"),
+            "warmup_epochs": 0 <= self.warmup_epochs < self.epochs,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"train.{name}={getattr(self, name)!r} is not valid")
+        object.__setattr__(self, "decay_epochs", tuple(int(e) for e in self.decay_epochs))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a round's training produced and what it cost."""
+
+    variables: dict  # {"params": ..., "batch_stats": ...}, replicated on the mesh
+    device_seconds: float  # wall seconds of the training epochs × devices; compile excluded
+    wall_seconds: float
+    compile_seconds: float  # 0.0 when the program was already compiled
+    images_processed: int  # images through forward+backward (steps × global batch)
+    epochs: int
+    final_loss: float
+    num_devices: int
+
+
+@struct.dataclass
+class TrainState:
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def learning_rate(config: TrainConfig, epoch: jax.Array) -> jax.Array:
+    """The learning rate at fractional ``epoch`` (traced)."""
+    base = config.learning_rate
+    if config.schedule == "paper":
+        boundaries = jnp.asarray(config.decay_epochs or (config.epochs,), jnp.float32)
+        lr = base * config.decay_factor ** jnp.sum(epoch >= boundaries)
+    elif config.schedule == "cosine":
+        span = max(config.epochs - config.warmup_epochs, 1e-6)
+        progress = jnp.clip((epoch - config.warmup_epochs) / span, 0.0, 1.0)
+        lr = base * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+    else:
+        lr = jnp.asarray(base, jnp.float32)
+    if config.warmup_epochs > 0:
+        lr = lr * jnp.minimum(1.0, (epoch + 1e-3) / config.warmup_epochs)
+    return lr
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """The optimizer at unit learning rate; the step scales its updates by the schedule."""
+
+    def decay_mask(params):
+        return jax.tree.map(lambda p: p.ndim > 1, params)
+
+    if config.optimizer == "sgd":
+        return optax.chain(
+            optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
+            optax.sgd(1.0, momentum=config.momentum or None, nesterov=config.nesterov),
+        )
+    return optax.adamw(1.0, weight_decay=config.weight_decay, mask=decay_mask)
+
+
+class Trainer:
+    """Compiled training programs for one (model, pool, config); reused by every round."""
+
+    def __init__(self, model_name: str, pool: DevicePool, config: TrainConfig):
+        self.model_name = model_name
+        self.pool = pool
+        self.config = config
+        self.mesh = pool.mesh
+        self.num_devices = self.mesh.size
+        if config.batch_size % self.num_devices:
+            raise ValueError(
+                f"train.batch_size={config.batch_size} must be a multiple of the "
+                f"{self.num_devices} devices of the mesh"
+            )
+        self.model = models.create_model(
+            model_name,
+            num_classes=pool.num_classes,
+            dtype=jnp.dtype(config.compute_dtype),
+            axis_name=DATA_AXIS,
+        )
+        self.tx = make_optimizer(config)
+        replicated = NamedSharding(self.mesh, P())
+        self._init = jax.jit(self._init_state, out_shardings=replicated)
+        epoch_fn = jax.shard_map(
+            self._per_device_epoch,
+            mesh=self.mesh,
+            in_specs=(P(), P(), P(), P(), P(), P(), P(), P()),
+            out_specs=(P(), P()),
+            # Gradients of replicated parameters are averaged by the explicit pmean below,
+            # as under pmap; with check_vma they would arrive already summed.
+            check_vma=False,
+        )
+        self._epoch = jax.jit(epoch_fn, donate_argnums=0)
+        self._compiled = None
+
+    def _init_state(self, key: jax.Array) -> TrainState:
+        dummy = jnp.zeros((1, *self.pool.image_shape), jnp.float32)
+        variables = self.model.init(key, dummy, train=False)
+        params = variables["params"]
+        return TrainState(params, variables.get("batch_stats", {}), self.tx.init(params))
+
+    def _per_device_epoch(self, state, images, labels, mean, std, labeled_mask, epoch, key):
+        config = self.config
+        global_batch = config.batch_size
+        local_batch = global_batch // self.num_devices
+        num_labeled = jnp.sum(labeled_mask, dtype=jnp.int32)
+        steps = (num_labeled + global_batch - 1) // global_batch
+        order_key, step_key = jax.random.split(key)
+        # B in a fresh random order, unlabeled items after it: same on every device.
+        order = jnp.argsort(
+            jnp.where(labeled_mask, jax.random.uniform(order_key, labels.shape), 2.0)
+        )
+        device = jax.lax.axis_index(DATA_AXIS)
+        dtype = jnp.dtype(config.compute_dtype)
+
+        def step(i, carry):
+            state, loss_sum = carry
+            position = i * global_batch + device * local_batch + jnp.arange(local_batch)
+            index = order[position % num_labeled]
+            batch = augment(
+                jax.random.fold_in(jax.random.fold_in(step_key, i), device),
+                images[index],
+                crop_padding=config.crop_padding,
+                horizontal_flip=config.horizontal_flip,
+            )
+            x = normalize(batch, mean, std, dtype)
+            y = labels[index]
+
+            def loss_fn(params):
+                logits, updated = self.model.apply(
+                    {"params": params, "batch_stats": state.batch_stats},
+                    x,
+                    train=True,
+                    mutable=["batch_stats"],
+                )
+                loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+                return loss, updated["batch_stats"]
+
+            (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+            grads = jax.lax.pmean(grads, DATA_AXIS)
+            loss = jax.lax.pmean(loss, DATA_AXIS)
+            updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+            lr = learning_rate(config, epoch + i / steps)
+            updates = jax.tree.map(lambda u: (lr * u).astype(u.dtype), updates)
+            params = optax.apply_updates(state.params, updates)
+            return TrainState(params, batch_stats, opt_state), loss_sum + loss
+
+        state, loss_sum = jax.lax.fori_loop(0, steps, step, (state, jnp.float32(0.0)))
+        return state, loss_sum / steps
+
+    def _epoch_args(self, state, labeled_mask, epoch, key):
+        pool = self.pool
+        return (state, pool.images, pool.labels, pool.mean, pool.std, labeled_mask, epoch, key)
+
+    def init(self, key: jax.Array) -> TrainState:
+        return self._init(key)
+
+    def train(
+        self, labeled_indices: np.ndarray, *, seed: int = 0, progress: bool = False
+    ) -> TrainResult:
+        """Trains from scratch on ``labeled_indices`` (indices into the pool)."""
+        labeled_indices = np.asarray(labeled_indices)
+        num_labeled = len(np.unique(labeled_indices))
+        if num_labeled == 0:
+            raise ValueError("cannot train on an empty labeled set")
+        if labeled_indices.min() < 0 or labeled_indices.max() >= len(self.pool):
+            raise ValueError(
+                f"labeled indices must lie in [0, {len(self.pool)}); got "
+                f"[{labeled_indices.min()}, {labeled_indices.max()}]"
+            )
+        mask = np.zeros(len(self.pool), bool)
+        mask[labeled_indices] = True
+        labeled_mask = replicate(self.mesh, mask)
+        key = jax.random.key(seed)
+        state = self.init(jax.random.fold_in(key, 0))
+        epoch_keys = jax.random.split(jax.random.fold_in(key, 1), self.config.epochs)
+
+        compile_seconds = 0.0
+        if self._compiled is None:
+            start = time.perf_counter()
+            args = self._epoch_args(state, labeled_mask, jnp.float32(0), epoch_keys[0])
+            self._compiled = self._epoch.lower(*args).compile()
+            compile_seconds = time.perf_counter() - start
+
+        epochs = range(self.config.epochs)
+        if progress:
+            from tqdm.auto import tqdm
+
+            epochs = tqdm(epochs, desc=f"train {self.model_name} |B|={num_labeled}", leave=False)
+        jax.block_until_ready(state)
+        start = time.perf_counter()
+        pending = None  # read each epoch's loss one epoch late, so the device never idles
+        for epoch in epochs:
+            args = self._epoch_args(state, labeled_mask, jnp.float32(epoch), epoch_keys[epoch])
+            state, loss = self._compiled(*args)
+            if pending is not None:
+                _check_loss(*pending, progress_bar=epochs if progress else None)
+            pending = (epoch, loss)
+        final_loss = _check_loss(*pending, progress_bar=epochs if progress else None)
+        jax.block_until_ready(state)
+        wall = time.perf_counter() - start
+
+        global_batch = self.config.batch_size
+        steps = math.ceil(num_labeled / global_batch)
+        result = TrainResult(
+            variables={"params": state.params, "batch_stats": state.batch_stats},
+            device_seconds=wall * self.num_devices,
+            wall_seconds=wall,
+            compile_seconds=compile_seconds,
+            images_processed=steps * global_batch * self.config.epochs,
+            epochs=self.config.epochs,
+            final_loss=final_loss,
+            num_devices=self.num_devices,
+        )
+        logging.info(
+            "trained %s on |B|=%d: %d epochs, loss %.4f, %.1f s (%.0f img/s), compile %.1f s",
+            self.model_name,
+            num_labeled,
+            result.epochs,
+            final_loss,
+            wall,
+            result.images_processed / max(wall, 1e-9),
+            compile_seconds,
+        )
+        return result
+
+
+def _check_loss(epoch: int, loss: jax.Array, progress_bar=None) -> float:
+    value = float(loss)
+    if not math.isfinite(value):
+        raise NonFiniteLossError(
+            f"training loss is {value} at epoch {epoch}: lower train.learning_rate or check "
+            "the data"
+        )
+    if progress_bar is not None:
+        progress_bar.set_postfix(loss=f"{value:.4f}")
+    return value
+
+
+@functools.lru_cache(maxsize=16)
+def get_trainer(model_name: str, pool: DevicePool, config: TrainConfig) -> Trainer:
+    """The cached :class:`Trainer`: one compile per (model, pool, config) per process."""
+    return Trainer(model_name, pool, config)
+
+
+def train(
+    model_name: str,
+    pool: DevicePool,
+    labeled_indices: np.ndarray,
+    config: TrainConfig,
+    *,
+    seed: int = 0,
+    progress: bool = False,
+) -> TrainResult:
+    """Trains ``model_name`` from scratch on ``pool[labeled_indices]``, data-parallel over
+    ``pool.mesh``; see the module docstring. Repeated calls reuse the compiled program."""
+    trainer = get_trainer(model_name, pool, config)
+    return trainer.train(labeled_indices, seed=seed, progress=progress)

@@ -1,0 +1,312 @@
+"""Tests for mcal_jax.controller: the plan against a brute-force search over every integer b."""
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mcal_jax import controller
+from mcal_jax import fit as fit_module
+from mcal_jax.controller import (
+    ControllerConfig,
+    History,
+    plan,
+    plan_from_models,
+    select_architecture,
+)
+from mcal_jax.fit import PowerLawFit, TrainingCostModel
+
+THETAS = np.round(np.arange(1, 21) * 0.05, 2)
+N, NUM_TEST, POOL = 2000, 100, 1900
+COST = TrainingCostModel(usd_per_image_epoch=1.5e-6, usd_per_round=0.01, epochs=200.0)
+# Error grows with θ and falls with b: θ* climbs from 0.45 at b = 100 to 1.0 by b ≈ 1000.
+ALPHA = 0.05 + 2.0 * THETAS**2
+GAMMA, INV_K = 0.5, 1.0 / 3000.0
+
+
+def make_fit(alpha=ALPHA, gamma=GAMMA, inv_k=INV_K, trusted=None, thetas=THETAS) -> PowerLawFit:
+    shape = np.shape(thetas)
+    as32 = lambda x: jnp.asarray(np.broadcast_to(x, shape), jnp.float32)
+    trusted = np.ones(shape, bool) if trusted is None else np.asarray(trusted)
+    return PowerLawFit(as32(thetas), as32(alpha), as32(gamma), as32(inv_k), jnp.asarray(trusted))
+
+
+def make_config(**changes) -> ControllerConfig:
+    base = dict(
+        num_items=N,
+        num_test=NUM_TEST,
+        epsilon=0.05,
+        constraint="machine_subset",
+        human_usd_per_label=0.04,
+        delta0=30,
+        min_delta=5,
+        scoring_usd_per_item=1e-6,
+        num_b_grid=2048,
+    )
+    return ControllerConfig(**{**base, **changes})
+
+
+def make_history(sizes=(40, 70, 100), cost_star=(), delta=30, thetas=THETAS, spent=4.0):
+    history = History.start(thetas, delta, spent_usd=spent)
+    for size in sizes:
+        errors, counts = np.full(len(thetas), 5), np.full(len(thetas), 50)
+        history = history.append_round(size, errors, counts, 3e-4 * size, 200, 2e-3, 1.2)
+    return dataclasses.replace(history, cost_star=tuple(cost_star))
+
+
+def brute_force(config, history, fit, cost_model, delta=None):
+    """C(b, θ*(b)) for every integer b in float64, future rounds simulated one by one."""
+    thetas, alpha = np.asarray(fit.thetas, float), np.asarray(fit.alpha, float)
+    gamma, inv_k = np.asarray(fit.gamma, float), np.asarray(fit.inv_k, float)
+    pool, b_now = config.num_items - config.num_test, history.train_size
+    delta = history.delta if delta is None else delta
+    b = np.arange(b_now, pool + 1)
+    error = alpha[:, None] * b ** -gamma[:, None] * np.exp(-b * inv_k[:, None])
+    unlabeled = pool - b
+    if config.constraint == "overall":
+        ok = thetas[:, None] * unlabeled * error / config.num_items <= config.epsilon
+    else:
+        ok = error <= config.epsilon
+    ok &= np.asarray(fit.trusted)[:, None]
+    theta_star = np.where(ok, thetas[:, None], 0.0).max(axis=0)
+    size, training, scoring = np.full(b.shape, b_now), np.zeros(b.shape), np.zeros(b.shape)
+    per_item = cost_model.usd_per_image_epoch * cost_model.epochs
+    while np.any(size < b):
+        active = size < b
+        size = np.where(active, np.minimum(size + delta, b), size)
+        training += active * (per_item * size + cost_model.usd_per_round)
+        scoring += active * config.scoring_usd_per_item * (config.num_items - size)
+    so_far = sum(history.training_usd) + sum(history.scoring_usd)
+    human = config.human_usd_per_label * (config.num_items - theta_star * unlabeled)
+    return b, human + so_far + training + scoring, theta_star
+
+
+def test_plan_matches_brute_force_when_grid_holds_every_integer():
+    config, history, fit = make_config(), make_history(), make_fit()
+    p = plan_from_models(config, history, fit, COST)
+    b, cost, theta_star = brute_force(config, history, fit, COST)
+    best = int(np.argmin(cost))
+    assert 100 < b[best] < POOL  # an interior optimum, not an end of the range
+    assert np.isclose(p.cost_star_usd, cost[best], rtol=1e-5)
+    assert np.isclose(cost[p.b_opt - 100], cost[best], rtol=1e-5)
+    assert abs(p.b_opt - b[best]) <= 2
+    assert p.theta_star == pytest.approx(theta_star[p.b_opt - 100])
+    total = p.human_labels_usd + p.training_so_far_usd + p.future_training_usd + p.scoring_usd
+    assert p.cost_star_usd == pytest.approx(total, rel=1e-12)
+    assert p.human_labels_usd == pytest.approx(0.04 * (N - p.theta_star * (POOL - p.b_opt)))
+    assert p.future_rounds == -(-(p.b_opt - 100) // 30)
+    assert p.b_grid[0] == 100 and p.b_grid[-1] == POOL and p.b_grid.size == 2048
+
+
+@pytest.mark.parametrize("constraint", ["machine_subset", "overall"])
+def test_coarse_grid_within_its_resolution(constraint):
+    config = make_config(num_b_grid=64, constraint=constraint)
+    history, fit = make_history(), make_fit()
+    p = plan_from_models(config, history, fit, COST)
+    b, cost, theta_star = brute_force(config, history, fit, COST)
+    best = int(np.argmin(cost))
+    # Some grid point g lies in [b*, b* + h]; θ*(g) ≥ θ*(b*) as the error falls with b, so
+    # C(g) ≤ C(g, θ*(b*)): the tolerance is the worst such C over that window.
+    h = int(np.ceil((POOL - 100) / 63))
+    window = slice(best, min(best + h, b.size - 1) + 1)
+    at_fixed_theta = cost[window] + 0.04 * (theta_star[window] - theta_star[best]) * (
+        POOL - b[window]
+    )
+    tolerance = float(at_fixed_theta.max() - cost[best])
+    assert 0 < tolerance < 0.05 * cost[best]
+    assert set(np.diff(p.b_grid)) <= {h - 1, h}
+    assert cost[best] * (1 - 1e-6) <= p.cost_star_usd <= cost[best] + tolerance + 1e-5
+    assert np.isclose(cost[p.b_opt - 100], p.cost_star_usd, rtol=1e-5)
+
+
+def test_next_delta_is_the_smallest_within_the_slack():
+    config = make_config()
+    first = plan_from_models(config, make_history(), make_fit(), COST)
+    history = make_history(cost_star=(first.cost_star_usd * 1.01,))
+    p = plan_from_models(config, history, make_fit(), COST)
+    assert p.stable and not p.stop and p.b_opt == first.b_opt
+    remaining = p.b_opt - 100
+    bound = p.cost_star_usd * (1 + config.batch_slack)
+
+    def cost_with(delta):
+        b, cost, _ = brute_force(config, history, make_fit(), COST, delta=delta)
+        return cost[p.b_opt - 100]
+
+    assert config.min_delta <= p.next_delta < history.delta
+    assert cost_with(p.next_delta) <= bound
+    rounds = -(-remaining // p.next_delta)
+    smaller = {-(-remaining // n) for n in range(rounds + 1, remaining // config.min_delta + 1)}
+    smaller = sorted(d for d in smaller if d < p.next_delta)
+    assert smaller, "the test needs a smaller δ to compare with"
+    assert all(cost_with(d) > bound for d in smaller)
+    assert f"δ = {p.next_delta}: {rounds} more rounds" in p.reason
+
+
+def test_flat_curve_stops_and_overall_admits_a_larger_theta():
+    # ε_θ constant in b; θ ∈ {0.25, 0.5, 0.75, 1}. machine_subset: ε_θ ≤ 0.05 → θ* = 0.5.
+    # overall at b = |B| = 100, N = 1000, |T| = 50: θ = 0.75 gives 637.5 · 0.07 / 1000 = 0.045
+    # ≤ 0.05 but θ = 1 gives 850 · 0.2 / 1000 = 0.17, so θ* = 0.75.
+    thetas = np.array([0.25, 0.5, 0.75, 1.0])
+    fit = make_fit(alpha=[0.01, 0.04, 0.07, 0.2], gamma=0.0, inv_k=0.0, thetas=thetas)
+    history = make_history(thetas=thetas)
+    base = dict(num_items=1000, num_test=50, num_b_grid=512)
+    subset = plan_from_models(make_config(**base), history, fit, COST)
+    overall = plan_from_models(make_config(**base, constraint="overall"), history, fit, COST)
+    spent_device = sum(history.training_usd) + sum(history.scoring_usd)
+    for p, theta, machine in ((subset, 0.5, 425), (overall, 0.75, 638)):
+        assert p.b_opt == 100 and p.stop and p.next_delta == 0
+        assert p.theta_star == theta and p.num_machine == machine
+        assert p.cost_star_usd == pytest.approx(0.04 * (1000 - theta * 850) + spent_device)
+        assert p.future_training_usd == 0.0
+        assert "no longer pays" in p.reason
+    assert overall.cost_star_usd == pytest.approx(subset.cost_star_usd - 0.04 * 0.25 * 850)
+    # θ = 0.75 untrusted: never chosen, anywhere on the curve.
+    untrusted = make_fit(alpha=[0.01, 0.04, 0.07, 0.2], gamma=0.0, inv_k=0.0, thetas=thetas,
+                         trusted=[True, True, False, True])  # fmt: skip
+    config = make_config(**base, constraint="overall")
+    p = plan_from_models(config, history, untrusted, COST)
+    assert p.theta_star == 0.5 and not np.any(np.isclose(p.theta_star_by_b, 0.75))
+
+
+def test_no_stop_on_a_flat_curve_before_enough_rounds():
+    thetas = np.array([0.5, 1.0])
+    fit = make_fit(alpha=[0.01, 0.2], gamma=0.0, inv_k=0.0, thetas=thetas)
+    p = plan_from_models(make_config(), make_history((40, 70), thetas=thetas), fit, COST)
+    assert p.b_opt == 70 and not p.stop and p.next_delta == 30
+    assert "2 of 3 rounds" in p.reason
+
+
+def test_no_feasible_theta_means_human_only():
+    fit = make_fit(alpha=10.0, gamma=0.0, inv_k=0.0)  # error 10 everywhere
+    history = make_history()
+    p = plan_from_models(make_config(), history, fit, COST)
+    spent_device = sum(history.training_usd) + sum(history.scoring_usd)
+    assert p.theta_star == 0.0 and p.b_opt == 100 and p.num_machine == 0
+    assert p.cost_star_usd == pytest.approx(0.04 * N + spent_device)
+    assert np.all(p.theta_star_by_b == 0.0) and p.stop
+
+
+def test_pool_exhausted_and_budget_cap_stop():
+    config = make_config()
+    p = plan_from_models(config, make_history((40, 70, POOL)), make_fit(), COST)
+    assert p.stop and p.next_delta == 0 and p.b_opt == POOL
+    assert "pool exhausted" in p.reason and str(POOL) in p.reason
+    history = make_history(spent=20.0)
+    spent = history.spent_usd  # 20 + the three rounds' labels and device time
+    capped = plan_from_models(make_config(budget_usd=spent), history, make_fit(), COST)
+    assert capped.stop and "budget cap" in capped.reason and f"{spent:.2f}" in capped.reason
+    uncapped = plan_from_models(make_config(budget_usd=spent + 1), history, make_fit(), COST)
+    assert not uncapped.stop and uncapped.next_delta == 30
+
+
+def test_next_delta_never_exceeds_the_pool():
+    history = make_history((40, 70, POOL - 10))
+    fit = make_fit(alpha=0.5, gamma=0.0, inv_k=0.0)  # no θ ever feasible: B_opt = |B|
+    # Three rounds of five needed: no stop yet, δ0 = 30 capped at the 10 items left.
+    p = plan_from_models(make_config(min_rounds_for_stability=5), history, fit, COST)
+    assert not p.stop and p.next_delta == 10
+
+
+def test_stability_needs_enough_rounds_and_a_small_change():
+    config, fit = make_config(), make_fit()
+    c = plan_from_models(config, make_history(), fit, COST).cost_star_usd
+    two_rounds = plan_from_models(config, make_history((70, 100), (c,)), fit, COST)
+    assert not two_rounds.stable and two_rounds.next_delta == 30
+    assert plan_from_models(config, make_history(cost_star=(c, c * 1.04)), fit, COST).stable
+    moved = plan_from_models(config, make_history(cost_star=(c, c * 1.2)), fit, COST)
+    assert not moved.stable and moved.next_delta == 30 and "C* moved" in moved.reason
+    assert not plan_from_models(config, make_history(), fit, COST).stable  # nothing to compare
+
+
+def test_select_architecture():
+    p = plan_from_models(make_config(), make_history(), make_fit(), COST)
+    cheap = dataclasses.replace(p, cost_star_usd=10.0, stable=True)
+    dear = dataclasses.replace(p, cost_star_usd=12.0, stable=True)
+    assert select_architecture({"resnet56": dear, "resnet20": cheap}) == "resnet20"
+    unstable = dataclasses.replace(dear, stable=False)
+    assert select_architecture({"resnet20": cheap, "resnet56": unstable}) is None
+    with pytest.raises(ValueError, match="no candidate"):
+        select_architecture({})
+
+
+def test_cheaper_labels_never_buy_more():
+    """Eq. 1 with fixed models: C = C_h·f(b) + g(b), with g the device cost. If C_h falls,
+    the minimiser cannot move to a b with more device cost, so B_opt does not grow (the
+    paper's Table 2 reports the opposite; it cannot come from Eq. 1 alone)."""
+    history, fit = make_history(), make_fit()
+    amazon = plan_from_models(make_config(), history, fit, COST)
+    satyam = plan_from_models(make_config(human_usd_per_label=0.003), history, fit, COST)
+    assert satyam.b_opt < amazon.b_opt
+    assert satyam.future_training_usd < amazon.future_training_usd
+    free = TrainingCostModel(usd_per_image_epoch=0.0, usd_per_round=0.0, epochs=200.0)
+    config = make_config(scoring_usd_per_item=0.0)
+    b_free = {
+        price: plan_from_models(
+            dataclasses.replace(config, human_usd_per_label=price), history, fit, free
+        ).b_opt
+        for price in (0.04, 0.003)
+    }
+    assert b_free[0.04] == b_free[0.003]  # free training: B_opt does not depend on C_h
+
+
+def test_one_compile_for_repeated_plans():
+    config = make_config(num_b_grid=333)
+    before = controller._search_grid._cache_size()
+    plan_from_models(config, make_history(), make_fit(), COST)
+    assert controller._search_grid._cache_size() == before + 1
+    plan_from_models(config, make_history((10, 50, 90, 120), delta=7), make_fit(alpha=0.3), COST)
+    cost = TrainingCostModel(usd_per_image_epoch=2e-6, usd_per_round=0.0, epochs=10)
+    plan_from_models(dataclasses.replace(config, epsilon=0.02), make_history(), make_fit(), cost)
+    assert controller._search_grid._cache_size() == before + 1
+
+
+def test_history_helpers_and_validation():
+    history = make_history()
+    assert history.num_rounds == 3 and history.train_size == 100
+    assert history.spent_usd == pytest.approx(4.0 + 3e-4 * 210 + 3 * 2e-3 + 3 * 1.2)
+    p = plan_from_models(make_config(), make_history(cost_star=(1.0,)), make_fit(), COST)
+    recorded = history.record_plan(p)
+    assert recorded.cost_star == (p.cost_star_usd,) and recorded.delta == p.next_delta
+    with pytest.raises(ValueError, match=r"History.test_errors"):
+        dataclasses.replace(history, test_errors=np.zeros((2, 20)))
+    with pytest.raises(ValueError, match=r"History.test_errors"):
+        dataclasses.replace(history, test_errors=history.test_counts + 1)
+    with pytest.raises(ValueError, match=r"History.train_sizes"):
+        dataclasses.replace(history, train_sizes=(40, 40, 100))
+    with pytest.raises(ValueError, match="no rounds"):
+        plan_from_models(make_config(), History.start(THETAS, 30), make_fit(), COST)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("epsilon", 1.5), ("constraint", "per_class"), ("delta0", 5000), ("num_b_grid", 1),
+     ("human_usd_per_label", 0.0), ("num_test", N), ("budget_usd", -1.0)],
+)  # fmt: skip
+def test_config_validation_names_the_field(field, value):
+    with pytest.raises(ValueError, match=rf"ControllerConfig\.{field} = {value!r}"):
+        make_config(**{field: value})
+
+
+@pytest.mark.skipif(
+    not hasattr(fit_module, "fit_truncated_power_laws"), reason="fitting functions not yet written"
+)
+def test_plan_end_to_end_on_sampled_curves():
+    """Error counts on T from the true curves; the fitted plan lands near the true optimum.
+
+    One θ step changes C by C_h · 0.05 · |U| ≈ 8% here, so a plan only gets within 2% when
+    the fitted curves put θ*'s steps at the right b."""
+    config, true_fit = make_config(), make_fit()
+    sizes = (100, 150, 200, 250, 300, 350)
+    history = History.start(THETAS, 30)
+    for size in sizes:
+        rates = np.asarray(fit_module.predict_error(true_fit, np.array([size])))[:, 0]
+        counts = np.round(THETAS * 400 + 20)
+        errors = np.round(rates * counts)
+        usd = COST.round_usd(size)
+        history = history.append_round(size, errors, counts, usd, COST.epochs, 2e-3)
+    p = plan(config, history)
+    b, cost, _ = brute_force(config, history, true_fit, COST)
+    assert abs(p.b_opt - b[np.argmin(cost)]) <= 50
+    assert cost[p.b_opt - 350] <= 1.02 * cost.min()
+    assert p.cost_star_usd == pytest.approx(cost[p.b_opt - 350], rel=0.02)

@@ -1,0 +1,200 @@
+"""Tests of mcal_jax.fit: batched truncated power laws (Eq. 2) and training cost (Eq. 3)."""
+
+import warnings
+
+import jax
+import numpy as np
+import pytest
+
+from mcal_jax import fit as F
+from mcal_jax.fit_reference import fit_truncated_power_laws_scipy
+from mcal_jax.profile import THETAS
+
+ALPHA, GAMMA, K = 2.0, 0.5, 20_000.0
+SIZES = np.linspace(500, 15_000, 10)
+
+
+def _truth(b):
+    return ALPHA * b ** (-GAMMA) * np.exp(-b / K)
+
+
+def _noisy_rounds(seed, sizes=SIZES):
+    """Binomial error counts at realistic test counts 3500·θ, the same curve for every θ."""
+    rng = np.random.default_rng(seed)
+    counts = np.broadcast_to(np.round(3500 * THETAS).astype(int), (len(sizes), 20))
+    return rng.binomial(counts, _truth(sizes)[:, None]), counts
+
+
+def test_noise_free_curves_are_recovered_exactly():
+    counts = np.full((10, 20), 1e6)
+    alphas = 1.0 + THETAS  # a different curve per θ
+    eps = alphas[None, :] * SIZES[:, None] ** (-GAMMA) * np.exp(-SIZES[:, None] / K)
+    fit = F.fit_truncated_power_laws(SIZES, eps * counts, counts)
+    np.testing.assert_allclose(fit.alpha, alphas, rtol=2e-3)
+    np.testing.assert_allclose(fit.gamma, GAMMA, atol=3e-4)
+    np.testing.assert_allclose(fit.inv_k, 1 / K, rtol=3e-3)
+    assert bool(np.all(fit.trusted))
+
+
+def test_noisy_curves_recover_the_truth():
+    errors, counts = _noisy_rounds(seed=0)
+    fit = F.fit_truncated_power_laws(SIZES, errors, counts)
+    sel = THETAS >= 0.5  # ≥ 1750 test items, 13 to 150 errors per point
+    b = np.linspace(500, 15_000, 30)
+    rel = np.abs(np.asarray(F.predict_error(fit, b))[sel] / _truth(b) - 1)
+    # Medians over 11 independent noisy curves; a plain power law, a wrong sign or a
+    # wrong weighting fails these.
+    assert np.median(rel.max(axis=1)) < 0.2
+    assert np.median(np.abs(np.asarray(fit.gamma)[sel] - GAMMA)) < 0.15
+    assert 0.6 < np.median(np.asarray(fit.inv_k)[sel]) * K < 1.6
+    assert bool(np.all(fit.trusted))
+
+
+@pytest.mark.parametrize("num_rounds", [10, 4, 2, 1])
+def test_batched_fit_equals_scipy_curve_fit(num_rounds):
+    errors, counts = _noisy_rounds(seed=3)
+    errors, counts = errors[:num_rounds].copy(), counts[:num_rounds].copy()
+    counts[: num_rounds - 1, 1] = 0  # θ = 0.10 measured in the latest round only
+    errors[: num_rounds - 1, 1] = 0
+    b = SIZES[:num_rounds]
+    ours = F.fit_truncated_power_laws(b, errors, counts)
+    ref = fit_truncated_power_laws_scipy(b, errors, counts)
+    grid = np.linspace(500, 30_000, 40)
+    np.testing.assert_allclose(
+        F.predict_error(ours, grid), F.predict_error(ref, grid), rtol=1e-3, atol=0
+    )
+    np.testing.assert_array_equal(ours.trusted, ref.trusted)
+    if num_rounds >= 3:  # the bounds are active for some θ, so both sides handled them
+        assert np.any(np.asarray(ref.inv_k) == 0) or np.any(np.asarray(ref.gamma) == 0)
+
+
+def test_zero_error_counts_stay_finite():
+    errors, counts = _noisy_rounds(seed=4)
+    errors[:, :3] = 0
+    fit = F.fit_truncated_power_laws(SIZES, errors, counts)
+    for field in (fit.alpha, fit.gamma, fit.inv_k):
+        assert np.all(np.isfinite(field))
+    # Zero errors at a constant count: a flat curve at the pseudo-count rate 0.5 / count.
+    pred = np.asarray(F.predict_error(fit, SIZES))[:3]
+    np.testing.assert_allclose(pred, 0.5 / counts[:, :3].T, rtol=1e-4)
+
+
+def test_fewer_than_three_points_fit_a_plain_power_law():
+    errors, counts = _noisy_rounds(seed=5)
+    fit = F.fit_truncated_power_laws(SIZES[:2], errors[:2], counts[:2])
+    np.testing.assert_array_equal(fit.inv_k, 0.0)
+    assert np.all(np.asarray(fit.gamma) > 0)
+    # Two points and two parameters: the power law passes through both.
+    rate = errors[:2] / counts[:2]
+    np.testing.assert_allclose(np.asarray(F.predict_error(fit, SIZES[:2])).T, rate, rtol=1e-4)
+    # Per θ too: a θ with test items in only two rounds of ten.
+    counts = counts.copy()
+    counts[:8, 7] = 0
+    errors = np.where(counts > 0, errors, 0)
+    fit = F.fit_truncated_power_laws(SIZES, errors, counts)
+    assert float(fit.inv_k[7]) == 0.0 and float(fit.inv_k[-1]) > 0
+
+
+def test_one_round_is_flat_and_untrusted():
+    errors, counts = _noisy_rounds(seed=6)
+    fit = F.fit_truncated_power_laws(SIZES[:1], errors[:1], counts[:1])
+    np.testing.assert_array_equal(fit.gamma, 0.0)
+    np.testing.assert_allclose(fit.alpha, errors[0] / counts[0], rtol=1e-5)
+    assert not np.any(np.asarray(fit.trusted))
+
+
+def test_trusted_needs_enough_test_items_in_the_latest_round():
+    errors, counts = _noisy_rounds(seed=7)
+    counts = counts.copy()
+    counts[-1, 0] = 19  # latest round too small at θ = 0.05
+    counts[0, 1] = 5  # an early small round does not matter
+    errors = np.minimum(errors, counts)
+    fit = F.fit_truncated_power_laws(SIZES, errors, counts, min_test_items=20)
+    assert not bool(fit.trusted[0]) and bool(fit.trusted[1])
+    assert int(np.sum(np.asarray(fit.trusted))) == 19
+    counts[:, 2] = 0  # no data at all: neutral parameters, not trusted
+    fit = F.fit_truncated_power_laws(SIZES, np.minimum(errors, counts), counts)
+    assert not bool(fit.trusted[2]) and float(fit.alpha[2]) == 1.0
+
+
+def test_one_compile_per_round_bucket():
+    sizes = np.linspace(500, 15_000, 24)
+    errors, counts = _noisy_rounds(seed=8, sizes=sizes)
+    before = F._fit_power_laws_padded._cache_size()
+    F.fit_truncated_power_laws(sizes[:17], errors[:17], counts[:17])  # bucket of 24 rounds
+    assert F._fit_power_laws_padded._cache_size() == before + 1
+    for seed in range(3):  # same shape, new values (pseudo_count is traced, not static)
+        e, c = _noisy_rounds(seed, sizes=sizes)
+        F.fit_truncated_power_laws(sizes[:17], e[:17], c[:17], pseudo_count=0.25 + seed)
+    F.fit_truncated_power_laws(sizes, errors, counts)  # 24 rounds: the same bucket
+    assert F._fit_power_laws_padded._cache_size() == before + 1
+
+
+def test_fit_rejects_bad_inputs():
+    errors, counts = _noisy_rounds(seed=9)
+    with pytest.raises(ValueError, match=r"errors has shape \(10, 19\)"):
+        F.fit_truncated_power_laws(SIZES, errors[:, :19], counts)
+    with pytest.raises(ValueError, match="errors <= counts"):
+        F.fit_truncated_power_laws(SIZES, counts + 1, counts)
+    with pytest.raises(ValueError, match="train_sizes must be positive"):
+        F.fit_truncated_power_laws(SIZES - 600, errors, counts)
+
+
+def test_jaxopt_warning_filter_is_local():
+    assert not any("JAXopt" in str(getattr(f[1], "pattern", "")) for f in warnings.filters)
+
+
+def test_training_cost_recovers_slope_and_overhead():
+    rng = np.random.default_rng(0)
+    b = np.arange(1, 8) * 700.0
+    epochs = np.full(7, 30.0)
+    usd = 2e-6 * b * epochs + 0.15
+    noisy = usd * (1 + 0.005 * rng.standard_normal(7))
+    model = F.fit_training_cost(b, epochs, noisy)
+    assert model.usd_per_image_epoch == pytest.approx(2e-6, rel=0.03)
+    assert model.usd_per_round == pytest.approx(0.15, rel=0.1)
+    assert model.epochs == 30.0
+    assert model.round_usd(3500.0) == pytest.approx(2e-6 * 3500 * 30 + 0.15, rel=0.01)
+
+
+def test_training_cost_without_overhead_keeps_it_zero():
+    rng = np.random.default_rng(1)
+    b = np.arange(1, 8) * 700.0
+    epochs = np.array([20, 20, 30, 30, 30, 40, 40.0])
+    usd = 3e-6 * b * epochs * (1 + 0.01 * rng.standard_normal(7))
+    model = F.fit_training_cost(b, epochs, usd)
+    assert model.usd_per_round == 0.0
+    assert model.usd_per_image_epoch == pytest.approx(3e-6, rel=0.02)
+    assert model.epochs == 40.0  # the latest round's
+    # Two rounds: no overhead is tried, even if the data have one.
+    two = F.fit_training_cost(b[:2], epochs[:2], 3e-6 * b[:2] * 20 + 1.0)
+    assert two.usd_per_round == 0.0 and two.usd_per_image_epoch > 3e-6
+    with pytest.raises(ValueError, match="usd must be non-negative"):
+        F.fit_training_cost(b, epochs, -usd)
+
+
+def test_cumulative_training_usd_equals_explicit_sum_over_rounds():
+    model = F.TrainingCostModel(usd_per_image_epoch=1.5e-6, usd_per_round=0.2, epochs=25.0)
+    rng = np.random.default_rng(2)
+    b_from = rng.integers(0, 3000, 50).astype(float)
+    b_to = b_from + rng.integers(-500, 8000, 50)
+    delta = rng.integers(100, 1500, 50).astype(float)
+    got = np.asarray(F.cumulative_training_usd(model, b_from, b_to, delta))
+    for i in range(50):
+        expected, size = 0.0, b_from[i]
+        while size < b_to[i]:
+            size = min(size + delta[i], b_to[i])
+            expected += 1.5e-6 * size * 25.0 + 0.2
+        assert got[i] == pytest.approx(expected, rel=1e-5, abs=1e-9)
+    jitted = jax.jit(lambda bt: F.cumulative_training_usd(model, b_from, bt, delta))
+    np.testing.assert_allclose(jitted(b_to), got, rtol=1e-6)
+
+
+def test_cumulative_training_usd_is_eq3_from_zero():
+    model = F.TrainingCostModel(usd_per_image_epoch=1e-6, usd_per_round=0.0, epochs=200.0)
+    delta = 700.0
+    b = delta * np.arange(1, 30)
+    k = model.usd_per_image_epoch * model.epochs / 2
+    np.testing.assert_allclose(
+        F.cumulative_training_usd(model, 0.0, b, delta), k * b * (b / delta + 1), rtol=1e-5
+    )
