@@ -18,7 +18,7 @@ DATA_AXIS = "data"
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:
-    """A 1-D ``data`` mesh over the first ``num_devices`` devices (all, across hosts, by default)."""
+    """A 1-D ``data`` mesh over the first ``num_devices`` devices (default: all, on all hosts)."""
     devices = jax.devices()
     if num_devices is not None:
         if not 1 <= num_devices <= len(devices):

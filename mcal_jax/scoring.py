@@ -4,11 +4,13 @@ Every round scores the unlabeled pool U and the test set T with the freshly trai
 classifier: the confidences rank U for buying (least confident first, Algorithm 1 line 10),
 set the thresholds τ_θ of the error profile, and finally choose what is machine-labeled.
 
-One compiled program per (model, metric, batch size) serves every round: the items to
-score enter as a boolean mask over the whole pool (fixed shape); inside, each device walks
-its share of fixed-size batches of the selected items (a traced trip count, so the work is
-proportional to the mask's size, not the pool's), scatters its results into a pool-sized
-buffer, and one ``psum`` over the ``data`` axis assembles them on every device.
+One compiled program per (model, metric, batch size) serves every round and every pool
+size: the items to score are padded to whole global batches (the padding repeats a real
+item and is dropped on the host), each batch's indices are split over the devices
+(``P("data")``), and each device gathers its images from its replica of the pool and
+scores them. The host dispatches one call per batch without waiting and fetches all the
+results once at the end. (XLA:CPU runs convolutions inside a device-side loop an order of
+magnitude slower, so the loop over batches stays on the host.)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from mcal_jax import models
@@ -34,7 +37,7 @@ def confidence_from_logits(logits: jax.Array, metric: str, key: jax.Array | None
     - margin: top-1 minus top-2 softmax probability (the paper's default metric M).
     - entropy: 1 − H(p) / log K, so a uniform prediction scores 0 and a one-hot 1.
     - least_confidence: the top-1 probability.
-    - random: uniform noise, the passive-learning control (needs ``key``).
+    - random: uniform noise, the passive-learning control (needs ``key``: one key per item).
     """
     logits = logits.astype(jnp.float32)
     probs = jax.nn.softmax(logits, axis=-1)
@@ -51,7 +54,7 @@ def confidence_from_logits(logits: jax.Array, metric: str, key: jax.Array | None
     elif metric == "random":
         if key is None:
             raise ValueError("the random metric needs a key")
-        confidence = jax.random.uniform(key, predicted.shape)
+        confidence = jax.vmap(jax.random.uniform)(key)
     else:
         raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
     return confidence, predicted
@@ -83,19 +86,18 @@ class Scorer:
         self.mesh = pool.mesh
         self.metric = metric
         self.num_devices = self.mesh.size
-        self.local_batch = -(-batch_size // self.num_devices)
-        self.global_batch = self.local_batch * self.num_devices
+        self.global_batch = -(-batch_size // self.num_devices) * self.num_devices
         self.dtype = jnp.dtype(compute_dtype)
         self.model = models.create_model(
             model_name, num_classes=pool.num_classes, dtype=self.dtype, axis_name=None
         )
-        specs = (P(), P(), P(), P(), P(), P())
-        self._score = jax.jit(
+        self._index_sharding = NamedSharding(self.mesh, P(None, DATA_AXIS))
+        self._score_batch = jax.jit(
             jax.shard_map(
                 self._per_device_score,
                 mesh=self.mesh,
-                in_specs=specs,
-                out_specs=(P(), P()),
+                in_specs=(P(), P(), P(), P(), P(DATA_AXIS), P()),
+                out_specs=(P(DATA_AXIS), P(DATA_AXIS)),
                 check_vma=False,
             )
         )
@@ -104,55 +106,53 @@ class Scorer:
         x = normalize(images[index], mean, std, self.dtype)
         return self.model.apply(variables, x, train=False)
 
-    def _per_device_score(self, variables, images, mean, std, mask, key):
-        num_items = images.shape[0]
-        count = jnp.sum(mask, dtype=jnp.int32)
-        order = jnp.argsort(~mask, stable=True)  # the selected items first, in pool order
-        steps = (count + self.global_batch - 1) // self.global_batch
-        device = jax.lax.axis_index(DATA_AXIS)
+    def _per_device_score(self, variables, images, mean, std, index, key):
+        logits = self._logits(variables, images, mean, std, index)
+        # The random metric draws one number per item from (seed, item index), so it does
+        # not depend on batching or on the number of devices.
+        item_key = jax.vmap(jax.random.fold_in, (None, 0))(key, index)
+        return confidence_from_logits(logits, self.metric, item_key)
 
-        def body(i, carry):
-            confidence, predicted = carry
-            position = i * self.global_batch + device * self.local_batch
-            position = position + jnp.arange(self.local_batch)
-            valid = position < count
-            index = order[jnp.minimum(position, num_items - 1)]
-            logits = self._logits(variables, images, mean, std, index)
-            conf, pred = confidence_from_logits(
-                logits, self.metric, jax.random.fold_in(key, i * self.num_devices + device)
-            )
-            # Padding rows write to a scratch slot past the end (dropped below).
-            target = jnp.where(valid, index, num_items)
-            confidence = confidence.at[target].set(conf, mode="drop")
-            predicted = predicted.at[target].set(pred + 1, mode="drop")
-            return confidence, predicted
-
-        init = (jnp.zeros(num_items, jnp.float32), jnp.zeros(num_items, jnp.int32))
-        confidence, predicted = jax.lax.fori_loop(0, steps, body, init)
-        # Each item was written by exactly one device: a sum assembles the pool.
-        confidence = jax.lax.psum(confidence, DATA_AXIS)
-        predicted = jax.lax.psum(predicted, DATA_AXIS) - 1
-        return confidence, predicted
-
-    def score_device(self, variables, mask: jax.Array, seed: int = 0):
-        """Scores the items where ``mask`` (replicated bool [N]) is set; device arrays."""
-        pool = self.pool
-        key = jax.random.key(seed)
-        return self._score(variables, pool.images, pool.mean, pool.std, mask, key)
+    def batches(self, indices: np.ndarray) -> jax.Array:
+        """``indices`` padded with copies of the first to [num_batches, global_batch], on
+        the devices with each batch split over the ``data`` axis."""
+        indices = np.asarray(indices, np.int32)
+        num_batches = max(1, -(-len(indices) // self.global_batch))
+        padded = np.full(num_batches * self.global_batch, indices[0], np.int32)
+        padded[: len(indices)] = indices
+        rows = padded.reshape(num_batches, self.global_batch)
+        return jax.make_array_from_callback(rows.shape, self._index_sharding, lambda i: rows[i])
 
     def score(self, variables, indices: np.ndarray, seed: int = 0) -> Scores:
         """Scores ``pool[indices]``; returns pool-sized host arrays."""
-        mask = np.zeros(len(self.pool), bool)
-        mask[np.asarray(indices)] = True
-        confidence, predicted = self.score_device(variables, replicate(self.mesh, mask), seed)
-        return Scores(np.asarray(confidence), np.asarray(predicted))
+        indices = np.asarray(indices)
+        if len(indices) == 0:
+            raise ValueError("nothing to score: empty index set")
+        pool = self.pool
+        key = jax.random.wrap_key_data(
+            replicate(self.mesh, np.asarray(jax.random.key_data(jax.random.key(seed))))
+        )
+        rows = self.batches(indices)
+        outputs = [
+            self._score_batch(variables, pool.images, pool.mean, pool.std, rows[b], key)
+            for b in range(rows.shape[0])
+        ]
+        outputs = jax.device_get(outputs)  # one wait, at the end
+        confidence = np.concatenate([c for c, _ in outputs])[: len(indices)]
+        predicted = np.concatenate([p for _, p in outputs])[: len(indices)]
+        full_confidence = np.zeros(len(pool), np.float32)
+        full_predicted = np.full(len(pool), -1, np.int32)
+        full_confidence[indices] = confidence
+        full_predicted[indices] = predicted
+        return Scores(full_confidence, full_predicted)
 
     def forward_fn(self):
         """The bare jitted model forward over the same batches (the benchmark's baseline)."""
+        pool = self.pool
 
         @jax.jit
         def forward(variables, index):
-            logits = self._logits(variables, self.pool.images, self.pool.mean, self.pool.std, index)
+            logits = self._logits(variables, pool.images, pool.mean, pool.std, index)
             return jnp.argmax(logits, axis=-1)
 
         return forward

@@ -5,21 +5,26 @@ line 12): it trains from scratch on the items in B and returns the variables tog
 the measured bill, device seconds and images processed, from which the training-cost model
 of Eq. 3 is fitted.
 
-The design keeps every round on a single compiled program:
+The design keeps every round on the same compiled programs, with everything on the device:
 
-- An epoch is one jitted call. B enters as a boolean mask over the whole pool, so its
-  shape never changes between rounds; the epoch's random order of B is an ``argsort`` of
-  random keys with unlabeled items pushed last, and the number of steps,
-  ``ceil(|B| / batch)``, is a traced loop bound.
-- Inside the epoch each device runs its own step (``jax.shard_map``): it gathers its share
-  of the global batch from its replica of the pool, augments it, and averages gradients
-  with an explicit ``lax.pmean`` over the ``data`` axis; BatchNorm averages its batch
-  statistics over the same axis (``axis_name`` in the model), so 8 devices take exactly
-  the step one device would take on the whole global batch.
+- B enters as a boolean mask over the whole pool, so no shape changes between rounds. Each
+  epoch's random order of B is one small jitted call: an ``argsort`` of random keys with
+  the unlabeled items pushed last.
+- A step is one jitted call with no host transfer at all: the step counter lives in the
+  train state, and from it the step finds its batch in the epoch's order, its
+  augmentation key and its learning rate. The host only dispatches steps (asynchronously)
+  and reads one loss per epoch, an epoch late, so the device never waits on it. (A loop
+  over steps inside one program would save the dispatches, but XLA:CPU runs convolutions
+  inside loops an order of magnitude slower.)
+- Inside the step each device runs its own program (``jax.shard_map``): it gathers its
+  share of the global batch from its replica of the pool, augments it, and averages
+  gradients with an explicit ``lax.pmean`` over the ``data`` axis; BatchNorm averages its
+  batch statistics over the same axis (``axis_name`` in the model), so 8 devices take
+  exactly the step one device would take on the whole global batch.
 - The last batch of an epoch wraps around to the epoch's first items, so every step has
   the full global batch whatever |B| is.
-- The learning rate is a function of the fractional epoch, computed in the step, which
-  lets the paper's schedule (÷10 at epochs 80, 120, 160, 180) apply whatever |B| is.
+- The learning rate is a function of the fractional epoch, which lets the paper's schedule
+  (÷10 at epochs 80, 120, 160, 180) apply whatever |B| is.
 """
 
 from __future__ import annotations
@@ -106,6 +111,7 @@ class TrainState:
     params: Any
     batch_stats: Any
     opt_state: Any
+    step: jax.Array  # int32 optimizer steps taken
 
 
 def learning_rate(config: TrainConfig, epoch: jax.Array) -> jax.Array:
@@ -162,76 +168,63 @@ class Trainer:
         self.tx = make_optimizer(config)
         replicated = NamedSharding(self.mesh, P())
         self._init = jax.jit(self._init_state, out_shardings=replicated)
-        epoch_fn = jax.shard_map(
-            self._per_device_epoch,
+        self._order = jax.jit(_epoch_order, out_shardings=replicated)
+        step = jax.shard_map(
+            self._per_device_step,
             mesh=self.mesh,
-            in_specs=(P(), P(), P(), P(), P(), P(), P(), P()),
+            in_specs=(P(),) * 9,
             out_specs=(P(), P()),
             # Gradients of replicated parameters are averaged by the explicit pmean below,
             # as under pmap; with check_vma they would arrive already summed.
             check_vma=False,
         )
-        self._epoch = jax.jit(epoch_fn, donate_argnums=0)
-        self._compiled = None
+        self._step = jax.jit(step, donate_argnums=0)
+        self._compiled_step = None
 
     def _init_state(self, key: jax.Array) -> TrainState:
         dummy = jnp.zeros((1, *self.pool.image_shape), jnp.float32)
         variables = self.model.init(key, dummy, train=False)
         params = variables["params"]
-        return TrainState(params, variables.get("batch_stats", {}), self.tx.init(params))
+        return TrainState(
+            params, variables.get("batch_stats", {}), self.tx.init(params), jnp.int32(0)
+        )
 
-    def _per_device_epoch(self, state, images, labels, mean, std, labeled_mask, epoch, key):
+    def _per_device_step(self, state, loss_sum, images, labels, mean, std, order, num_labeled, key):
         config = self.config
         global_batch = config.batch_size
         local_batch = global_batch // self.num_devices
-        num_labeled = jnp.sum(labeled_mask, dtype=jnp.int32)
-        steps = (num_labeled + global_batch - 1) // global_batch
-        order_key, step_key = jax.random.split(key)
-        # B in a fresh random order, unlabeled items after it: same on every device.
-        order = jnp.argsort(
-            jnp.where(labeled_mask, jax.random.uniform(order_key, labels.shape), 2.0)
-        )
+        steps_per_epoch = (num_labeled + global_batch - 1) // global_batch
+        in_epoch = state.step % steps_per_epoch
         device = jax.lax.axis_index(DATA_AXIS)
-        dtype = jnp.dtype(config.compute_dtype)
+        position = in_epoch * global_batch + device * local_batch + jnp.arange(local_batch)
+        index = order[position % num_labeled]
+        batch = augment(
+            jax.random.fold_in(jax.random.fold_in(key, state.step), device),
+            images[index],
+            crop_padding=config.crop_padding,
+            horizontal_flip=config.horizontal_flip,
+        )
+        x = normalize(batch, mean, std, jnp.dtype(config.compute_dtype))
+        y = labels[index]
 
-        def step(i, carry):
-            state, loss_sum = carry
-            position = i * global_batch + device * local_batch + jnp.arange(local_batch)
-            index = order[position % num_labeled]
-            batch = augment(
-                jax.random.fold_in(jax.random.fold_in(step_key, i), device),
-                images[index],
-                crop_padding=config.crop_padding,
-                horizontal_flip=config.horizontal_flip,
+        def loss_fn(params):
+            logits, updated = self.model.apply(
+                {"params": params, "batch_stats": state.batch_stats},
+                x,
+                train=True,
+                mutable=["batch_stats"],
             )
-            x = normalize(batch, mean, std, dtype)
-            y = labels[index]
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+            return loss, updated["batch_stats"]
 
-            def loss_fn(params):
-                logits, updated = self.model.apply(
-                    {"params": params, "batch_stats": state.batch_stats},
-                    x,
-                    train=True,
-                    mutable=["batch_stats"],
-                )
-                loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-                return loss, updated["batch_stats"]
-
-            (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-            grads = jax.lax.pmean(grads, DATA_AXIS)
-            loss = jax.lax.pmean(loss, DATA_AXIS)
-            updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-            lr = learning_rate(config, epoch + i / steps)
-            updates = jax.tree.map(lambda u: (lr * u).astype(u.dtype), updates)
-            params = optax.apply_updates(state.params, updates)
-            return TrainState(params, batch_stats, opt_state), loss_sum + loss
-
-        state, loss_sum = jax.lax.fori_loop(0, steps, step, (state, jnp.float32(0.0)))
-        return state, loss_sum / steps
-
-    def _epoch_args(self, state, labeled_mask, epoch, key):
-        pool = self.pool
-        return (state, pool.images, pool.labels, pool.mean, pool.std, labeled_mask, epoch, key)
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grads = jax.lax.pmean(grads, DATA_AXIS)
+        loss = jax.lax.pmean(loss, DATA_AXIS)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        lr = learning_rate(config, state.step / steps_per_epoch)
+        updates = jax.tree.map(lambda u: (lr * u).astype(u.dtype), updates)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, batch_stats, opt_state, state.step + 1), loss_sum + loss
 
     def init(self, key: jax.Array) -> TrainState:
         return self._init(key)
@@ -240,55 +233,68 @@ class Trainer:
         self, labeled_indices: np.ndarray, *, seed: int = 0, progress: bool = False
     ) -> TrainResult:
         """Trains from scratch on ``labeled_indices`` (indices into the pool)."""
-        labeled_indices = np.asarray(labeled_indices)
-        num_labeled = len(np.unique(labeled_indices))
+        labeled_indices = np.unique(np.asarray(labeled_indices))
+        num_labeled = len(labeled_indices)
         if num_labeled == 0:
             raise ValueError("cannot train on an empty labeled set")
-        if labeled_indices.min() < 0 or labeled_indices.max() >= len(self.pool):
+        if labeled_indices[0] < 0 or labeled_indices[-1] >= len(self.pool):
             raise ValueError(
                 f"labeled indices must lie in [0, {len(self.pool)}); got "
-                f"[{labeled_indices.min()}, {labeled_indices.max()}]"
+                f"[{labeled_indices[0]}, {labeled_indices[-1]}]"
             )
         mask = np.zeros(len(self.pool), bool)
         mask[labeled_indices] = True
         labeled_mask = replicate(self.mesh, mask)
+        count = replicate(self.mesh, np.int32(num_labeled))
         key = jax.random.key(seed)
         state = self.init(jax.random.fold_in(key, 0))
-        epoch_keys = jax.random.split(jax.random.fold_in(key, 1), self.config.epochs)
+        step_key = jax.random.wrap_key_data(
+            replicate(self.mesh, np.asarray(jax.random.key_data(jax.random.fold_in(key, 1))))
+        )
+        order_key = jax.random.fold_in(key, 2)
+        pool = self.pool
+        zero = replicate(self.mesh, np.float32(0))
+
+        def run_step(state, loss_sum, order):
+            args = (state, loss_sum, pool.images, pool.labels, pool.mean, pool.std, order)
+            return self._compiled_step(*args, count, step_key)
 
         compile_seconds = 0.0
-        if self._compiled is None:
+        if self._compiled_step is None:
             start = time.perf_counter()
-            args = self._epoch_args(state, labeled_mask, jnp.float32(0), epoch_keys[0])
-            self._compiled = self._epoch.lower(*args).compile()
+            order = self._order(labeled_mask, order_key)
+            args = (state, zero, pool.images, pool.labels, pool.mean, pool.std, order)
+            self._compiled_step = self._step.lower(*args, count, step_key).compile()
             compile_seconds = time.perf_counter() - start
 
+        steps_per_epoch = math.ceil(num_labeled / self.config.batch_size)
         epochs = range(self.config.epochs)
         if progress:
             from tqdm.auto import tqdm
 
             epochs = tqdm(epochs, desc=f"train {self.model_name} |B|={num_labeled}", leave=False)
+        bar = epochs if progress else None
         jax.block_until_ready(state)
         start = time.perf_counter()
-        pending = None  # read each epoch's loss one epoch late, so the device never idles
+        pending = None  # each epoch's loss is read one epoch late, so the device never idles
         for epoch in epochs:
-            args = self._epoch_args(state, labeled_mask, jnp.float32(epoch), epoch_keys[epoch])
-            state, loss = self._compiled(*args)
+            order = self._order(labeled_mask, jax.random.fold_in(order_key, epoch))
+            loss_sum = zero
+            for _ in range(steps_per_epoch):
+                state, loss_sum = run_step(state, loss_sum, order)
             if pending is not None:
-                _check_loss(*pending, progress_bar=epochs if progress else None)
-            pending = (epoch, loss)
-        final_loss = _check_loss(*pending, progress_bar=epochs if progress else None)
+                _check_loss(*pending, steps_per_epoch, progress_bar=bar)
+            pending = (epoch, loss_sum)
+        final_loss = _check_loss(*pending, steps_per_epoch, progress_bar=bar)
         jax.block_until_ready(state)
         wall = time.perf_counter() - start
 
-        global_batch = self.config.batch_size
-        steps = math.ceil(num_labeled / global_batch)
         result = TrainResult(
             variables={"params": state.params, "batch_stats": state.batch_stats},
             device_seconds=wall * self.num_devices,
             wall_seconds=wall,
             compile_seconds=compile_seconds,
-            images_processed=steps * global_batch * self.config.epochs,
+            images_processed=steps_per_epoch * self.config.batch_size * self.config.epochs,
             epochs=self.config.epochs,
             final_loss=final_loss,
             num_devices=self.num_devices,
@@ -306,8 +312,14 @@ class Trainer:
         return result
 
 
-def _check_loss(epoch: int, loss: jax.Array, progress_bar=None) -> float:
-    value = float(loss)
+def _epoch_order(labeled_mask: jax.Array, key: jax.Array) -> jax.Array:
+    """B in a fresh random order, the unlabeled items after it (the same on every device)."""
+    keys = jax.random.uniform(key, labeled_mask.shape)
+    return jnp.argsort(jnp.where(labeled_mask, keys, 2.0)).astype(jnp.int32)
+
+
+def _check_loss(epoch: int, loss_sum: jax.Array, steps: int, progress_bar=None) -> float:
+    value = float(loss_sum) / steps
     if not math.isfinite(value):
         raise NonFiniteLossError(
             f"training loss is {value} at epoch {epoch}: lower train.learning_rate or check "

@@ -111,21 +111,13 @@ def _real_fashion_mnist():
 
 def test_short_training_on_real_fashion_mnist_beats_chance():
     data = _real_fashion_mnist()
-    rng = np.random.default_rng(0)
-    chosen = rng.choice(len(data), 6000, replace=False)
-    train_idx, held_out = chosen[:4000], chosen[4000:]
-    pool = pool_lib.upload(data.subset(chosen), parallel.make_mesh(2))
-    del train_idx, held_out  # indices below are into the 6000-item subset
+    chosen = np.random.default_rng(0).choice(len(data), 6000, replace=False)
+    # One device: the heavier convolutions of this test gain nothing from simulated devices
+    # sharing two cores. Indices below are into the 6,000-item subset.
+    pool = pool_lib.upload(data.subset(chosen), parallel.make_mesh(1))
     config = train_lib.TrainConfig(
-        epochs=6,
-        batch_size=128,
-        optimizer="adam",
-        learning_rate=3e-3,
-        weight_decay=1e-4,
-        schedule="cosine",
-        crop_padding=2,
-        horizontal_flip=True,
+        epochs=6, batch_size=64, learning_rate=0.1, schedule="cosine", **NO_AUGMENT
     )
     result = train_lib.train("small", pool, np.arange(4000), config)
     accuracy = scoring.accuracy("small", pool, result.variables, np.arange(4000, 6000))
-    assert accuracy >= 0.75, accuracy
+    assert accuracy >= 0.75, accuracy  # chance is 0.10; this run measured 0.81

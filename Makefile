@@ -1,0 +1,46 @@
+# mcal_jax: `make test` and `make demo` work on a fresh machine (Python >= 3.11).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_WORKDIR ?= workdirs/demo
+FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: install data test lint demo bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# Real Fashion-MNIST: Debian's package when apt is usable; otherwise the library falls
+# back to TFDS (`tfds:fashion_mnist`), which downloads it on first use.
+data:
+	@if [ -d $(FASHION_MNIST_DIR) ]; then \
+	  echo "Fashion-MNIST: $(FASHION_MNIST_DIR)"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) \
+	    || echo "apt-get failed: Fashion-MNIST will come from TFDS"; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+	  (sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist) \
+	    || echo "apt-get failed: Fashion-MNIST will come from TFDS"; \
+	else \
+	  echo "apt not usable: Fashion-MNIST will come from TFDS"; \
+	fi
+
+test: install data
+	$(PY) -m pytest -q tests
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+demo: install data
+	$(PY) -m launch.mcal --config=configs/fashion_mnist.py:cpu --workdir=$(DEMO_WORKDIR)
+
+bench: install
+	$(PY) -m launch.bench_core
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
