@@ -21,15 +21,13 @@ from mcal_jax.data import Dataset
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: caches key on it
 class DevicePool:
-    """A dataset's images and labels on the devices, replicated over ``mesh``.
+    """A dataset's images on the devices, replicated over ``mesh``.
 
-    ``labels`` are the ground truth. The MCAL run itself never reads them: humans are
-    simulated by a labeler that holds its own host copy. They are here for training on
-    labels that were bought (gathered by index inside the step) and for benchmarks.
+    Labels are deliberately not here: the only labels a round trains on are the ones it
+    bought, handed to :func:`mcal_jax.train.train` with the indices they belong to.
     """
 
     images: jax.Array  # uint8 [N, H, W, C], replicated
-    labels: jax.Array  # int32 [N], replicated
     mean: jax.Array  # float32 [C] per-channel mean of the pool, in [0, 1] units
     std: jax.Array  # float32 [C]
     num_classes: int
@@ -70,7 +68,6 @@ def upload(dataset: Dataset, mesh: Mesh) -> DevicePool:
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
     return DevicePool(
         images=replicate(mesh, images),
-        labels=replicate(mesh, np.asarray(dataset.labels, np.int32)),
         mean=replicate(mesh, mean.astype(np.float32)),
         std=replicate(mesh, std.astype(np.float32)),
         num_classes=dataset.num_classes,

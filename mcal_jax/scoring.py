@@ -172,9 +172,9 @@ def get_scorer(
     )
 
 
-def accuracy(model_name: str, pool: DevicePool, variables, indices: np.ndarray) -> float:
-    """Fraction of ``pool[indices]`` the model labels correctly (uses the pool's labels)."""
+def accuracy(
+    model_name: str, pool: DevicePool, variables, indices: np.ndarray, labels: np.ndarray
+) -> float:
+    """Fraction of ``pool[indices]`` the model labels as ``labels``."""
     scores = get_scorer(model_name, pool).score(variables, indices)
-    indices = np.asarray(indices)
-    truth = np.asarray(pool.labels)[indices]
-    return float(np.mean(scores.predicted[indices] == truth))
+    return float(np.mean(scores.predicted[np.asarray(indices)] == np.asarray(labels)))

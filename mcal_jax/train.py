@@ -230,21 +230,40 @@ class Trainer:
         return self._init(key)
 
     def train(
-        self, labeled_indices: np.ndarray, *, seed: int = 0, progress: bool = False
+        self,
+        labeled_indices: np.ndarray,
+        labels: np.ndarray,
+        *,
+        seed: int = 0,
+        progress: bool = False,
     ) -> TrainResult:
-        """Trains from scratch on ``labeled_indices`` (indices into the pool)."""
-        labeled_indices = np.unique(np.asarray(labeled_indices))
-        num_labeled = len(labeled_indices)
+        """Trains from scratch on ``labeled_indices`` (into the pool) with their ``labels``."""
+        labeled_indices = np.asarray(labeled_indices)
+        labels = np.asarray(labels)
+        if labeled_indices.shape != labels.shape or labeled_indices.ndim != 1:
+            raise ValueError(
+                f"labeled_indices {labeled_indices.shape} and labels {labels.shape} must be "
+                "1-D arrays of one length"
+            )
+        num_labeled = len(np.unique(labeled_indices))
         if num_labeled == 0:
             raise ValueError("cannot train on an empty labeled set")
-        if labeled_indices[0] < 0 or labeled_indices[-1] >= len(self.pool):
+        if num_labeled != len(labeled_indices):
+            raise ValueError("labeled_indices has duplicates")
+        if labeled_indices.min() < 0 or labeled_indices.max() >= len(self.pool):
             raise ValueError(
                 f"labeled indices must lie in [0, {len(self.pool)}); got "
-                f"[{labeled_indices[0]}, {labeled_indices[-1]}]"
+                f"[{labeled_indices.min()}, {labeled_indices.max()}]"
             )
+        if labels.min() < 0 or labels.max() >= self.pool.num_classes:
+            raise ValueError(f"labels must lie in [0, {self.pool.num_classes})")
         mask = np.zeros(len(self.pool), bool)
         mask[labeled_indices] = True
+        # Bought labels only, scattered over the pool (-1 elsewhere, never read).
+        pool_labels = np.full(len(self.pool), -1, np.int32)
+        pool_labels[labeled_indices] = labels
         labeled_mask = replicate(self.mesh, mask)
+        label_array = replicate(self.mesh, pool_labels)
         count = replicate(self.mesh, np.int32(num_labeled))
         key = jax.random.key(seed)
         state = self.init(jax.random.fold_in(key, 0))
@@ -256,14 +275,14 @@ class Trainer:
         zero = replicate(self.mesh, np.float32(0))
 
         def run_step(state, loss_sum, order):
-            args = (state, loss_sum, pool.images, pool.labels, pool.mean, pool.std, order)
+            args = (state, loss_sum, pool.images, label_array, pool.mean, pool.std, order)
             return self._compiled_step(*args, count, step_key)
 
         compile_seconds = 0.0
         if self._compiled_step is None:
             start = time.perf_counter()
             order = self._order(labeled_mask, order_key)
-            args = (state, zero, pool.images, pool.labels, pool.mean, pool.std, order)
+            args = (state, zero, pool.images, label_array, pool.mean, pool.std, order)
             self._compiled_step = self._step.lower(*args, count, step_key).compile()
             compile_seconds = time.perf_counter() - start
 
@@ -340,12 +359,14 @@ def train(
     model_name: str,
     pool: DevicePool,
     labeled_indices: np.ndarray,
+    labels: np.ndarray,
     config: TrainConfig,
     *,
     seed: int = 0,
     progress: bool = False,
 ) -> TrainResult:
-    """Trains ``model_name`` from scratch on ``pool[labeled_indices]``, data-parallel over
-    ``pool.mesh``; see the module docstring. Repeated calls reuse the compiled program."""
+    """Trains ``model_name`` from scratch on ``pool[labeled_indices]`` with ``labels``,
+    data-parallel over ``pool.mesh``; see the module docstring. Repeated calls reuse the
+    compiled program."""
     trainer = get_trainer(model_name, pool, config)
-    return trainer.train(labeled_indices, seed=seed, progress=progress)
+    return trainer.train(labeled_indices, labels, seed=seed, progress=progress)

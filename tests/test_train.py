@@ -34,7 +34,9 @@ def _one_step(num_devices, optimizer="sgd"):
         **NO_AUGMENT,
     )
     # |B| = one global batch and one epoch: exactly one optimizer step.
-    result = train_lib.Trainer("tiny", pool, config).train(np.arange(100, 164), seed=3)
+    data = _toy_dataset()
+    idx = np.arange(100, 164)
+    result = train_lib.Trainer("tiny", pool, config).train(idx, data.labels[idx], seed=3)
     return jax.device_get(result.variables), result
 
 
@@ -66,8 +68,9 @@ def test_data_parallel_step_equals_single_device_step(optimizer):
 def test_rounds_reuse_one_compiled_program():
     pool = pool_lib.upload(_toy_dataset(), parallel.make_mesh(2))
     config = train_lib.TrainConfig(epochs=2, batch_size=32, schedule="cosine")
-    first = train_lib.train("tiny", pool, np.arange(50), config)
-    second = train_lib.train("tiny", pool, np.arange(200), config, seed=1)
+    labels = _toy_dataset().labels
+    first = train_lib.train("tiny", pool, np.arange(50), labels[:50], config)
+    second = train_lib.train("tiny", pool, np.arange(200), labels[:200], config, seed=1)
     assert first.compile_seconds > 0
     assert second.compile_seconds == 0.0
     # ceil(|B| / batch) full batches per epoch, the last one wrapping around.
@@ -82,7 +85,7 @@ def test_non_finite_loss_stops_with_clear_error():
         epochs=3, batch_size=64, learning_rate=1e30, momentum=0.0, schedule="constant"
     )
     with pytest.raises(train_lib.NonFiniteLossError, match="learning_rate"):
-        train_lib.train("tiny", pool, np.arange(256), config)
+        train_lib.train("tiny", pool, np.arange(256), _toy_dataset().labels[:256], config)
 
 
 def test_paper_learning_rate_schedule():
@@ -118,6 +121,9 @@ def test_short_training_on_real_fashion_mnist_beats_chance():
     config = train_lib.TrainConfig(
         epochs=6, batch_size=64, learning_rate=0.1, schedule="cosine", **NO_AUGMENT
     )
-    result = train_lib.train("small", pool, np.arange(4000), config)
-    accuracy = scoring.accuracy("small", pool, result.variables, np.arange(4000, 6000))
+    labels = data.labels[chosen]
+    result = train_lib.train("small", pool, np.arange(4000), labels[:4000], config)
+    accuracy = scoring.accuracy(
+        "small", pool, result.variables, np.arange(4000, 6000), labels[4000:]
+    )
     assert accuracy >= 0.75, accuracy  # chance is 0.10; this run measured 0.81

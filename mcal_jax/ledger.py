@@ -1,0 +1,390 @@
+"""The cost ledger: every dollar of an MCAL run, with its reason, written durably at once.
+
+The total cost MCAL minimises is Eq. 1 of the paper, C = C_h · (|T| + |B| + |R|) + C_train
++ C_score. The ledger records each term as it is incurred: each purchase of human labels
+(for T, B or the residual R) with the indices and labels bought, and each charge of device
+time for training or scoring. It is also what makes a run resumable: a label that has
+been paid for is on disk before `Ledger.buy` returns it, and a rerun that asks for the
+same purchase (same key) gets the stored labels instead of paying again.
+
+File format: JSON lines, one record per line, appended with a single ``write`` and then
+``fsync``-ed, so a crash leaves at most the last line incomplete. Records:
+
+- ``{"kind": "purchase", "key", "purpose", "indices": [...], "labels": [...],
+  "usd_per_label", "usd"}`` with purpose in ``PURPOSES``;
+- ``{"kind": "charge", "key", "category", "usd", "details": {...}}`` with category in
+  ``CATEGORIES`` and details such as ``device_seconds``, ``images`` or ``model``.
+
+A crash can lose only what was being written: labels bought but not yet on disk are
+bought again on the rerun. One process should write a ledger file at a time; two `Ledger`
+objects on one file do not see each other's appends.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+PURPOSES = ("test", "train", "residual")
+CATEGORIES = ("training", "scoring")
+TOTALS = (
+    "human_labels_test",
+    "human_labels_train",
+    "human_labels_residual",
+    "human_labels",
+    "training",
+    "scoring",
+    "total",
+)
+
+
+class LedgerCorruptError(ValueError):
+    """A ledger file that cannot be read: the message names the file, the line and why."""
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} {value!r} is not JSON serialisable")
+
+
+def _dumps(record: dict) -> str:
+    return json.dumps(record, separators=(",", ":"), allow_nan=False, default=_json_default)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _as_usd(value) -> float | None:
+    """`value` as a float if it is a finite number >= 0 (Python or numpy), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _int_array(values, what: str) -> np.ndarray:
+    """A 1-D int64 array from a list or array of integers; ValueError naming `what`."""
+    array = np.asarray(values)
+    if array.size == 0:
+        array = array.astype(np.int64)
+    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(
+            f"{what}: expected a 1-D array of integers; got shape {array.shape}, "
+            f"dtype {array.dtype}"
+        )
+    return array.astype(np.int64)
+
+
+def _shown(values: np.ndarray, limit: int = 10) -> str:
+    return ", ".join(str(v) for v in values[:limit]) + (", ..." if len(values) > limit else "")
+
+
+def _fsync_directory(path: Path) -> None:
+    """Makes a new file's directory entry durable (POSIX; a no-op where unsupported)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Ledger:
+    """Durable, append-only record of every purchase and every charge, in one JSON-lines file."""
+
+    def __init__(self, path: str | os.PathLike):
+        """Opens the ledger at `path`, creating it (and its directory) if it does not exist.
+
+        A last line without its newline is the trace of a crash during a write: if it is
+        not a complete record it is dropped (the file is truncated) with a warning, since
+        the purchase it held never returned its labels. Any other unreadable line raises
+        `LedgerCorruptError` naming the file and line.
+        """
+        self.path = Path(path)
+        self._records: list[dict] = []  # Purchases hold their indices and labels as arrays.
+        self._keys: dict[str, int] = {}  # key -> position in _records
+        self._bought = np.zeros(0, bool)  # _bought[i]: pool item i has been bought.
+        if self.path.exists():
+            self._load()
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync_directory(self.path.parent)
+
+    # ----------------------------------------------------------------------------- reading
+
+    def _load(self) -> None:
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        tail = lines.pop()  # The bytes after the last newline: empty unless a write was torn.
+        for number, raw in enumerate(lines, start=1):
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise self._corrupt(number, f"not a JSON record ({e})") from None
+            self._ingest(self._validated(record, number), number)
+        if not tail:
+            return
+        number = len(lines) + 1
+        try:
+            record = json.loads(tail.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            warnings.warn(
+                f"ledger {self.path}: line {number} is incomplete ({len(tail)} bytes, from a "
+                "crash during a write); dropping it",
+                stacklevel=3,
+            )
+            os.truncate(self.path, len(data) - len(tail))
+            fd = os.open(self.path, os.O_WRONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return
+        # Complete but for its newline: keep the record, finish the line.
+        self._ingest(self._validated(record, number), number)
+        self._write(b"\n")
+
+    def _corrupt(self, number: int, problem: str) -> LedgerCorruptError:
+        return LedgerCorruptError(f"ledger {self.path}, line {number}: {problem}")
+
+    def _validated(self, record, number: int) -> dict:
+        """A record read from line `number`, with purchase lists turned into arrays."""
+
+        def check(ok: bool, problem: str) -> None:
+            if not ok:
+                raise self._corrupt(number, problem)
+
+        check(isinstance(record, dict), f"expected a JSON object, got {type(record).__name__}")
+        kind, key = record.get("kind"), record.get("key")
+        check(kind in ("purchase", "charge"), f"unknown record kind {kind!r}")
+        check(isinstance(key, str) and key != "", f"bad key {key!r}")
+        check(_is_number(record.get("usd")) and record["usd"] >= 0, f"bad usd in {key!r}")
+        if kind == "charge":
+            check(record.get("category") in CATEGORIES, f"bad category in charge {key!r}")
+            check(isinstance(record.get("details"), dict), f"bad details in charge {key!r}")
+            return record
+        check(record.get("purpose") in PURPOSES, f"bad purpose in purchase {key!r}")
+        price = record.get("usd_per_label")
+        check(_is_number(price) and price >= 0, f"bad usd_per_label in purchase {key!r}")
+        try:
+            indices = _int_array(record.get("indices"), "indices")
+            labels = _int_array(record.get("labels"), "labels")
+        except ValueError as e:
+            raise self._corrupt(number, f"purchase {key!r}: {e}") from None
+        check(len(indices) == len(labels), f"purchase {key!r}: indices and labels differ in length")
+        check(bool(np.all(indices >= 0)), f"purchase {key!r}: negative index")
+        check(
+            math.isclose(record["usd"], price * len(indices), rel_tol=1e-9, abs_tol=1e-12),
+            f"purchase {key!r}: usd {record['usd']} != {price} x {len(indices)} labels",
+        )
+        return {**record, "indices": indices, "labels": labels.astype(np.int32)}
+
+    def _ingest(self, record: dict, number: int) -> None:
+        """Adds a validated record to the in-memory state (`number`: its line, for errors)."""
+        key = record["key"]
+        if key in self._keys:
+            raise self._corrupt(number, f"key {key!r} repeats line {self._keys[key] + 1}")
+        if record["kind"] == "purchase":
+            indices = record["indices"]
+            clash = self._already_bought(indices)
+            if clash.size:
+                raise self._corrupt(number, f"{key!r} buys again indices {_shown(clash)}")
+            if indices.size and indices.max() >= len(self._bought):
+                grown = np.zeros(max(int(indices.max()) + 1, 2 * len(self._bought)), bool)
+                grown[: len(self._bought)] = self._bought
+                self._bought = grown
+            self._bought[indices] = True
+        self._keys[key] = len(self._records)
+        self._records.append(record)
+
+    def _already_bought(self, indices: np.ndarray) -> np.ndarray:
+        """The indices that were bought before, or that repeat within `indices` itself."""
+        known = indices[indices < len(self._bought)]
+        clash = known[self._bought[known]]
+        ordered = np.sort(indices)
+        repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+        return np.unique(np.concatenate([clash, repeated]))
+
+    # ----------------------------------------------------------------------------- writing
+
+    def _write(self, line: bytes) -> None:
+        """Appends `line` with one write and makes it durable before returning."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            view = memoryview(line)
+            while view:  # One write in practice; loop only in case the OS writes short.
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _append(self, record: dict) -> None:
+        self._write(_dumps(record).encode("utf-8") + b"\n")
+
+    @staticmethod
+    def _check_key(key) -> None:
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"ledger key {key!r}: must be a non-empty string")
+
+    def buy(self, labeler, indices, *, purpose: str, key: str) -> np.ndarray:
+        """Buys human labels for pool `indices` from `labeler`, or returns them if bought.
+
+        `key` names the purchase (e.g. ``"round3/train"``): a rerun after a crash asks for
+        the same key and gets the stored labels, without calling the labeler, provided it
+        asks for the same indices and purpose (anything else raises). A new purchase is
+        written and fsync-ed before its labels are returned. No item is ever bought twice:
+        an index already bought under another key raises ValueError.
+
+        Returns:
+          int32 labels, one per index, in the order of `indices`.
+        """
+        if purpose not in PURPOSES:
+            raise ValueError(f"Ledger.buy purpose {purpose!r}: must be one of {PURPOSES}")
+        self._check_key(key)
+        indices = _int_array(indices, f"Ledger.buy(key={key!r}) indices")
+        if key in self._keys:
+            record = self._records[self._keys[key]]
+            if record["kind"] != "purchase":
+                raise ValueError(f"ledger {self.path}: key {key!r} is a charge, not a purchase")
+            if record["purpose"] != purpose or not np.array_equal(record["indices"], indices):
+                raise ValueError(
+                    f"ledger {self.path}: purchase {key!r} was recorded with "
+                    f"{len(record['indices'])} indices for {record['purpose']!r}; now asked for "
+                    f"{len(indices)} different indices or purpose {purpose!r}"
+                )
+            return record["labels"].copy()
+        clash = self._already_bought(indices)
+        if clash.size:
+            owners = [
+                r["key"]
+                for r in self._records
+                if r["kind"] == "purchase" and np.isin(r["indices"], clash).any()
+            ]
+            raise ValueError(
+                f"ledger {self.path}: purchase {key!r} would buy {clash.size} labels twice: "
+                f"indices {_shown(clash)} (already bought under {owners or 'this purchase'})"
+            )
+        price = _as_usd(labeler.usd_per_label)
+        if price is None:
+            raise ValueError(
+                f"{type(labeler).__name__}.usd_per_label = {labeler.usd_per_label!r}: "
+                "must be a finite number >= 0"
+            )
+        labels = _int_array(labeler.label(indices), f"labels from {type(labeler).__name__}")
+        if len(labels) != len(indices):
+            raise ValueError(
+                f"{type(labeler).__name__}.label returned {len(labels)} labels for "
+                f"{len(indices)} indices (purchase {key!r})"
+            )
+        record = {
+            "kind": "purchase",
+            "key": key,
+            "purpose": purpose,
+            "indices": indices,
+            "labels": labels.astype(np.int32),
+            "usd_per_label": price,
+            "usd": price * len(indices),
+        }
+        self._append(record)
+        self._ingest(record, len(self._records) + 1)
+        return record["labels"].copy()
+
+    def charge(self, *, category: str, usd: float, key: str, **details) -> None:
+        """Records a device-time charge (training or scoring), once per key.
+
+        A rerun repeats its charges: the same key with the same values is a no-op; the same
+        key with different values raises, since one key cannot have cost two amounts.
+        `details` (e.g. ``device_seconds``, ``images``, ``model``) must be JSON-serialisable.
+        """
+        if category not in CATEGORIES:
+            raise ValueError(f"Ledger.charge category {category!r}: must be one of {CATEGORIES}")
+        self._check_key(key)
+        if _as_usd(usd) is None:
+            raise ValueError(f"Ledger.charge(key={key!r}) usd = {usd!r}: must be a finite >= 0")
+        record = {"kind": "charge", "key": key, "category": category, "usd": _as_usd(usd)}
+        try:
+            # Round-trip through JSON so the comparison with a reloaded record is exact.
+            record = json.loads(_dumps({**record, "details": details}))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"Ledger.charge(key={key!r}) details {details!r}: {e}") from None
+        if key in self._keys:
+            old = self._records[self._keys[key]]
+            if old == record:
+                return
+            raise ValueError(
+                f"ledger {self.path}: key {key!r} is already recorded as {self._summary(old)}; "
+                f"refusing to record it again as {record}"
+            )
+        self._append(record)
+        self._ingest(record, len(self._records) + 1)
+
+    @staticmethod
+    def _summary(record: dict) -> str:
+        if record["kind"] == "charge":
+            return str(record)
+        return f"a purchase of {len(record['indices'])} labels for {record['purpose']!r}"
+
+    # ----------------------------------------------------------------------------- queries
+
+    def has(self, key: str) -> bool:
+        """Whether a purchase or charge with this key is recorded."""
+        return key in self._keys
+
+    def _purchases(self, purpose: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        chosen = [
+            r
+            for r in self._records
+            if r["kind"] == "purchase" and (purpose is None or r["purpose"] == purpose)
+        ]
+        indices = [r["indices"] for r in chosen] or [np.zeros(0, np.int64)]
+        labels = [r["labels"] for r in chosen] or [np.zeros(0, np.int32)]
+        return np.concatenate(indices), np.concatenate(labels)
+
+    def labels(self) -> tuple[np.ndarray, np.ndarray]:
+        """All bought (indices int64, labels int32), in purchase order."""
+        return self._purchases()
+
+    def bought(self, purpose: str) -> tuple[np.ndarray, np.ndarray]:
+        """The (indices, labels) bought for `purpose` ("test", "train", "residual"), in order."""
+        if purpose not in PURPOSES:
+            raise ValueError(f"Ledger.bought purpose {purpose!r}: must be one of {PURPOSES}")
+        return self._purchases(purpose)
+
+    def totals(self) -> dict[str, float]:
+        """USD spent, by reason: the terms of Eq. 1 of the paper, and their sum ``total``."""
+        spent = {name: [] for name in TOTALS}
+        for r in self._records:
+            if r["kind"] == "purchase":
+                spent[f"human_labels_{r['purpose']}"].append(r["usd"])
+            else:
+                spent[r["category"]].append(r["usd"])
+        sums = {name: math.fsum(values) for name, values in spent.items()}
+        sums["human_labels"] = math.fsum(sums[f"human_labels_{p}"] for p in PURPOSES)
+        sums["total"] = sums["human_labels"] + sums["training"] + sums["scoring"]
+        return sums
+
+    def records(self) -> list[dict]:
+        """Every record in file order, as written (indices and labels as int lists)."""
+        out = []
+        for r in self._records:
+            r = copy.deepcopy(r)
+            if r["kind"] == "purchase":
+                r["indices"], r["labels"] = r["indices"].tolist(), r["labels"].tolist()
+            out.append(r)
+        return out
