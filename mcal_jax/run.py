@@ -275,6 +275,15 @@ def run_round(
     return RoundOutcome(model, history, plan, scores, profile, result)
 
 
+def _charge_key(ledger: Ledger, round_index: int, model: str, category: str) -> str:
+    """A fresh key: a round redone after a restart really was paid for twice."""
+    key = f"round{round_index}/{model}/{category}"
+    retry = 0
+    while ledger.has(key if not retry else f"{key}/retry{retry}"):
+        retry += 1
+    return key if not retry else f"{key}/retry{retry}"
+
+
 def unlabeled_indices(setup: Setup) -> np.ndarray:
     """U = X ∖ (T ∪ B), from the ledger (what was bought is what is labeled)."""
     bought, _ = setup.ledger.labels()

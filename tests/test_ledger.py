@@ -305,16 +305,24 @@ def check_consistent(path) -> int:
     return bought
 
 
+def kill_mid_run(command, path, delay_seconds: float) -> None:
+    """Starts CHILD and SIGKILLs it `delay_seconds` after its first new write."""
+    size = path.stat().st_size if path.exists() else -1
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while child.poll() is None and (path.stat().st_size if path.exists() else -1) <= size:
+        time.sleep(0.002)
+    time.sleep(delay_seconds)
+    child.kill()
+    child.wait()
+
+
 def test_killed_run_resumes_without_buying_twice(path):
     path.parent.mkdir()
     command = [sys.executable, "-c", CHILD, str(path), str(ROUNDS), str(SIZE)]
     rng = np.random.default_rng(0)
     bought = 0
     for _ in range(3):
-        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.1, 0.6))  # Interpreter start-up, then some rounds.
-        child.kill()
-        child.wait()
+        kill_mid_run(command, path, rng.uniform(0.0, 0.1))
         now = check_consistent(path)
         assert now >= bought
         bought = now
