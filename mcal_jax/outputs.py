@@ -3,11 +3,16 @@ labels.npz and summary.json (the ledger keeps its own file, ledger.jsonl)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
 
 import numpy as np
+from absl import logging
+
+from mcal_jax import controller
+from mcal_jax.fit import fit_truncated_power_laws
 
 
 def atomic_write_json(path: str, value) -> None:
@@ -31,6 +36,96 @@ def read_json(path: str):
             raise ValueError(f"{path} is not valid JSON: {error}") from error
 
 
+def history_to_json(history: controller.History) -> dict:
+    fields = dataclasses.asdict(history)
+    return {
+        k: np.asarray(v).tolist() if isinstance(v, np.ndarray) else v for k, v in fields.items()
+    }
+
+
+def history_from_json(fields: dict) -> controller.History:
+    return controller.History(
+        **{
+            k: np.asarray(v)
+            if isinstance(v, list) and k in ("test_errors", "test_counts", "thetas")
+            else v
+            for k, v in fields.items()
+        }
+    )
+
+
+def plan_summary(plan: controller.Plan) -> dict:
+    keys = (
+        "b_opt",
+        "theta_star",
+        "num_machine",
+        "machine_error",
+        "cost_star_usd",
+        "human_labels_usd",
+        "training_so_far_usd",
+        "future_training_usd",
+        "scoring_usd",
+        "future_rounds",
+        "next_delta",
+        "stable",
+        "stop",
+        "reason",
+    )
+    summary = {k: getattr(plan, k) for k in keys}
+    summary["cost_curve"] = {
+        "b": np.asarray(plan.b_grid).tolist(),
+        "usd": np.asarray(plan.cost_by_b).tolist(),
+    }
+    return json.loads(json.dumps(summary, default=float))
+
+
+def log_round(record: dict, plan: controller.Plan) -> None:
+    logging.info(
+        "round %d [%s]: |B|=%d  C*=%.2f USD  b_opt=%d  θ*=%.2f  δ=%d  spent=%.2f USD%s",
+        record["round"],
+        record["lead"],
+        record["train_size"],
+        plan.cost_star_usd,
+        plan.b_opt,
+        plan.theta_star,
+        len(record["next_batch"]),
+        record["spent_usd"],
+        f"  stop: {record['reason']}" if record["stop"] else "",
+    )
+
+
+def append_metrics(workdir, record, plan, outcome) -> None:
+
+    history = outcome.history
+    fit = fit_truncated_power_laws(
+        history.train_sizes, history.test_errors, history.test_counts, thetas=history.thetas
+    )
+    line = {
+        "round": record["round"],
+        "model": record["lead"],
+        "train_size": record["train_size"],
+        "delta": len(record["next_batch"]),
+        "cost_star_usd": plan.cost_star_usd,
+        "b_opt": plan.b_opt,
+        "theta_star": plan.theta_star,
+        "stable": plan.stable,
+        "stop": record["stop"],
+        "reason": record["reason"],
+        "error_profile": {
+            "thetas": history.thetas.tolist(),
+            "errors": history.test_errors[-1].tolist(),
+            "counts": history.test_counts[-1].tolist(),
+        },
+        "fit": {
+            k: np.asarray(getattr(fit, k)).tolist() for k in ("alpha", "gamma", "inv_k", "trusted")
+        },
+        "device_seconds": outcome.train_result.device_seconds,
+        "spent_usd": record["spent_usd"],
+    }
+    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps(line, default=float) + "\n")
+
+
 def save_scores(workdir: str, round_index: int, scores) -> None:
     """The lead model's pool scores of a round: the final labeling reuses the last ones."""
     os.makedirs(os.path.join(workdir, "scores"), exist_ok=True)
@@ -47,7 +142,6 @@ def load_scores(workdir: str, round_index: int) -> tuple[np.ndarray, np.ndarray]
 def checkpoint_variables(workdir: str, round_index: int, model: str, variables) -> None:
     """Saves a round's trained variables with orbax (``checkpoints/round{i}_{model}``)."""
     import orbax.checkpoint as ocp
-    from absl import logging
 
     path = os.path.abspath(os.path.join(workdir, "checkpoints", f"round{round_index}_{model}"))
     if os.path.exists(path):

@@ -33,9 +33,14 @@ from mcal_jax import train as train_lib
 from mcal_jax.data import load_dataset
 from mcal_jax.ledger import Ledger
 from mcal_jax.outputs import (
+    append_metrics,
     atomic_write_json,
     checkpoint_variables,
+    history_from_json,
+    history_to_json,
     load_scores,
+    log_round,
+    plan_summary,
     read_json,
     save_scores,
     write_final_outputs,
@@ -213,66 +218,96 @@ class RoundOutcome:
     train_result: train_lib.TrainResult
 
 
-def run_round(
-    setup: Setup, model: str, history: controller.History, round_index: int, labels_usd: float
-) -> RoundOutcome:
-    """Algorithm 1, lines 12–18 for one candidate: train D(B_i), score U ∪ T, error
-    profile, record the costs, fit and plan."""
-    config, ledger = setup.config, setup.ledger
-    train_idx, train_labels = ledger.bought("train")
-    size = len(train_idx)
-    seed = config.seed * 1000 + round_index
+@dataclasses.dataclass
+class Measurement:
+    """One trained model's round: its scores on U ∪ T, its error profile, its bill."""
+
+    result: train_lib.TrainResult
+    scores: scoring.Scores
+    profile: profile_lib.ErrorProfile
+    train_size: int
+    training_usd: float
+    scoring_usd: float
+    scored_items: int
+    scoring_seconds: float
+
+
+def measure_round(
+    setup: Setup,
+    model: str,
+    train_idx: np.ndarray,
+    train_labels: np.ndarray,
+    unlabeled: np.ndarray,
+    seed: int,
+) -> Measurement:
+    """Spec step 2–3: train D(B) from scratch, score U ∪ T with M, and measure ε_T(θ)."""
+    config = setup.config
     result = train_lib.train(
         model, setup.pool, train_idx, train_labels, setup.train_config, seed=seed, progress=True
     )
-    train_usd = training_usd(setup, model, result, size)
-    ledger.charge(
-        category="training",
-        usd=train_usd,
-        key=f"round{round_index}/{model}/training",
-        device_seconds=result.device_seconds,
-        images=result.images_processed,
-        model=model,
-    )
-    unlabeled = unlabeled_indices(setup)
     scorer = scoring.get_scorer(
-        model,
-        setup.pool,
-        config.mcal.metric,
-        config.score_batch_size,
-        config.train.compute_dtype,
+        model, setup.pool, config.mcal.metric, config.score_batch_size, config.train.compute_dtype
     )
     to_score = np.concatenate([unlabeled, setup.test_indices])
     start = time.perf_counter()
     scores = scorer.score(result.variables, to_score, seed=seed)
     score_seconds = (time.perf_counter() - start) * setup.pool.mesh.size
-    score_usd = scoring_usd(setup, model, len(to_score), score_seconds)
-    ledger.charge(
-        category="scoring",
-        usd=score_usd,
-        key=f"round{round_index}/{model}/scoring",
-        device_seconds=score_seconds,
-        items=len(to_score),
-        model=model,
-    )
-    _, test_labels = ledger.bought("test")
+    _, test_labels = setup.ledger.bought("test")
     test_correct = scores.predicted[setup.test_indices] == test_labels
     profile = profile_lib.error_profile(
         scores.confidence[unlabeled], scores.confidence[setup.test_indices], test_correct
     )
+    return Measurement(
+        result=result,
+        scores=scores,
+        profile=profile,
+        train_size=len(train_idx),
+        training_usd=training_usd(setup, model, result, len(train_idx)),
+        scoring_usd=scoring_usd(setup, model, len(to_score), score_seconds),
+        scored_items=len(to_score),
+        scoring_seconds=score_seconds,
+    )
+
+
+def run_round(
+    setup: Setup, model: str, history: controller.History, round_index: int, labels_usd: float
+) -> RoundOutcome:
+    """Algorithm 1, lines 12–18 for one candidate: train D(B_i), score U ∪ T, error
+    profile, record the costs in the ledger, fit and plan."""
+    ledger = setup.ledger
+    train_idx, train_labels = ledger.bought("train")
+    seed = setup.config.seed * 1000 + round_index
+    m = measure_round(setup, model, train_idx, train_labels, unlabeled_indices(setup), seed)
+    ledger.charge(
+        category="training",
+        usd=m.training_usd,
+        key=_charge_key(ledger, round_index, model, "training"),
+        device_seconds=m.result.device_seconds,
+        images=m.result.images_processed,
+        model=model,
+    )
+    ledger.charge(
+        category="scoring",
+        usd=m.scoring_usd,
+        key=_charge_key(ledger, round_index, model, "scoring"),
+        device_seconds=m.scoring_seconds,
+        items=m.scored_items,
+        model=model,
+    )
     history = history.append_round(
-        size,
-        np.asarray(profile.test_errors),
-        np.asarray(profile.test_counts),
-        train_usd,
-        result.epochs,
-        score_usd,
+        m.train_size,
+        np.asarray(m.profile.test_errors),
+        np.asarray(m.profile.test_counts),
+        m.training_usd,
+        m.result.epochs,
+        m.scoring_usd,
         labels_usd=labels_usd,
     )
-    plan = controller.plan(controller_config(setup, score_usd / len(to_score)), history)
+    config = controller_config(setup, m.scoring_usd / m.scored_items)
+    plan = controller.plan(config, history)
     history = history.record_plan(plan)
-    checkpoint_variables(setup.workdir, round_index, model, result.variables)
-    return RoundOutcome(model, history, plan, scores, profile, result)
+    checkpoint_variables(setup.workdir, round_index, model, m.result.variables)
+    return RoundOutcome(model, history, plan, m.scores, m.profile, m.result)
 
 
 def _charge_key(ledger: Ledger, round_index: int, model: str, category: str) -> str:
@@ -290,49 +325,6 @@ def unlabeled_indices(setup: Setup) -> np.ndarray:
     mask = np.ones(setup.num_items, bool)
     mask[bought] = False
     return np.flatnonzero(mask)
-
-
-def _history_to_json(history: controller.History) -> dict:
-    fields = dataclasses.asdict(history)
-    return {
-        k: np.asarray(v).tolist() if isinstance(v, np.ndarray) else v for k, v in fields.items()
-    }
-
-
-def _history_from_json(fields: dict) -> controller.History:
-    return controller.History(
-        **{
-            k: np.asarray(v)
-            if isinstance(v, list) and k in ("test_errors", "test_counts", "thetas")
-            else v
-            for k, v in fields.items()
-        }
-    )
-
-
-def _plan_summary(plan: controller.Plan) -> dict:
-    keys = (
-        "b_opt",
-        "theta_star",
-        "num_machine",
-        "machine_error",
-        "cost_star_usd",
-        "human_labels_usd",
-        "training_so_far_usd",
-        "future_training_usd",
-        "scoring_usd",
-        "future_rounds",
-        "next_delta",
-        "stable",
-        "stop",
-        "reason",
-    )
-    summary = {k: getattr(plan, k) for k in keys}
-    summary["cost_curve"] = {
-        "b": np.asarray(plan.b_grid).tolist(),
-        "usd": np.asarray(plan.cost_by_b).tolist(),
-    }
-    return json.loads(json.dumps(summary, default=float))
 
 
 def least_confident(scores: scoring.Scores, unlabeled: np.ndarray, count: int) -> np.ndarray:
@@ -360,7 +352,7 @@ def mcal(config: ml_collections.ConfigDict, workdir: str) -> dict:
         active = list(config.models)
     else:
         last = state["rounds"][-1]
-        histories = {m: _history_from_json(h) for m, h in last["histories"].items()}
+        histories = {m: history_from_json(h) for m, h in last["histories"].items()}
         active = last["active"]
         if not last["stop"]:
             ledger.buy(
@@ -386,7 +378,12 @@ def mcal(config: ml_collections.ConfigDict, workdir: str) -> dict:
         stop, reason = plan.stop, plan.reason
         if not stop and round_index >= config.mcal.max_rounds:
             stop, reason = True, f"reached mcal.max_rounds={config.mcal.max_rounds}"
-        delta = min(plan.next_delta or histories[lead].delta, len(unlabeled))
+        delta = plan.next_delta or histories[lead].delta
+        rounds_left = config.mcal.max_rounds - round_index
+        if plan.stable and rounds_left > 0:
+            # The round cap is a budget the controller does not see: reach b_opt within it.
+            delta = max(delta, -(-(plan.b_opt - histories[lead].train_size) // rounds_left))
+        delta = min(delta, len(unlabeled))
         next_batch = [] if stop else least_confident(outcomes[lead].scores, unlabeled, delta)
         save_scores(workdir, round_index, outcomes[lead].scores)
         record = {
@@ -397,15 +394,15 @@ def mcal(config: ml_collections.ConfigDict, workdir: str) -> dict:
             "reason": reason,
             "train_size": histories[lead].train_size,
             "next_batch": np.asarray(next_batch).tolist(),
-            "histories": {m: _history_to_json(h) for m, h in histories.items()},
-            "plans": {m: _plan_summary(o.plan) for m, o in outcomes.items()},
+            "histories": {m: history_to_json(h) for m, h in histories.items()},
+            "plans": {m: plan_summary(o.plan) for m, o in outcomes.items()},
             "device_seconds": {m: o.train_result.device_seconds for m, o in outcomes.items()},
             "spent_usd": ledger.totals()["total"],
         }
         state["rounds"].append(record)
-        _log_round(record, plan)
+        log_round(record, plan)
         atomic_write_json(state_path, state)
-        _append_metrics(workdir, record, plan, outcomes[lead])
+        append_metrics(workdir, record, plan, outcomes[lead])
         if not stop:
             ledger.buy(
                 labeler,
@@ -414,55 +411,16 @@ def mcal(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 key=f"round{round_index + 1}/train",
             )
             labels_usd = len(next_batch) * labeler.usd_per_label
+    if config.baselines.run:
+        from mcal_jax.baselines import run_baselines
+
+        run_baselines(
+            setup,
+            state["rounds"][-1]["lead"],
+            state,
+            save=lambda value: atomic_write_json(state_path, value),
+        )
     return finish(setup, state)
-
-
-def _log_round(record: dict, plan: controller.Plan) -> None:
-    logging.info(
-        "round %d [%s]: |B|=%d  C*=%.2f USD  b_opt=%d  θ*=%.2f  δ=%d  spent=%.2f USD%s",
-        record["round"],
-        record["lead"],
-        record["train_size"],
-        plan.cost_star_usd,
-        plan.b_opt,
-        plan.theta_star,
-        len(record["next_batch"]),
-        record["spent_usd"],
-        f"  stop: {record['reason']}" if record["stop"] else "",
-    )
-
-
-def _append_metrics(workdir, record, plan, outcome: RoundOutcome) -> None:
-    from mcal_jax.fit import fit_truncated_power_laws
-
-    history = outcome.history
-    fit = fit_truncated_power_laws(
-        history.train_sizes, history.test_errors, history.test_counts, thetas=history.thetas
-    )
-    line = {
-        "round": record["round"],
-        "model": record["lead"],
-        "train_size": record["train_size"],
-        "delta": len(record["next_batch"]),
-        "cost_star_usd": plan.cost_star_usd,
-        "b_opt": plan.b_opt,
-        "theta_star": plan.theta_star,
-        "stable": plan.stable,
-        "stop": record["stop"],
-        "reason": record["reason"],
-        "error_profile": {
-            "thetas": history.thetas.tolist(),
-            "errors": history.test_errors[-1].tolist(),
-            "counts": history.test_counts[-1].tolist(),
-        },
-        "fit": {
-            k: np.asarray(getattr(fit, k)).tolist() for k in ("alpha", "gamma", "inv_k", "trusted")
-        },
-        "device_seconds": outcome.train_result.device_seconds,
-        "spent_usd": record["spent_usd"],
-    }
-    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-        f.write(json.dumps(line, default=float) + "\n")
 
 
 def finish(setup: Setup, state: dict) -> dict:
