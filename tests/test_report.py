@@ -1,0 +1,263 @@
+"""Run and sweep reports, on workdirs written by hand in the formats of run.py/outputs.py."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mcal_jax import report
+from mcal_jax.profile import THETAS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N, NUM_TEST, USD_PER_LABEL = 2000, 100, 0.04
+TRAIN_SIZES = (100, 200, 300, 400)
+BASELINES = {
+    "human_only": 80.0,
+    "al": {
+        "0.01": {"total_usd": 52.0, "rounds": 30},
+        "0.02": {"total_usd": 44.0, "rounds": 15},
+        "0.05": {"total_usd": 41.5, "rounds": 6},
+        "0.1": {"total_usd": 47.0, "rounds": 3},
+        "0.2": {"total_usd": 60.0, "rounds": 2},
+    },
+    "oracle_al": {"delta_fraction": 0.05, "total_usd": 41.5},
+    "hindsight": {"total_usd": 30.25, "delta_fraction": 0.02, "round": 7},
+}
+
+
+def _true_error(b):
+    """A learning curve per θ: confident fractions err less (Eq. 2 with 1/k = 0)."""
+    return 0.6 * THETAS[:, None] ** 1.5 * np.asarray(b, float)[None, :] ** -0.5
+
+
+def _summary(total=33.3, baselines=None):
+    counts = {"test": NUM_TEST, "train": 400, "machine": 1200, "residual": 300}
+    summary = {
+        "dataset": "fake_mnist",
+        "num_items": N,
+        "epsilon": 0.05,
+        "constraint": "overall",
+        "model": "small",
+        "counts": counts,
+        "fractions": {k: v / N for k, v in counts.items()},
+        "cost_usd": {
+            "human_labels": 32.0,
+            "human_labels_test": 4.0,
+            "human_labels_train": 16.0,
+            "human_labels_residual": 12.0,
+            "training": 1.25,
+            "scoring": 0.05,
+            "total": total,
+            "human_only": N * USD_PER_LABEL,
+        },
+        "savings_vs_human_only": 1 - total / (N * USD_PER_LABEL),
+        "error": {
+            "estimated": 0.021,
+            "upper_bound": 0.034,
+            "confidence": 0.95,
+            "true": 0.025,
+            "true_overall": 0.025,
+            "true_machine_subset": 0.0417,
+        },
+        "threshold": {"theta": 0.7, "confidence_threshold": 0.81},
+        "rounds": len(TRAIN_SIZES),
+        "stop_reason": "B_opt ≤ |B|: buying more labels no longer pays",
+        "usd_per_label": USD_PER_LABEL,
+        "cost_mode": "per_image_epoch",
+    }
+    if baselines is not None:
+        summary["baselines"] = baselines
+    return summary
+
+
+def _write_run(workdir, summary=None):
+    """A finished 4-round run of model "small": summary.json, metrics.jsonl, state.json."""
+    os.makedirs(workdir, exist_ok=True)
+    counts = np.round(THETAS * NUM_TEST)[None, :].repeat(len(TRAIN_SIZES), 0)
+    errors = np.round(_true_error(TRAIN_SIZES).T * counts)
+    rounds, lines = [], []
+    for r, b in enumerate(TRAIN_SIZES, 1):
+        grid = np.linspace(b, N - NUM_TEST, 50)
+        usd = USD_PER_LABEL * (N - 0.9 * (N - NUM_TEST - grid) * np.minimum(1, grid / 800))
+        usd += 0.002 * grid
+        best = int(np.argmin(usd))
+        plan = {
+            "b_opt": int(grid[best]),
+            "theta_star": 0.7,
+            "cost_star_usd": float(usd[best]),
+            "stable": r >= 3,
+            "stop": r == len(TRAIN_SIZES),
+            "reason": "B_opt ≤ |B|" if r == len(TRAIN_SIZES) else f"|S| grows, round {r}",
+            "cost_curve": {"b": grid.tolist(), "usd": usd.tolist()},
+        }
+        history = {
+            "train_sizes": list(TRAIN_SIZES[:r]),
+            "test_errors": errors[:r].tolist(),
+            "test_counts": counts[:r].tolist(),
+            "thetas": THETAS.tolist(),
+        }
+        rounds.append(
+            {"round": r, "lead": "small", "histories": {"small": history}, "plans": {"small": plan}}
+        )
+        fit = {  # the true curve, with a bias that shrinks as rounds add points
+            "alpha": (0.6 * THETAS**1.5 * (1 + 0.3 / r)).tolist(),
+            "gamma": [0.5] * len(THETAS),
+            "inv_k": [0.0] * len(THETAS),
+            "trusted": (counts[r - 1] >= 20).tolist(),
+        }
+        lines.append(
+            {
+                "round": r,
+                "model": "small",
+                "train_size": b,
+                "delta": 0 if plan["stop"] else 100,
+                "cost_star_usd": plan["cost_star_usd"],
+                "b_opt": plan["b_opt"],
+                "theta_star": 0.7,
+                "stable": plan["stable"],
+                "stop": plan["stop"],
+                "reason": plan["reason"],
+                "error_profile": {
+                    "thetas": THETAS.tolist(),
+                    "errors": errors[r - 1].tolist(),
+                    "counts": counts[r - 1].tolist(),
+                },
+                "fit": fit,
+                "device_seconds": 12.5 * r,
+                "spent_usd": 4.0 + 4.0 * r,
+            }
+        )
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+        json.dump(summary or _summary(), f)
+    with open(os.path.join(workdir, "state.json"), "w") as f:
+        json.dump({"rounds": rounds}, f)
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+        f.writelines(json.dumps(line) + "\n" for line in lines)
+    return rounds
+
+
+def _assert_png(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    assert len(data) > 1024, path
+
+
+def test_write_report_plots_and_tables(tmp_path):
+    rounds = _write_run(tmp_path, _summary(baselines=BASELINES))
+    paths = report.write_report(str(tmp_path))
+    names = ["error_vs_b.png", "cost_vs_b.png", "cost_breakdown.png", "baselines.png"]
+    assert paths == [str(tmp_path / "report" / n) for n in [*names, "summary.md"]]
+    for path in paths[:-1]:
+        _assert_png(path)
+    text = (tmp_path / "report" / "summary.md").read_text()
+    assert "**33.30 USD**" in text and "| cost_usd.total | 33.30 |" in text
+    for key, value in {"test": 100, "train": 400, "machine": 1200, "residual": 300}.items():
+        assert f"| counts.{key} | {value} |" in text
+    assert "| oracle_al | 5 | 41.50 |" in text
+    assert "| hindsight | 2 | 30.25 |" in text
+    assert "| AL(δ = 10%) | 10 | 47.00 |" in text
+    # One row per round, from metrics.jsonl; "|" inside reasons is escaped.
+    for r, record in enumerate(rounds, 1):
+        plan = record["plans"]["small"]
+        assert f"| {r} | small | {TRAIN_SIZES[r - 1]} | " in text
+        assert f"| {plan['cost_star_usd']:.2f} | {plan['b_opt']} | 0.70 |" in text
+    assert "Stopped: B_opt ≤ |B|: buying more labels no longer pays" in text
+    assert "![baselines](baselines.png)" in text
+
+
+def test_report_without_baselines_and_with_partial_ones(tmp_path):
+    _write_run(tmp_path / "plain")
+    paths = report.write_report(str(tmp_path / "plain"))
+    assert [os.path.basename(p) for p in paths] == [
+        "error_vs_b.png",
+        "cost_vs_b.png",
+        "cost_breakdown.png",
+        "summary.md",
+    ]
+    assert "## Baselines" not in (tmp_path / "plain" / "report" / "summary.md").read_text()
+
+    # An AL entry as a bare number, one without total_usd, an odd key, no oracle/hindsight.
+    partial = {"al": {"0.02": 44.0, "0.05": {"rounds": 3}, "all": {"total_usd": 1.0}}}
+    _write_run(tmp_path / "partial", _summary(baselines=partial))
+    paths = report.write_report(str(tmp_path / "partial"))
+    _assert_png(paths[3])
+    text = (tmp_path / "partial" / "report" / "summary.md").read_text()
+    assert "| AL(δ = 2%) | 2 | 44.00 |" in text and "AL(δ = 5%)" not in text
+    assert "| human_only |  | 80.00 |" in text  # from cost_usd when baselines lack it
+
+
+def test_measured_error_uses_pseudo_count_for_zero_errors():
+    rate, zero = report._measured(np.array([0.0, 3.0, 0.0]), np.array([20.0, 30.0, 0.0]))
+    np.testing.assert_allclose(rate[:2], [0.5 / 20, 0.1], rtol=1e-6)
+    assert np.isnan(rate[2])
+    assert zero.tolist() == [True, False, False]
+
+
+@pytest.mark.parametrize("missing", ["summary.json", "metrics.jsonl", "state.json"])
+def test_unfinished_workdir_names_the_missing_file(tmp_path, missing):
+    _write_run(tmp_path)
+    os.remove(tmp_path / missing)
+    with pytest.raises(FileNotFoundError, match=rf"{missing} not found.*not a finished"):
+        report.write_report(str(tmp_path))
+
+
+def _write_point(sweep, name, *, service, seed, total, savings_total=None, al=None):
+    workdir = sweep / name
+    baselines = None if al is None else {"al": al, "hindsight": {"total_usd": total - 5}}
+    summary = _summary(total=total, baselines=baselines)
+    summary["cost_usd"]["human_only"] = 80.0 if service == "amazon" else 6.0
+    summary["savings_vs_human_only"] = 1 - total / summary["cost_usd"]["human_only"]
+    _write_run(workdir, summary)
+    config = {"seed": seed, "labeling": {"service": service, "error_rate": 0.0}, "models": ["s"]}
+    (workdir / "config.json").write_text(json.dumps(config))
+
+
+def test_sweep_report_mean_and_std_over_seeds(tmp_path):
+    sweep = tmp_path / "sweep"
+    _write_point(sweep, "a0", service="amazon", seed=0, total=30.0, al={"0.05": 40.0})
+    _write_point(sweep, "a1", service="amazon", seed=1, total=36.0, al={"0.05": {"total_usd": 50}})
+    _write_point(sweep, "s0", service="satyam", seed=0, total=2.0)
+    _write_point(sweep, "s1", service="satyam", seed=1, total=3.0)
+    os.makedirs(sweep / "running")  # unfinished: no summary.json yet
+    (sweep / "running" / "config.json").write_text("{}")
+
+    paths = report.sweep_report(str(sweep))
+    assert [os.path.basename(p) for p in paths] == ["cost_vs_delta_1.png", "summary.md"]
+    _assert_png(paths[0])
+    text = (sweep / "report" / "summary.md").read_text()
+    rows = {line.split(" | ")[0]: line for line in text.splitlines() if " | 2 | " in line}
+    amazon, satyam = rows["| labeling.service=amazon"], rows["| labeling.service=satyam"]
+    # totals 30, 36: mean 33, sample std 4.24; savings 1 − total/80: 58.75 ± 5.30 %.
+    assert "| 33.00 ± 4.24 | 80.00 ± 0.00 | 58.75 ± 5.30 |" in amazon
+    # totals 2, 3: mean 2.5, std 0.71; savings 1 − total/6: 58.33 ± 11.79 %.
+    assert "| 2.50 ± 0.71 | 6.00 ± 0.00 | 58.33 ± 11.79 |" in satyam
+    assert "## Baselines: labeling.service=amazon" in text
+    assert "| AL(δ = 5%) | 45.00 ± 7.07 |" in text
+    assert "| hindsight | 28.00 ± 4.24 |" in text
+    assert "## Baselines: labeling.service=satyam" not in text
+    assert "running (no summary.json)" in text
+
+
+def test_sweep_report_without_finished_points(tmp_path):
+    os.makedirs(tmp_path / "p0")
+    with pytest.raises(ValueError, match="holds no finished run"):
+        report.sweep_report(str(tmp_path))
+
+
+def test_launcher_writes_report_and_rejects_both_flags(tmp_path):
+    _write_run(tmp_path)
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    command = [sys.executable, "-m", "launch.report"]
+    done = subprocess.run(
+        [*command, f"--workdir={tmp_path}"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "report" / "summary.md").exists()
+    both = [*command, f"--workdir={tmp_path}", f"--sweep={tmp_path}"]
+    done = subprocess.run(both, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "workdir" in done.stderr and "sweep" in done.stderr
