@@ -8,7 +8,7 @@ See ``mcal_jax.report`` for what is drawn.
 
 from absl import app, flags, logging
 
-from mcal_jax import report
+from mcal_jax import report, sweep_report
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a finished run.")
 _SWEEP = flags.DEFINE_string("sweep", None, "Sweep directory: one run workdir per subfolder.")
@@ -21,7 +21,7 @@ def main(argv):
     if _WORKDIR.value:
         paths = report.write_report(_WORKDIR.value)
     else:
-        paths = report.sweep_report(_SWEEP.value)
+        paths = sweep_report.sweep_report(_SWEEP.value)
     logging.info("wrote %s", ", ".join(paths))
 
 

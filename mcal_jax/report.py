@@ -37,7 +37,7 @@ PSEUDO_COUNT = 0.5
 _DPI = 120
 
 
-def _read_json(path: str, what: str):
+def read_run_json(path: str, what: str):
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: {what}")
     with open(path) as f:
@@ -50,8 +50,8 @@ def _read_json(path: str, what: str):
 def load_run(workdir: str) -> dict:
     """summary, metrics (one dict per round, by round number) and state of a finished run."""
     unfinished = f"{workdir} is not a finished MCAL run (run.mcal writes it at the end)"
-    summary = _read_json(os.path.join(workdir, "summary.json"), unfinished)
-    state = _read_json(os.path.join(workdir, "state.json"), unfinished)
+    summary = read_run_json(os.path.join(workdir, "summary.json"), unfinished)
+    state = read_run_json(os.path.join(workdir, "state.json"), unfinished)
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(metrics_path):
         raise FileNotFoundError(f"{metrics_path} not found: {unfinished}")
@@ -75,19 +75,19 @@ def write_report(workdir: str) -> list[str]:
     out = os.path.join(workdir, REPORT_DIR)
     os.makedirs(out, exist_ok=True)
     paths = [
-        _save(plot_error_vs_b(run), out, "error_vs_b.png"),
-        _save(plot_cost_vs_b(run), out, "cost_vs_b.png"),
-        _save(plot_cost_breakdown(run["summary"]), out, "cost_breakdown.png"),
+        save_figure(plot_error_vs_b(run), out, "error_vs_b.png"),
+        save_figure(plot_cost_vs_b(run), out, "cost_vs_b.png"),
+        save_figure(plot_cost_breakdown(run["summary"]), out, "cost_breakdown.png"),
     ]
-    if _baseline_points(run["summary"]) is not None:
-        paths.append(_save(plot_baselines(run["summary"]), out, "baselines.png"))
+    if baseline_points(run["summary"]) is not None:
+        paths.append(save_figure(plot_baselines(run["summary"]), out, "baselines.png"))
     paths.append(os.path.join(out, "summary.md"))
     with open(paths[-1], "w") as f:
         f.write(summary_markdown(run, [os.path.basename(p) for p in paths[:-1]]))
     return paths
 
 
-def _save(fig, out: str, name: str) -> str:
+def save_figure(fig, out: str, name: str) -> str:
     path = os.path.join(out, name)
     fig.savefig(path, dpi=_DPI, bbox_inches="tight")
     plt.close(fig)
@@ -172,7 +172,10 @@ def plot_error_vs_b(run: dict):
     ax_hist.set(ylabel=f"ε_T(θ = {h['thetas'][i]:.2f})")
     ax_hist.set_title("the fit as rounds add points")
     ax_hist.legend(fontsize=8)
+    measured = h["errors"] / np.maximum(h["counts"], 1)
+    floor = max(float(measured[measured > 0].min(initial=1.0)) / 10, 1e-4)
     for a in (ax, ax_hist):
+        a.set_ylim(bottom=max(a.get_ylim()[0], floor))  # extrapolations can dive to 1e-9
         _plain_log_ticks(a)
     fig.tight_layout()
     return fig
@@ -239,11 +242,11 @@ def plot_cost_breakdown(summary: dict):
     colors = plt.cm.tab10(np.arange(len(_BREAKDOWN)))
     for (key, name), color in zip(_BREAKDOWN, colors, strict=True):
         value = float(cost.get(key, 0.0))
-        ax.barh("MCAL", value, left=left, color=color, label=f"{name}: {_usd(value)} USD")
+        ax.barh("MCAL", value, left=left, color=color, label=f"{name}: {format_usd(value)} USD")
         left += value
     ax.barh("human only", cost["human_only"], color="grey")
     for y, value in ((0, cost["total"]), (1, cost["human_only"])):
-        ax.text(value, y, f" {_usd(value)} USD", va="center")
+        ax.text(value, y, f" {format_usd(value)} USD", va="center")
     ax.set_xlim(0, 1.18 * max(cost["total"], cost["human_only"]))
     ax.set_xlabel("USD")
     saved = summary.get("savings_vs_human_only")
@@ -253,7 +256,7 @@ def plot_cost_breakdown(summary: dict):
     return fig
 
 
-def _baseline_points(summary: dict) -> dict | None:
+def baseline_points(summary: dict) -> dict | None:
     """The baselines as plot points; None when there are none. Tolerant of missing parts:
     an AL entry may be a number or a dict with ``total_usd``."""
     baselines = summary.get("baselines")
@@ -279,7 +282,7 @@ def _baseline_points(summary: dict) -> dict | None:
 
 def plot_baselines(summary: dict):
     """Total cost against δ for AL(δ), with MCAL, hindsight and human-only as lines."""
-    points = _baseline_points(summary) or {"al": [], "human_only": None}
+    points = baseline_points(summary) or {"al": [], "human_only": None}
     fig, ax = plt.subplots(figsize=(8, 5))
     if points["al"]:
         delta, usd = np.asarray(points["al"]).T
@@ -287,9 +290,11 @@ def plot_baselines(summary: dict):
     if "oracle_al" in points:
         delta, usd = points["oracle_al"]
         if delta is not None:
-            ax.plot(100 * delta, usd, "*", ms=16, color="C1", label=f"oracle AL ({_usd(usd)})")
+            ax.plot(
+                100 * delta, usd, "*", ms=16, color="C1", label=f"oracle AL ({format_usd(usd)})"
+            )
         else:
-            ax.axhline(usd, color="C1", label=f"oracle AL ({_usd(usd)})")
+            ax.axhline(usd, color="C1", label=f"oracle AL ({format_usd(usd)})")
     lines = [
         (summary["cost_usd"]["total"], "MCAL", {"color": "C3", "lw": 2}),
         (points["human_only"], "human only", {"color": "k", "ls": "--"}),
@@ -298,7 +303,7 @@ def plot_baselines(summary: dict):
         lines.append((points["hindsight"][1], "hindsight", {"color": "C2", "ls": ":"}))
     for value, name, style in lines:
         if value is not None:
-            ax.axhline(value, label=f"{name} ({_usd(value)})", **style)
+            ax.axhline(value, label=f"{name} ({format_usd(value)})", **style)
     ax.set_xlim(0, None if points["al"] else 21)
     ax.set(xlabel="AL batch size δ (% of N)", ylabel="total cost (USD)")
     ax.set_title(f"{summary.get('dataset', '')}: MCAL against the baselines")
@@ -307,29 +312,29 @@ def plot_baselines(summary: dict):
     return fig
 
 
-def _usd(value: float) -> str:
+def format_usd(value: float) -> str:
     value = float(value)
     return f"{value:.2f}" if value == 0 or abs(value) >= 0.01 else f"{value:.2e}"
 
 
-def _cell(value) -> str:
+def format_cell(value) -> str:
     text = f"{value:.6g}" if isinstance(value, float) else str(value)
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(_cell(h) for h in header) + " |"]
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(format_cell(h) for h in header) + " |"]
     lines.append("|" + "---|" * len(header))
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(format_cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
+def flatten(tree: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
+            flat.update(flatten(value, name + "."))
         else:
             flat[name] = value
     return flat
@@ -341,186 +346,35 @@ def summary_markdown(run: dict, images: list[str]) -> str:
     cost = summary["cost_usd"]
     parts = [
         f"# MCAL report: {summary.get('dataset', '')}\n",
-        f"Total cost **{_usd(cost['total'])} USD** against {_usd(cost['human_only'])} USD "
-        f"for human-only labeling; counts: "
+        f"Total cost **{format_usd(cost['total'])} USD** against "
+        f"{format_usd(cost['human_only'])} USD for human-only labeling; counts: "
         + ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
         + ".\n",
         "\n".join(f"![{os.path.splitext(name)[0]}]({name})" for name in images) + "\n",
         "## Summary\n",
     ]
-    fields = _flatten({k: v for k, v in summary.items() if k != "baselines"})
-    rows = [[k, _usd(v) if k.startswith("cost_usd.") else v] for k, v in fields.items()]
-    parts.append(_table(["field", "value"], rows))
-    points = _baseline_points(summary)
+    fields = flatten({k: v for k, v in summary.items() if k != "baselines"})
+    rows = [[k, format_usd(v) if k.startswith("cost_usd.") else v] for k, v in fields.items()]
+    parts.append(markdown_table(["field", "value"], rows))
+    points = baseline_points(summary)
     if points is not None:
-        rows = [[f"AL(δ = {100 * d:g}%)", f"{100 * d:g}", _usd(u)] for d, u in points["al"]]
+        rows = [[f"AL(δ = {100 * d:g}%)", f"{100 * d:g}", format_usd(u)] for d, u in points["al"]]
         for name in ("oracle_al", "hindsight"):
             if name in points:
                 d, u = points[name]
-                rows.append([name, "" if d is None else f"{100 * d:g}", _usd(u)])
-        rows.append(["human_only", "", _usd(points["human_only"])])
-        rows.append(["MCAL", "", _usd(cost["total"])])
-        parts += ["\n## Baselines\n", _table(["method", "δ (% of N)", "total USD"], rows)]
+                rows.append([name, "" if d is None else f"{100 * d:g}", format_usd(u)])
+        rows.append(["human_only", "", format_usd(points["human_only"])])
+        rows.append(["MCAL", "", format_usd(cost["total"])])
+        parts += ["\n## Baselines\n", markdown_table(["method", "δ (% of N)", "total USD"], rows)]
     header = ["round", "model", "|B|", "next δ", "C* USD", "b_opt", "θ*", "stable", "stop"]
     header += ["spent USD", "device s"]
     rows = [
         [m["round"], m.get("model"), m.get("train_size"), m.get("delta")]
-        + [_usd(m["cost_star_usd"]), m.get("b_opt"), f"{m.get('theta_star', 0):.2f}"]
-        + [m.get("stable"), m.get("stop"), _usd(m.get("spent_usd", 0))]
+        + [format_usd(m["cost_star_usd"]), m.get("b_opt"), f"{m.get('theta_star', 0):.2f}"]
+        + [m.get("stable"), m.get("stop"), format_usd(m.get("spent_usd", 0))]
         + [f"{m.get('device_seconds', 0):.1f}"]
         for m in run["metrics"]
     ]
-    parts += ["\n## Rounds\n", _table(header, rows)]
+    parts += ["\n## Rounds\n", markdown_table(header, rows)]
     parts.append(f"\nStopped: {summary.get('stop_reason', '')}\n")
     return "\n".join(parts)
-
-
-# Sweep columns: (header, summary field, format).
-_SWEEP_COLUMNS = (
-    ("total USD", "cost_usd.total", "usd"),
-    ("human-only USD", "cost_usd.human_only", "usd"),
-    ("saved %", "savings_vs_human_only", "pct"),
-    ("B %", "fractions.train", "pct"),
-    ("S %", "fractions.machine", "pct"),
-    ("true error %", "error.true", "pct"),
-    ("error bound %", "error.upper_bound", "pct"),
-    ("rounds", "rounds", "num"),
-)
-
-
-def sweep_report(sweep_dir: str) -> list[str]:
-    """Aggregates a sweep (one run workdir per subfolder) into ``sweep_dir/report/``.
-
-    Points whose config.json differ only in ``seed`` form a group; each number is reported
-    as mean ± std over the group's seeds (sample std, ddof = 1; the mean alone for one
-    seed). Subfolders without summary.json (unfinished runs) are listed, not counted.
-    Where runs hold AL baselines, ``cost_vs_delta_<g>.png`` draws the AL(δ) cost against δ
-    with MCAL and human-only as horizontal lines (the paper's Figs. 5–7).
-    """
-    if not os.path.isdir(sweep_dir):
-        raise FileNotFoundError(f"sweep directory {sweep_dir} not found")
-    groups, unfinished = {}, []
-    for name in sorted(os.listdir(sweep_dir)):
-        point = os.path.join(sweep_dir, name)
-        if name == REPORT_DIR or not os.path.isdir(point):
-            continue
-        files = ("summary.json", "config.json")
-        missing = [f for f in files if not os.path.exists(os.path.join(point, f))]
-        if missing:
-            unfinished.append(f"{name} (no {' or '.join(missing)})")
-            continue
-        config = _flatten(_read_json(os.path.join(point, "config.json"), "sweep point"))
-        config.pop("seed", None)
-        values = _point_values(_read_json(os.path.join(point, "summary.json"), "sweep point"))
-        key = json.dumps(config, sort_keys=True, default=str)
-        groups.setdefault(key, {"config": config, "points": []})["points"].append(values)
-    if not groups:
-        raise ValueError(f"{sweep_dir} holds no finished run (a subfolder with summary.json)")
-    groups = list(groups.values())
-    labels = _group_labels([g["config"] for g in groups])
-    out = os.path.join(sweep_dir, REPORT_DIR)
-    os.makedirs(out, exist_ok=True)
-    paths = []
-    for index, (group, label) in enumerate(zip(groups, labels, strict=True), 1):
-        if _al_deltas(group["points"]):
-            fig = _plot_sweep_group(group["points"], label)
-            paths.append(_save(fig, out, f"cost_vs_delta_{index}.png"))
-    paths.append(os.path.join(out, "summary.md"))
-    with open(paths[-1], "w") as f:
-        f.write(_sweep_markdown(sweep_dir, groups, labels, unfinished, paths[:-1]))
-    return paths
-
-
-def _point_values(summary: dict) -> dict:
-    """The numbers of one run: summary fields by dotted name, AL baselines as ``al:<δ>``."""
-    flat = _flatten({k: v for k, v in summary.items() if k != "baselines"})
-    values = {f: flat[f] for _, f, _ in _SWEEP_COLUMNS if flat.get(f) is not None}
-    points = _baseline_points(summary) or {"al": []}
-    values.update({f"al:{delta!r}": usd for delta, usd in points["al"]})
-    values.update({k: points[k][1] for k in ("oracle_al", "hindsight") if k in points})
-    return values
-
-
-def _group_labels(configs: list[dict]) -> list[str]:
-    """Each group named by the config fields whose values differ between groups."""
-    keys = sorted({k for c in configs for k in c})
-    varying = [k for k in keys if len({json.dumps(c.get(k), default=str) for c in configs}) > 1]
-    if not varying:
-        return ["all points"] * len(configs)
-    return [", ".join(f"{k}={c.get(k)}" for k in varying) for c in configs]
-
-
-def _al_deltas(points: list[dict]) -> list[float]:
-    return sorted({float(k[3:]) for p in points for k in p if k.startswith("al:")})
-
-
-def _stats(points: list[dict], key: str) -> tuple[float, float, int] | None:
-    values = [float(p[key]) for p in points if p.get(key) is not None]
-    if not values:
-        return None
-    std = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
-    return float(np.mean(values)), std, len(values)
-
-
-def _mean_std(stats, kind: str) -> str:
-    if stats is None:
-        return "–"
-    mean, std, n = stats
-    scale, digits = {"usd": (1, 2), "pct": (100, 2), "num": (1, 1)}[kind]
-    text = f"{scale * mean:.{digits}f}"
-    return text if n < 2 else f"{text} ± {scale * std:.{digits}f}"
-
-
-def _sweep_markdown(sweep_dir, groups, labels, unfinished, images) -> str:
-    parts = [f"# MCAL sweep: {sweep_dir}\n", "Mean ± std (ddof = 1) over seeds.\n"]
-    header = ["group", "seeds"] + [c[0] for c in _SWEEP_COLUMNS]
-    rows = [
-        [label, len(g["points"])]
-        + [_mean_std(_stats(g["points"], f), kind) for _, f, kind in _SWEEP_COLUMNS]
-        for g, label in zip(groups, labels, strict=True)
-    ]
-    parts.append(_table(header, rows))
-    for group, label in zip(groups, labels, strict=True):
-        points = group["points"]
-        keys = [(f"AL(δ = {100 * d:g}%)", f"al:{d!r}") for d in _al_deltas(points)]
-        keys += [(k, k) for k in ("oracle_al", "hindsight") if any(k in p for p in points)]
-        if keys:
-            keys += [("human_only", "cost_usd.human_only"), ("MCAL", "cost_usd.total")]
-            rows = [[name, _mean_std(_stats(points, key), "usd")] for name, key in keys]
-            parts += [f"\n## Baselines: {label}\n", _table(["method", "total USD"], rows)]
-    if images:
-        names = [os.path.basename(p) for p in images]
-        parts.append("\n" + "\n".join(f"![{n}]({n})" for n in names) + "\n")
-    if unfinished:
-        parts.append("\nNot counted (unfinished): " + ", ".join(unfinished) + "\n")
-    return "\n".join(parts)
-
-
-def _plot_sweep_group(points: list[dict], label: str):
-    """AL(δ) total cost (mean ± std over seeds) against δ; MCAL and human-only as lines."""
-    fig, ax = plt.subplots(figsize=(8, 5))
-    al = [(100 * d, _stats(points, f"al:{d!r}")) for d in _al_deltas(points)]
-    delta = np.array([d for d, _ in al])
-    mean = np.array([s[0] for _, s in al])
-    ax.errorbar(
-        delta, mean, yerr=np.nan_to_num([s[1] for _, s in al]), fmt="o-", capsize=3, label="AL(δ)"
-    )
-    best = int(np.argmin(mean))
-    ax.plot(delta[best], mean[best], "o", ms=14, mfc="none", mec="C1", label="cheapest δ")
-    for key, name, style in (
-        ("cost_usd.total", "MCAL", {"color": "C3", "lw": 2}),
-        ("cost_usd.human_only", "human only", {"color": "k", "ls": "--"}),
-        ("hindsight", "hindsight", {"color": "C2", "ls": ":"}),
-    ):
-        stats = _stats(points, key)
-        if stats is not None:
-            ax.axhline(stats[0], label=f"{name} ({_usd(stats[0])})", **style)
-            if np.isfinite(stats[1]):
-                span = (stats[0] - stats[1], stats[0] + stats[1])
-                ax.axhspan(*span, color=style["color"], alpha=0.1)
-    ax.set(xlabel="AL batch size δ (% of N)", ylabel="total cost (USD)")
-    ax.set_xlim(0, None)
-    ax.set_title(f"{label}\n(mean ± std over {len(points)} seeds)", fontsize=9)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return fig

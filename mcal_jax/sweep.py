@@ -36,7 +36,6 @@ from mcal_jax.outputs import atomic_write_json, read_json
 
 Point = dict  # dotted field name -> value
 MAX_NAME_CHARS = 150  # well under the 255 bytes most filesystems allow for a name
-_SAFE_VALUE = re.compile(r"[A-Za-z0-9._-]+")
 
 
 def product(axes: Mapping[str, Sequence] | None = None, /, **more: Sequence) -> list[Point]:

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from mcal_jax import report
+from mcal_jax import report, sweep_report
 from mcal_jax.profile import THETAS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -225,7 +225,7 @@ def test_sweep_report_mean_and_std_over_seeds(tmp_path):
     os.makedirs(sweep / "running")  # unfinished: no summary.json yet
     (sweep / "running" / "config.json").write_text("{}")
 
-    paths = report.sweep_report(str(sweep))
+    paths = sweep_report.sweep_report(str(sweep))
     assert [os.path.basename(p) for p in paths] == ["cost_vs_delta_1.png", "summary.md"]
     _assert_png(paths[0])
     text = (sweep / "report" / "summary.md").read_text()
@@ -245,7 +245,7 @@ def test_sweep_report_mean_and_std_over_seeds(tmp_path):
 def test_sweep_report_without_finished_points(tmp_path):
     os.makedirs(tmp_path / "p0")
     with pytest.raises(ValueError, match="holds no finished run"):
-        report.sweep_report(str(tmp_path))
+        sweep_report.sweep_report(str(tmp_path))
 
 
 def test_launcher_writes_report_and_rejects_both_flags(tmp_path):
