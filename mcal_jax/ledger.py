@@ -103,8 +103,12 @@ def _fsync_directory(path: Path) -> None:
 class Ledger:
     """Durable, append-only record of every purchase and every charge, in one JSON-lines file."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, writer: bool = True):
         """Opens the ledger at `path`, creating it (and its directory) if it does not exist.
+
+        In a multi-host job only process 0 is the `writer`; the other processes replay the
+        file at start and then keep the same records in memory, since every process makes
+        the same (deterministic) purchases.
 
         A last line without its newline is the trace of a crash during a write: if it is
         not a complete record it is dropped (the file is truncated) with a warning, since
@@ -115,9 +119,10 @@ class Ledger:
         self._records: list[dict] = []  # Purchases hold their indices and labels as arrays.
         self._keys: dict[str, int] = {}  # key -> position in _records
         self._bought = np.zeros(0, bool)  # _bought[i]: pool item i has been bought.
+        self.writer = writer
         if self.path.exists():
             self._load()
-        else:
+        elif writer:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
@@ -149,6 +154,8 @@ class Ledger:
                 "crash during a write); dropping it",
                 stacklevel=3,
             )
+            if not self.writer:
+                return
             os.truncate(self.path, len(data) - len(tail))
             fd = os.open(self.path, os.O_WRONLY)
             try:
@@ -225,6 +232,8 @@ class Ledger:
 
     def _write(self, line: bytes) -> None:
         """Appends `line` with one write and makes it durable before returning."""
+        if not self.writer:
+            return
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         try:
             view = memoryview(line)

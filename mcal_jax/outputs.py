@@ -8,6 +8,7 @@ import json
 import os
 import tempfile
 
+import jax
 import numpy as np
 from absl import logging
 
@@ -15,8 +16,15 @@ from mcal_jax import controller
 from mcal_jax.fit import fit_truncated_power_laws
 
 
+def _writes_files() -> bool:
+    """In a multi-host job only process 0 writes the workdir (a shared filesystem)."""
+    return jax.process_index() == 0
+
+
 def atomic_write_json(path: str, value) -> None:
     """Writes ``value`` so that a crash leaves either the old file or the new one."""
+    if not _writes_files():
+        return
     directory = os.path.dirname(os.path.abspath(path))
     with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
         json.dump(value, f, indent=1, default=float)
@@ -95,6 +103,8 @@ def log_round(record: dict, plan: controller.Plan) -> None:
 
 
 def append_metrics(workdir, record, plan, outcome) -> None:
+    if not _writes_files():
+        return
 
     history = outcome.history
     fit = fit_truncated_power_laws(
@@ -128,6 +138,8 @@ def append_metrics(workdir, record, plan, outcome) -> None:
 
 def save_scores(workdir: str, round_index: int, scores) -> None:
     """The lead model's pool scores of a round: the final labeling reuses the last ones."""
+    if not _writes_files():
+        return
     os.makedirs(os.path.join(workdir, "scores"), exist_ok=True)
     path = os.path.join(workdir, "scores", f"round{round_index}.npz")
     np.savez(path + ".tmp.npz", confidence=scores.confidence, predicted=scores.predicted)
@@ -167,13 +179,14 @@ def write_final_outputs(setup, state, choice, machine, predicted, confidence) ->
     source[machine] = "machine"
     if np.any(labels < 0):
         raise RuntimeError(f"{int(np.sum(labels < 0))} items ended without a label")
-    np.savez(
-        os.path.join(workdir, "labels.npz"),
-        index=np.arange(n),
-        label=labels,
-        source=source,
-        confidence=confidence,
-    )
+    if _writes_files():
+        np.savez(
+            os.path.join(workdir, "labels.npz"),
+            index=np.arange(n),
+            label=labels,
+            source=source,
+            confidence=confidence,
+        )
     truth = setup.labeler.true_labels_for_report(machine)  # simulation only
     machine_errors = int(np.sum(labels[machine] != truth))
     totals = ledger.totals()

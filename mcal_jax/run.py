@@ -157,7 +157,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Setup:
         num_classes=dataset.num_classes,
         pool=pool_lib.upload(dataset, mesh),
         labeler=labeler,
-        ledger=Ledger(os.path.join(workdir, "ledger.jsonl")),
+        ledger=Ledger(os.path.join(workdir, "ledger.jsonl"), writer=parallel.is_main_process()),
         train_config=train_lib.TrainConfig(**_train_fields(config)),
         test_indices=np.sort(order[:num_test]),
         initial_batch=np.sort(order[num_test : num_test + delta0]),
@@ -420,6 +420,10 @@ def mcal(config: ml_collections.ConfigDict, workdir: str) -> dict:
             state,
             save=lambda value: atomic_write_json(state_path, value),
         )
+    if jax.process_count() > 1:  # the other hosts read what process 0 wrote
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("mcal: rounds written")
     return finish(setup, state)
 
 
