@@ -27,9 +27,6 @@ services × 2 seeds of the CPU variant:
 """
 
 from configs import common, fashion_mnist
-from mcal_jax import sweep as sweep_lib
-
-OPTIONS = {"cpu", "satyam", "select"}
 
 
 def get_config(arg: str = "") -> "common.ml_collections.ConfigDict":
@@ -37,22 +34,10 @@ def get_config(arg: str = "") -> "common.ml_collections.ConfigDict":
 
 
 def make_config(name: str, arg: str) -> "common.ml_collections.ConfigDict":
-    """The CIFAR config for the TFDS dataset ``name`` (cifar10 or cifar100)."""
-    options = set(filter(None, arg.split(",")))
-    unknown = options - OPTIONS
-    if unknown:
-        raise ValueError(f"configs/{name}.py: unknown arguments {sorted(unknown)}")
-    config = common.get_config()
-    config.data.dataset = f"tfds:{name}"
-    config.train.crop_padding = 4
-    config.train.horizontal_flip = True  # natural images: a mirrored scene is the same class
-    if "satyam" in options:
-        config.labeling.service = "satyam"
-    if "select" in options:
-        config.models = ("cnn18", "resnet20", "resnet56")
-    if "cpu" in options:
-        cpu(config)
-    return config.lock()
+    """The CIFAR config for the TFDS dataset ``name`` (cifar10 or cifar100); random crops
+    with 4 pixels of padding and flips (a mirrored scene is the same class) are the
+    defaults of configs/common.py."""
+    return common.paper_experiment(name, f"tfds:{name}", arg, cpu=cpu)
 
 
 def cpu(config) -> None:
@@ -65,8 +50,4 @@ def cpu(config) -> None:
 def sweep(arg: str = "") -> list[dict]:
     """The paper's grid, or with `cpu` both services × 2 seeds (see get_config's arguments)."""
     get_config(arg)  # rejects unknown arguments
-    if "cpu" in arg.split(","):
-        return sweep_lib.seeds(
-            sweep_lib.product({"labeling.service": ["amazon", "satyam"]}), [0, 1]
-        )
-    return fashion_mnist.paper_sweep()
+    return common.paper_sweep(arg)

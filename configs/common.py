@@ -101,3 +101,55 @@ def get_config() -> ml_collections.ConfigDict:
     config.baselines.max_rounds = 40
 
     return config
+
+
+OPTIONS = ("cpu", "satyam", "select")
+CANDIDATE_MODELS = ("cnn18", "resnet20", "resnet56")  # the paper's CNN18, RESNET18, RESNET50
+
+
+def paper_experiment(name: str, dataset: str, arg: str, *, cpu) -> ml_collections.ConfigDict:
+    """The paper's settings on ``dataset``, with the comma-separated ``arg`` options of the
+    experiment files: `cpu` (shrink with the file's ``cpu(config)``), `satyam` (0.003 USD
+    labels), `select` (choose among the paper's three architectures)."""
+    options = set(filter(None, arg.split(",")))
+    unknown = options - set(OPTIONS)
+    if unknown:
+        raise ValueError(f"configs/{name}.py: unknown arguments {sorted(unknown)}; use {OPTIONS}")
+    config = get_config()
+    config.data.dataset = dataset
+    if "satyam" in options:
+        config.labeling.service = "satyam"
+    if "select" in options:
+        config.models = CANDIDATE_MODELS
+    if "cpu" in options:
+        cpu(config)
+    return config.lock()
+
+
+# The paper's ablation axes (Figs. 4-7 and 10-12, Table 2).
+PAPER_SERVICES = ["amazon", "satyam"]
+PAPER_EPSILONS = [0.05, 0.1]
+PAPER_MODELS = [(name,) for name in CANDIDATE_MODELS]
+PAPER_SEEDS = [0, 1, 2]
+
+
+def paper_sweep(arg: str = "") -> list[dict]:
+    """Labeling service × ε × model × 3 seeds = 2 × 2 × 3 × 3 = 36 points; with `cpu` in
+    ``arg``, both services × 2 seeds of the CPU variant.
+
+    The δ grid of Figs. 5-7 is not an axis: MCAL adapts δ itself, and with
+    ``baselines.run`` every point also runs AL(δ) for each δ in
+    ``baselines.delta_fractions`` (1, 2, 5, 10, 20% of N) on the same T, seeds and cost
+    model, so each point yields the whole cost-versus-δ curve next to MCAL's cost.
+    """
+    from mcal_jax import sweep as sweep_lib
+
+    if "cpu" in arg.split(","):
+        return sweep_lib.seeds(sweep_lib.product({"labeling.service": PAPER_SERVICES}), [0, 1])
+    axes = {
+        "baselines.run": [True],
+        "labeling.service": PAPER_SERVICES,
+        "mcal.epsilon": PAPER_EPSILONS,
+        "models": PAPER_MODELS,
+    }
+    return sweep_lib.seeds(sweep_lib.product(axes), PAPER_SEEDS)
