@@ -20,8 +20,7 @@ Sweeps (:func:`sweep`, same argument):
 
 The first is the paper's ablation grid: 36 runs, each MCAL plus the AL(δ) baselines (see
 `configs.common.paper_sweep`); on a machine with several GPUs `--config.num_devices=1`
-runs one
-point per GPU. The second, 4 runs of the CPU demo (both services × 2 seeds), takes about
+runs one point per GPU. The second, 4 runs of the CPU demo (both services × 2 seeds), takes about
 40 minutes on 2 cores; `configs/synthetic.py`'s sweep is the one that fits in a few minutes.
 """
 
