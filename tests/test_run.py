@@ -131,3 +131,24 @@ def test_unknown_model_is_rejected(tmp_path):
         config.models = ("resnet9000",)
     with pytest.raises(ValueError, match="resnet9000"):
         run.mcal(config, str(tmp_path))
+
+
+def test_candidate_architectures_run_side_by_side_and_are_all_charged(tmp_path):
+    config = synthetic.get_config("1000")
+    with config.unlocked():
+        config.models = ("tiny", "small")
+        config.mcal.max_rounds = 3
+        config.mcal.selection_rounds = 2
+    summary = run.mcal(config, str(tmp_path))
+    state = json.loads((tmp_path / "state.json").read_text())
+    charges = [r for r in _ledger(tmp_path) if r["kind"] == "charge"]
+    first_round = {r["details"]["model"] for r in charges if r["key"].startswith("round1/")}
+    assert first_round == {"tiny", "small"}  # both candidates trained and paid for
+    last = state["rounds"][-1]
+    plans = last["plans"]
+    # The lead is the candidate whose plan is cheapest; a kept candidate is alone after.
+    assert last["lead"] == min(plans, key=lambda m: plans[m]["cost_star_usd"])
+    assert summary["model"] == last["lead"]
+    assert summary["cost_usd"]["training"] == pytest.approx(
+        sum(r["usd"] for r in charges if r["category"] == "training")
+    )
