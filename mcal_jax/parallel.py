@@ -37,12 +37,19 @@ def maybe_initialize_distributed() -> None:
 
     ``jax.distributed.initialize()`` discovers the coordinator itself under SLURM, Open MPI
     and Cloud TPU; elsewhere set ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and
-    ``JAX_PROCESS_ID`` (see BUILD.md).
+    ``JAX_PROCESS_ID`` (see BUILD.md). On CPUs (tests) also set
+    ``JAX_CPU_COLLECTIVES_IMPLEMENTATION=gloo``.
     """
     under_slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
     explicit = "JAX_COORDINATOR_ADDRESS" in os.environ
     if under_slurm or explicit:
-        jax.distributed.initialize()
+        # jax reads JAX_COORDINATOR_ADDRESS itself, but not the process count and id.
+        kwargs = {}
+        if "JAX_NUM_PROCESSES" in os.environ:
+            kwargs["num_processes"] = int(os.environ["JAX_NUM_PROCESSES"])
+        if "JAX_PROCESS_ID" in os.environ:
+            kwargs["process_id"] = int(os.environ["JAX_PROCESS_ID"])
+        jax.distributed.initialize(**kwargs)
         logging.info(
             "jax.distributed: process %d of %d, %d local / %d global devices",
             jax.process_index(),

@@ -97,7 +97,7 @@ class Scorer:
                 self._per_device_score,
                 mesh=self.mesh,
                 in_specs=(P(), P(), P(), P(), P(DATA_AXIS), P()),
-                out_specs=(P(DATA_AXIS), P(DATA_AXIS)),
+                out_specs=(P(), P()),
                 check_vma=False,
             )
         )
@@ -111,7 +111,11 @@ class Scorer:
         # The random metric draws one number per item from (seed, item index), so it does
         # not depend on batching or on the number of devices.
         item_key = jax.vmap(jax.random.fold_in, (None, 0))(key, index)
-        return confidence_from_logits(logits, self.metric, item_key)
+        confidence, predicted = confidence_from_logits(logits, self.metric, item_key)
+        # Every process gets the whole batch's results (other hosts' shards are not
+        # fetchable under jax.distributed); a few KB per batch.
+        gather = functools.partial(jax.lax.all_gather, axis_name=DATA_AXIS, tiled=True)
+        return gather(confidence), gather(predicted)
 
     def batches(self, indices: np.ndarray) -> jax.Array:
         """``indices`` padded with copies of the first to [num_batches, global_batch], on
