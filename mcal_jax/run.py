@@ -384,6 +384,8 @@ def mcal(config: ml_collections.ConfigDict, workdir: str) -> dict:
             # The round cap is a budget the controller does not see: reach b_opt within it.
             delta = max(delta, -(-(plan.b_opt - histories[lead].train_size) // rounds_left))
         delta = min(delta, len(unlabeled))
+        if not stop:  # the δ actually used stays current until a stable plan changes it
+            histories[lead] = dataclasses.replace(histories[lead], delta=max(delta, 1))
         next_batch = [] if stop else least_confident(outcomes[lead].scores, unlabeled, delta)
         save_scores(workdir, round_index, outcomes[lead].scores)
         record = {
