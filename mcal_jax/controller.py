@@ -420,6 +420,17 @@ def plan(config: ControllerConfig, history: History) -> Plan:
     return plan_from_models(config, history, error_model, cost_model)
 
 
+def next_batch_size(plan: Plan, history: History, *, rounds_left: int, num_unlabeled: int) -> int:
+    """δ for the next round: the plan's (Algorithm 1, line 21), or the current δ while the
+    models are unstable; raised, once stable, so that B reaches b_opt within the
+    ``rounds_left`` rounds a run may still take (a cap the search itself does not see);
+    never more than the unlabeled pool."""
+    delta = plan.next_delta or history.delta
+    if plan.stable and rounds_left > 0:
+        delta = max(delta, -(-(plan.b_opt - history.train_size) // rounds_left))
+    return int(min(delta, num_unlabeled))
+
+
 def select_architecture(plans: Mapping[str, Plan]) -> str | None:
     """The candidate with the lowest C*, once every candidate's plan is stable (Section 4,
     "Extending MCAL to selecting the cheapest DNN architecture"); None until then."""

@@ -378,12 +378,12 @@ def mcal(config: ml_collections.ConfigDict, workdir: str) -> dict:
         stop, reason = plan.stop, plan.reason
         if not stop and round_index >= config.mcal.max_rounds:
             stop, reason = True, f"reached mcal.max_rounds={config.mcal.max_rounds}"
-        delta = plan.next_delta or histories[lead].delta
-        rounds_left = config.mcal.max_rounds - round_index
-        if plan.stable and rounds_left > 0:
-            # The round cap is a budget the controller does not see: reach b_opt within it.
-            delta = max(delta, -(-(plan.b_opt - histories[lead].train_size) // rounds_left))
-        delta = min(delta, len(unlabeled))
+        delta = controller.next_batch_size(
+            plan,
+            histories[lead],
+            rounds_left=config.mcal.max_rounds - round_index,
+            num_unlabeled=len(unlabeled),
+        )
         if not stop:  # the δ actually used stays current until a stable plan changes it
             histories[lead] = dataclasses.replace(histories[lead], delta=max(delta, 1))
         next_batch = [] if stop else least_confident(outcomes[lead].scores, unlabeled, delta)

@@ -310,3 +310,22 @@ def test_plan_end_to_end_on_sampled_curves():
     assert abs(p.b_opt - b[np.argmin(cost)]) <= 50
     assert cost[p.b_opt - 350] <= 1.02 * cost.min()
     assert p.cost_star_usd == pytest.approx(cost[p.b_opt - 350], rel=0.02)
+
+
+def test_next_batch_size_reaches_b_opt_within_the_round_cap():
+    from mcal_jax.controller import next_batch_size
+
+    history = controller.History.start(np.full(1, 0.5), delta=100)
+    history = history.append_round(1000, [1], [50], 0.0, 1.0, 0.0)
+    base = dict(
+        b_opt=5000, theta_star=0.5, num_machine=0, machine_error=0.0, cost_star_usd=1.0,
+        human_labels_usd=1.0, training_so_far_usd=0.0, future_training_usd=0.0,
+        scoring_usd=0.0, future_rounds=1, next_delta=200, stable=True, stop=False, reason="",
+        b_grid=np.zeros(1), cost_by_b=np.zeros(1), theta_star_by_b=np.zeros(1),
+    )  # fmt: skip
+    plan = controller.Plan(**base)
+    assert next_batch_size(plan, history, rounds_left=100, num_unlabeled=10**6) == 200
+    assert next_batch_size(plan, history, rounds_left=4, num_unlabeled=10**6) == 1000
+    assert next_batch_size(plan, history, rounds_left=4, num_unlabeled=300) == 300
+    unstable = dataclasses.replace(plan, stable=False, next_delta=0)
+    assert next_batch_size(unstable, history, rounds_left=4, num_unlabeled=10**6) == 100
