@@ -8,6 +8,8 @@ locked, so a typo in a field name fails instead of being silently ignored.
 import ml_collections
 from ml_collections import config_dict
 
+from mcal_jax.costs import USD_PER_DEVICE_HOUR
+
 # Paper Table 1: USD per image for one full 200-epoch training on 4 K80s at 3.6 USD/h,
 # divided by 200 epochs. The paper's "RESNET18" was a CIFAR ResNet-20 and its "RESNET50"
 # a ResNet-56 (MCAL_SPEC.md); the ImageNet-width ResNets get the rate of their class.
@@ -21,17 +23,6 @@ PAPER_USD_PER_IMAGE_EPOCH = {
     "resnet50": 0.0009 / 200,
     "small": 0.0003 / 200 * 0.2,
     "tiny": 0.0003 / 200 * 0.01,
-}
-
-# Rental price of one device, USD per device-hour, by JAX platform or device kind.
-USD_PER_DEVICE_HOUR = {
-    "NVIDIA H100 80GB HBM3": 3.00,
-    "NVIDIA H200": 3.50,
-    "NVIDIA A100-SXM4-80GB": 1.50,
-    "NVIDIA A100-SXM4-40GB": 1.20,
-    "gpu": 2.00,  # any other GPU
-    "tpu": 2.00,
-    "cpu": 0.10,  # a 2-core cloud VM
 }
 
 
