@@ -304,6 +304,36 @@ def test_launcher_dry_run_prints_the_shard(tmp_path):
     assert not os.listdir(tmp_path)  # a dry run writes nothing
 
 
+def test_dry_run_lists_the_shard_with_each_points_state_and_writes_nothing(tmp_path, capsys):
+    points = synthetic.sweep("")
+    names = [sweep.point_name(p) for p in points]
+    (tmp_path / names[0]).mkdir()  # killed halfway
+    (tmp_path / names[3]).mkdir()
+    (tmp_path / names[3] / "summary.json").write_text("{}")  # finished
+    results = sweep.run_config_sweep(
+        synthetic.get_config(""), "configs/synthetic.py", str(tmp_path), shard="0/3", dry_run=True
+    )
+    assert results is None
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == sweep.dry_run_lines(points, str(tmp_path), (0, 3))
+    assert lines[0] == "8 points, shard 0/3 holds 3:"
+    assert [line.split()[:2] for line in lines[1:]] == [
+        ["[partial]", names[0]], ["[finished]", names[3]], ["[new]", names[6]],
+    ]  # fmt: skip
+    assert sorted(os.listdir(tmp_path)) == sorted([names[0], names[3]])
+
+
+def test_point_argv_drops_the_shard_and_dry_run_and_names_the_point():
+    argv = [
+        "launch/sweep.py", "--config=configs/synthetic.py", "--shard", "1/4", "--dry_run",
+        "--workdir=/tmp/s", "--point=old", "--config.seed=3", "--nodry_run", "--shard=2/4",
+    ]  # fmt: skip
+    assert sweep.point_argv(argv, "seed=0") == [
+        sys.executable, "-m", "launch.sweep", "--config=configs/synthetic.py",
+        "--workdir=/tmp/s", "--config.seed=3", "--point=seed=0",
+    ]  # fmt: skip
+
+
 def test_real_sweep_of_two_synthetic_runs_then_skips_them(tmp_path):
     base = sweep.apply_overrides(synthetic.get_config("1000"), {"mcal.max_rounds": 2})
     points = sweep.seeds([{"labeling.service": "satyam"}], [0, 1])
