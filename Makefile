@@ -40,7 +40,7 @@ demo: install data
 	$(PY) -m launch.mcal --config=configs/fashion_mnist.py:cpu --workdir=$(DEMO_WORKDIR)
 
 bench: install
-	$(PY) -m launch.bench_core
+	$(PY) -m benchmarks.core
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

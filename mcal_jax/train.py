@@ -330,6 +330,23 @@ class Trainer:
         )
         return result
 
+    def step_cost_analysis(self) -> dict[str, Any]:
+        """XLA's cost estimates of the compiled training step (``"flops"``, ``"bytes
+        accessed"``, ...): one device's share of the SPMD program, for one global batch.
+
+        The step is compiled by the first :meth:`train`, so call this after it. Empty when
+        the backend gives no estimates.
+        """
+        if self._compiled_step is None:
+            raise RuntimeError(
+                "Trainer.step_cost_analysis: the training step is not compiled yet; "
+                "it is compiled by the first call of train()"
+            )
+        analysis = self._compiled_step.cost_analysis()
+        if isinstance(analysis, list | tuple):  # older JAX: one dict per program
+            analysis = analysis[0] if analysis else {}
+        return dict(analysis or {})
+
 
 def _epoch_order(labeled_mask: jax.Array, key: jax.Array) -> jax.Array:
     """B in a fresh random order, the unlabeled items after it (the same on every device)."""

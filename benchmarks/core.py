@@ -1,7 +1,7 @@
 r"""Speed of MCAL's per-round core: pool scoring, the batched learning-curve fit, the plan.
 
-    python -m launch.bench_core                       # defaults: small model, 20,000 items
-    python -m launch.bench_core --model=tiny --pool_size=2048 --repeats=3
+    python -m benchmarks.core                       # defaults: small model, 20,000 items
+    python -m benchmarks.core --model=tiny --pool_size=2048 --repeats=3
 
 Prints a table (measurement, value, target, ok?) and, as its very last line, one JSON object
 with the numbers, so that scripts can read ``tail -n 1``. What is measured, and why:
@@ -235,7 +235,7 @@ def run_benchmark(
         ("repeats", repeats, 1),
     ):
         if not isinstance(value, int) or value < low:
-            raise ValueError(f"bench_core: {name} = {value!r}: must be an integer ≥ {low}")
+            raise ValueError(f"benchmarks.core: {name} = {value!r}: must be an integer ≥ {low}")
     result: dict = {
         "model": model,
         "pool_size": pool_size,
@@ -306,7 +306,7 @@ def format_table(result: dict) -> str:
 
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"bench_core takes no positional arguments, got {argv[1:]}")
+        raise app.UsageError(f"benchmarks.core takes no positional arguments, got {argv[1:]}")
     result = run_benchmark(
         model=_MODEL.value,
         pool_size=_POOL_SIZE.value,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from absl.testing import flagsaver
 
-from launch import bench_core
+from benchmarks import core as bench_core
 from mcal_jax import controller
 from mcal_jax.profile import THETAS
 
@@ -107,7 +107,7 @@ def test_main_passes_flags_and_ends_with_the_json(result, monkeypatch, capsys):
     )
     # Parsing only these flags, not the command line, leaves the other modules' flags alone.
     with flagsaver.as_parsed(**given):
-        bench_core.main(["bench_core"])
+        bench_core.main(["benchmarks.core"])
     expected = dict(model="tiny", metric="entropy", num_devices=2)
     expected.update(pool_size=512, batch_size=64, rounds=5, repeats=3)
     assert calls == [expected]

@@ -1,8 +1,8 @@
 r"""What training a classifier costs on this machine: the rates behind MCAL's training bill.
 
-    python -m launch.bench_train_cost --models=tiny,resnet20 --batch_sizes=128 \
+    python -m benchmarks.train_cost --models=tiny,resnet20 --batch_sizes=128 \
         --image_shape=28x28x1 --out=/tmp/bench_train.jsonl          # a 2-core CPU, about 1 minute
-    python -m launch.bench_train_cost --models=resnet18,resnet20 --batch_sizes=256,512 \
+    python -m benchmarks.train_cost --models=resnet18,resnet20 --batch_sizes=256,512 \
         --out=bench_train.jsonl --vs_torch                          # a GPU
 
 For every model and global batch size it prints one table row and writes one JSON line
@@ -17,8 +17,8 @@ For every model and global batch size it prints one table row and writes one JSO
   the device time MCAL's ledger bills (wall seconds × devices; on a CPU with simulated
   devices every simulated device counts, as in the ledger).
 - ``usd_per_image``: one full training of ``--full_training_epochs`` epochs, per labeled
-  image, at ``--usd_per_device_hour`` (default: the price table of ``configs/common.py`` by
-  device kind, else platform: the price a measured-cost MCAL run charges). This is the
+  image, at ``--usd_per_device_hour`` (default: :data:`mcal_jax.costs.USD_PER_DEVICE_HOUR`
+  by device kind, else platform: the price a measured-cost MCAL run charges). This is the
   per-image training price c_T of Eq. 3, measured instead of taken from the paper's Table 1.
 - ``flops_per_image``: XLA's cost analysis of the compiled training step (one device's
   program, times the devices, over the global batch): forward, backward, augmentation and
@@ -31,7 +31,7 @@ For every model and global batch size it prints one table row and writes one JSO
 Training and scoring run once untimed (compile and warm-up), then ``--repeats`` times in
 alternation, so that a change of load on a shared machine slows both alike; the median
 counts. ``--vs_torch`` trains the same architecture in PyTorch in the same process
-(:mod:`launch.torch_resnets`) and adds ``torch_train_images_per_s`` and ``jax_vs_torch``.
+(:mod:`benchmarks.torch_resnets`) and adds ``torch_train_images_per_s`` and ``jax_vs_torch``.
 """
 
 from __future__ import annotations
@@ -46,8 +46,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from configs.common import USD_PER_DEVICE_HOUR
-from mcal_jax import data, models, parallel, scoring
+from mcal_jax import costs, data, models, parallel, scoring
 from mcal_jax import pool as pool_lib
 from mcal_jax import train as train_lib
 
@@ -91,9 +90,9 @@ _COMPUTE_DTYPE = flags.DEFINE_enum(
 _TRAIN_IMAGES = flags.DEFINE_integer("train_images", None, "Labeled items per training.")
 _EPOCHS = flags.DEFINE_integer("epochs", None, "Epochs per timed training.")
 _FULL_EPOCHS = flags.DEFINE_integer("full_training_epochs", 200, "Epochs of one full training.")
-_USD = flags.DEFINE_float("usd_per_device_hour", None, "Default: configs/common.py's table.")
+_USD = flags.DEFINE_float("usd_per_device_hour", None, "Default: mcal_jax.costs' table.")
 _CPU_PEAK = flags.DEFINE_float("cpu_peak_flops", DEFAULT_CPU_PEAK_FLOPS, "Host FLOP/s.")
-# Same meaning as in launch.bench_core; allow_override lets one process (the test suite)
+# Same meaning as in benchmarks.core; allow_override lets one process (the test suite)
 # import both benchmarks, which then share the one flag.
 _REPEATS = flags.DEFINE_integer(
     "repeats", 3, "Timed calls per measurement; the median counts.", allow_override=True
@@ -123,21 +122,13 @@ def peak_flops(device: jax.Device, num_devices: int, cpu_peak_flops: float) -> f
     return None
 
 
-def default_usd_per_device_hour(device: jax.Device) -> float | None:
-    """The price a measured-cost MCAL run charges (``mcal_jax.run.device_usd_per_hour``)."""
-    return USD_PER_DEVICE_HOUR.get(device.device_kind, USD_PER_DEVICE_HOUR.get(device.platform))
-
-
 def step_flops_per_image(trainer: train_lib.Trainer) -> float | None:
     """FLOPs of one training step per image, from XLA's cost analysis of the compiled step.
 
     The compiled program is one device's share of the SPMD step, so its count is scaled by
     the devices and divided by the global batch. None if the backend reports no count.
     """
-    analysis = trainer._compiled_step.cost_analysis()
-    if isinstance(analysis, list | tuple):  # older JAX: one dict per program
-        analysis = analysis[0] if analysis else {}
-    flops = float((analysis or {}).get("flops", 0.0))
+    flops = float(trainer.step_cost_analysis().get("flops", 0.0))
     if not flops > 0:
         return None
     return flops * trainer.num_devices / trainer.config.batch_size
@@ -182,7 +173,9 @@ def measure(
     epochs = default_epochs if epochs is None else epochs
     compute_dtype = compute_dtype or ("float32" if on_cpu else "bfloat16")
     if model not in models.MODEL_NAMES:
-        raise ValueError(f"bench_train_cost: unknown model {model!r}; one of {models.MODEL_NAMES}")
+        raise ValueError(
+            f"benchmarks.train_cost: unknown model {model!r}; one of {models.MODEL_NAMES}"
+        )
     for name, value in (
         ("batch_size", batch_size),
         ("train_images", train_images),
@@ -191,15 +184,15 @@ def measure(
         ("repeats", repeats),
     ):
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"bench_train_cost: {name} = {value!r}: must be an integer ≥ 1")
+            raise ValueError(f"benchmarks.train_cost: {name} = {value!r}: must be an integer ≥ 1")
     if usd_per_device_hour is None:
-        usd_per_device_hour = default_usd_per_device_hour(device)
+        usd_per_device_hour = costs.device_usd_per_hour(device=device)
     if pool is None:
         pool = make_pool(train_images, image_shape, num_classes, num_devices)
     dataset, device_pool = pool
     if len(dataset) != train_images or dataset.image_shape != tuple(image_shape):
         raise ValueError(
-            f"bench_train_cost: the pool holds {len(dataset)} items of {dataset.image_shape}, "
+            f"benchmarks.train_cost: the pool holds {len(dataset)} items of {dataset.image_shape}, "
             f"expected train_images={train_images} of {tuple(image_shape)}"
         )
 
@@ -325,7 +318,7 @@ def _positive_ints(name: str, values: Sequence[str]) -> list[int]:
 
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"bench_train_cost takes no positional arguments, got {argv[1:]}")
+        raise app.UsageError(f"benchmarks.train_cost takes no positional arguments, got {argv[1:]}")
     unknown = [m for m in _MODELS.value if m not in models.MODEL_NAMES]
     if unknown or not _MODELS.value:
         raise app.UsageError(f"--models: unknown {unknown}; choose from {models.MODEL_NAMES}")
@@ -359,7 +352,7 @@ def main(argv: Sequence[str]) -> None:
                 pool=pool,
             )
             if run_torch:
-                from launch import torch_resnets
+                from benchmarks import torch_resnets
 
                 torch_rate = torch_resnets.train_images_per_s(
                     model,

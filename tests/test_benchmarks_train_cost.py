@@ -9,8 +9,9 @@ import jax
 import pytest
 from absl.testing import flagsaver
 
-from launch import bench_train_cost as bench
-from mcal_jax import models
+from benchmarks import train_cost as bench
+from mcal_jax import costs, models
+from mcal_jax import train as train_lib
 
 # Forward multiply-adds of `tiny` on one 28×28×1 image: stem 784·9·1·4; stage 1 (28×28,
 # 4→4) 2·784·9·16; stage 2 (14×14, 4→8, 8→8) 196·9·(32 + 64); stage 3 (7×7, 8→16, 16→16)
@@ -46,7 +47,7 @@ def test_costs_follow_from_the_timings(record):
     assert record["device_seconds_per_image_epoch"] == pytest.approx(
         8 / record["train_images_per_s"]
     )
-    assert record["usd_per_device_hour"] == 0.10  # configs/common.py's CPU price
+    assert record["usd_per_device_hour"] == 0.10  # mcal_jax.costs' CPU price
     assert record["usd_per_image"] == pytest.approx(
         record["device_seconds_per_image_epoch"] * 200 * 0.10 / 3600
     )
@@ -63,6 +64,13 @@ def test_flops_per_image_is_a_training_step_of_one_image(record):
     assert 2.5 < record["flops_per_image"] / TINY_FORWARD_FLOPS < 4.5
 
 
+def test_step_cost_analysis_needs_a_compiled_step():
+    _, device_pool = bench.make_pool(64, (28, 28, 1), 10)
+    trainer = train_lib.Trainer("tiny", device_pool, train_lib.TrainConfig(batch_size=64))
+    with pytest.raises(RuntimeError, match="first call of train"):
+        trainer.step_cost_analysis()
+
+
 def _device(kind: str, platform: str = "gpu"):
     return types.SimpleNamespace(device_kind=kind, platform=platform)
 
@@ -74,9 +82,9 @@ def test_peaks_and_prices_by_device_kind():
     assert bench.peak_flops(_device("NVIDIA A100-SXM4-40GB"), 4, 1.0) == 4 * 312e12
     assert bench.peak_flops(_device("Tesla K80"), 1, 1.0) is None
     assert bench.peak_flops(_device("cpu", "cpu"), 8, 2e11) == 2e11
-    assert bench.default_usd_per_device_hour(_device("NVIDIA H100 80GB HBM3")) == 3.00
-    assert bench.default_usd_per_device_hour(_device("NVIDIA H200")) == 3.50
-    assert bench.default_usd_per_device_hour(_device("cpu", "cpu")) == 0.10
+    assert costs.device_usd_per_hour(device=_device("NVIDIA H100 80GB HBM3")) == 3.00
+    assert costs.device_usd_per_hour(device=_device("NVIDIA H200")) == 3.50
+    assert costs.device_usd_per_hour(device=_device("cpu", "cpu")) == 0.10
 
 
 def test_bad_input_is_named():
@@ -141,7 +149,7 @@ def test_main_measures_every_pair_then_prints_and_writes_them(monkeypatch, capsy
     monkeypatch.setattr(bench, "make_pool", lambda *args: "pool")
     out = tmp_path / "bench.jsonl"
     with flagsaver.as_parsed(out=str(out), vs_torch="false", **FLAGS):
-        bench.main(["bench_train_cost"])
+        bench.main(["benchmarks.train_cost"])
     assert [(m, b) for m, b, _ in calls] == [
         ("tiny", 32),
         ("tiny", 64),
@@ -167,7 +175,7 @@ def test_vs_torch_without_torch_says_so_and_still_measures(monkeypatch, capsys, 
     monkeypatch.setattr(bench, "make_pool", lambda *args: "pool")
     out = tmp_path / "bench.jsonl"
     with flagsaver.as_parsed(out=str(out), vs_torch="true", **FLAGS):
-        bench.main(["bench_train_cost"])
+        bench.main(["benchmarks.train_cost"])
     printed = capsys.readouterr().out
     assert "--vs_torch: PyTorch is not installed" in printed
     assert "skipping the PyTorch comparison" in printed
@@ -177,7 +185,7 @@ def test_vs_torch_without_torch_says_so_and_still_measures(monkeypatch, capsys, 
 
 def test_torch_twins_have_the_flax_parameter_counts():
     pytest.importorskip("torch")
-    from launch import torch_resnets
+    from benchmarks import torch_resnets
 
     for name in models.MODEL_NAMES:
         flax_model = models.create_model(name, num_classes=10)

@@ -1,11 +1,11 @@
 """PyTorch twins of the ResNets of :mod:`mcal_jax.models`, to time the same training in
-PyTorch (``python -m launch.bench_train_cost --vs_torch``).
+PyTorch (``python -m benchmarks.train_cost --vs_torch``).
 
 Each twin has the architecture of its Flax namesake: the CIFAR stem (one 3×3 conv, stride
 1, no max-pool), the same stages, blocks and widths, option-A zero-padded shortcuts in the
 16-32-64 CIFAR ResNets and option-B 1×1 projections in the ImageNet-width ones, the last
 BatchNorm of each residual branch starting at scale 0, global average pooling and a
-float32 Dense head; so it has the same parameter count (``tests/test_bench_train_cost.py``
+float32 Dense head; so it has the same parameter count (``tests/test_benchmarks_train_cost.py``
 checks it where PyTorch is installed). Padding of the stride-2 convs is symmetric here and
 "SAME" (one row more at the end) in Flax: the same output shapes and FLOPs.
 
