@@ -63,7 +63,8 @@ def error_profile(
     whose confidence is ≥ τ_θ counts as above the threshold. Items tied with τ_θ are
     therefore all included, so ``pool_counts`` is ⌈θ·|U|⌉ without ties and can exceed it
     with ties: machine labeling is decided per item by its confidence, and items with
-    equal confidence cannot be told apart. An empty pool gives τ_θ = +inf and zero counts.
+    equal confidence cannot be told apart. An empty pool (no items, or every item masked)
+    gives τ_θ = +inf and zero pool counts, test counts and test errors for every θ.
 
     Args:
       pool_confidence: [N_pool] confidence (higher = more confident) of the items of U.
@@ -109,6 +110,11 @@ def error_profile(
 
 @jax.jit
 def _error_profile(pool_conf, test_conf, test_correct, thetas, pool_mask, test_mask):
+    if pool_conf.shape[0] == 0:
+        # An empty U (a static shape) becomes one padding item, so the indexing below
+        # stays in bounds; it is left out like any padding.
+        pool_conf = jnp.full(1, -jnp.inf, jnp.float32)
+        pool_mask = jnp.zeros(1, bool)
     num_pool = pool_conf.shape[0]
     num_test = test_conf.shape[0]
     # Padding sorts below every real confidence and is never ≥ a real threshold.
@@ -125,8 +131,9 @@ def _error_profile(pool_conf, test_conf, test_correct, thetas, pool_mask, test_m
     # wrong_before[i] = errors among the i least confident test items.
     wrong_before = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(wrong_sorted)])
     first_above = jnp.searchsorted(test_sorted, thresholds, side="left")
-    test_counts = num_test - first_above
-    test_errors = wrong_before[-1] - wrong_before[first_above]
+    # With no pool item there is no threshold: nothing of T counts, whatever its confidence.
+    test_counts = jnp.where(num_valid > 0, num_test - first_above, 0)
+    test_errors = jnp.where(num_valid > 0, wrong_before[-1] - wrong_before[first_above], 0)
     return ErrorProfile(
         thetas=thetas,
         thresholds=thresholds,
@@ -172,10 +179,12 @@ class MachineLabelingChoice:
 
     The items of U with confidence ≥ ``threshold`` (``num_machine`` of them) are labeled
     by the classifier; ``estimated_error`` is ε_T at that threshold and ``upper_bound``
-    its one-sided Clopper–Pearson bound at ``confidence``. ``tested`` is how many
-    thresholds the fixed sequence tested (the failing one included). When no threshold
-    passes, ``theta`` is 0, ``threshold`` +inf and nothing is machine-labeled (so the
-    machine-labeled error and its bound are 0).
+    its one-sided Clopper–Pearson bound at ``confidence``. ``start_theta`` is the θ at
+    which the fixed sequence started (the first θ at which zero test errors would pass; 0
+    when no θ could pass) and ``tested`` how many thresholds it tested from there, the
+    failing one included (0 when none could pass). When no threshold passes, ``theta``
+    is 0, ``threshold`` +inf and nothing is machine-labeled (so the machine-labeled error
+    and its bound are 0).
     """
 
     theta: float
@@ -186,6 +195,7 @@ class MachineLabelingChoice:
     confidence: float
     constraint: str
     tested: int
+    start_theta: float = 0.0
 
 
 def choose_machine_threshold(
@@ -200,9 +210,29 @@ def choose_machine_threshold(
 
     The thresholds are tested from the most confident (smallest θ) to the least, each at
     level 1 − ``confidence``, and testing stops at the first failure; the last passing θ
-    is kept. Because the order is fixed before looking at T, the chosen threshold's
-    bound holds at ``confidence`` although T was used to choose it, which is not true of
-    "the largest θ that passes" when a later θ passes after a failure.
+    is kept. Because the order is fixed before looking at T's errors, the chosen
+    threshold's bound holds at ``confidence`` although T was used to choose it, which is
+    not true of "the largest θ that passes" when a later θ passes after a failure.
+
+    Start of the sequence: the most confident θ often has too few test items to pass
+    even with no error (for ``"machine_subset"`` fewer than ⌈ln α / ln(1 − ε)⌉ items, 59
+    for ε = α = 5%; for ``"overall"`` the same with the per-θ tolerance ε·N/|S_θ|), and
+    starting there would stop the sequence at once. So the sequence starts at the first
+    θ at which zero errors *would* pass, which is decided from the test and pool counts
+    alone, never from T's labels. This keeps the guarantee: the counts depend only on
+    the confidences of U and T. Conditional on the confidences, the start and the order
+    are fixed, and what remains random is whether each test item is right, which is
+    exactly what every test in the sequence is about. Given the confidences, the errors
+    above τ_θ are a sum of independent Bernoulli draws whose lower tail (where the test
+    passes) is no heavier than that of the binomial with the same mean (Hoeffding 1956),
+    so each Clopper–Pearson test keeps its level, and the fixed-sequence argument applies
+    as before: a wrong certificate needs the first tested θ whose true error exceeds ε
+    to pass, which happens with probability ≤ 1 − ``confidence``. The θ skipped before
+    the start are not tested, so they cannot be wrongly certified. A start chosen from
+    the observed errors would not have this property.
+
+    A θ whose τ_θ leaves no pool item (an empty U) cannot be chosen: there is nothing to
+    machine-label.
 
     Constraints (see the spec): ``"machine_subset"`` requires bound(ε_T(θ)) ≤ ε on the
     machine-labeled items; ``"overall"`` requires |S|·bound / N ≤ ε over the whole
@@ -222,28 +252,31 @@ def choose_machine_threshold(
     errors = np.asarray(profile.test_errors, np.int64)
     counts = np.asarray(profile.test_counts, np.int64)
     pool_counts = np.asarray(profile.pool_counts, np.int64)
+
+    def meets(upper: np.ndarray) -> np.ndarray:
+        if constraint == "machine_subset":
+            return upper <= epsilon
+        return pool_counts * upper / num_items <= epsilon
+
     upper = clopper_pearson_upper(errors, counts, confidence)
-    if constraint == "machine_subset":
-        passes = upper <= epsilon
-    else:
-        passes = pool_counts * upper / num_items <= epsilon
+    passes = meets(upper)
+    # Counts only: would this θ pass with no error among its test items?
+    could_pass = meets(clopper_pearson_upper(np.zeros_like(counts), counts, confidence))
+    could_pass &= pool_counts > 0
 
     order = np.argsort(thetas, kind="stable")
-    failed = np.flatnonzero(~passes[order])
-    num_passing = int(failed[0]) if failed.size else len(order)
-    tested = min(num_passing + 1, len(order))
+    startable = np.flatnonzero(could_pass[order])
+    if startable.size == 0:
+        return _nothing_machine_labeled(confidence, constraint, tested=0, start_theta=0.0)
+    start = int(startable[0])
+    sequence = order[start:]
+    start_theta = float(str(np.asarray(profile.thetas)[sequence[0]]))
+    failed = np.flatnonzero(~passes[sequence])
+    num_passing = int(failed[0]) if failed.size else len(sequence)
+    tested = min(num_passing + 1, len(sequence))
     if num_passing == 0:
-        return MachineLabelingChoice(
-            theta=0.0,
-            threshold=float("inf"),
-            num_machine=0,
-            estimated_error=0.0,
-            upper_bound=0.0,
-            confidence=confidence,
-            constraint=constraint,
-            tested=tested,
-        )
-    i = order[num_passing - 1]
+        return _nothing_machine_labeled(confidence, constraint, tested, start_theta)
+    i = sequence[num_passing - 1]
     return MachineLabelingChoice(
         theta=float(str(np.asarray(profile.thetas)[i])),  # 0.15, not float32's 0.15000000596
         threshold=float(thresholds[i]),
@@ -253,6 +286,21 @@ def choose_machine_threshold(
         confidence=confidence,
         constraint=constraint,
         tested=tested,
+        start_theta=start_theta,
+    )
+
+
+def _nothing_machine_labeled(confidence, constraint, tested, start_theta):
+    return MachineLabelingChoice(
+        theta=0.0,
+        threshold=float("inf"),
+        num_machine=0,
+        estimated_error=0.0,
+        upper_bound=0.0,
+        confidence=confidence,
+        constraint=constraint,
+        tested=tested,
+        start_theta=start_theta,
     )
 
 
