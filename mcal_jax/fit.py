@@ -24,6 +24,10 @@ with warnings.catch_warnings():
     )
     import jaxopt
 
+#: Error count put in place of a zero error count when taking log ε̂ (one home for it: the
+#: fit, its scipy reference and the report all use this value).
+PSEUDO_COUNT = 0.5
+
 # Rounds are padded (with zero-weight points) to a multiple of this, so that the fit
 # compiles once per few rounds rather than once per round.
 ROUND_BUCKET = 8
@@ -79,7 +83,7 @@ def fit_truncated_power_laws(
     *,
     thetas: np.ndarray = THETAS,
     min_test_items: int = 20,
-    pseudo_count: float = 0.5,
+    pseudo_count: float = PSEUDO_COUNT,
     max_iter: int = 30,
 ) -> PowerLawFit:
     """Fits Eq. 2 to the error profiles of all rounds so far, for every θ at once (step 4).

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 
-from mcal_jax.fit import PowerLawFit, design_matrix, log_error_targets
+from mcal_jax.fit import PSEUDO_COUNT, PowerLawFit, design_matrix, log_error_targets
 from mcal_jax.profile import THETAS
 
 
@@ -25,7 +25,7 @@ def fit_truncated_power_laws_scipy(
     *,
     thetas: np.ndarray = THETAS,
     min_test_items: int = 20,
-    pseudo_count: float = 0.5,
+    pseudo_count: float = PSEUDO_COUNT,
 ) -> PowerLawFit:
     """Per-θ ``curve_fit`` of log ε = c − γ·log(b/s) − κ·(b/s), γ ≥ 0, κ ≥ 0.
 

@@ -3,6 +3,7 @@
 import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -138,6 +139,58 @@ def test_fit_rejects_bad_inputs():
         F.fit_truncated_power_laws(SIZES, counts + 1, counts)
     with pytest.raises(ValueError, match="train_sizes must be positive"):
         F.fit_truncated_power_laws(SIZES - 600, errors, counts)
+
+
+def _weighted_log_fit(b, errors, counts, weights):
+    """Weighted least squares of log(errors/counts) on [1, −log(b/s), −b/s], in float64."""
+    s = b.max()
+    x = np.stack([np.ones_like(b), -np.log(b / s), -b / s], axis=1)
+    sw = np.sqrt(weights)
+    q = np.linalg.lstsq(x * sw[:, None], np.log(errors / counts) * sw, rcond=None)[0]
+    return np.exp(x @ q), q
+
+
+def test_rounds_are_weighted_by_their_test_counts():
+    # Five rounds on one curve; the middle round's rate is 1.6× too high. Columns 0-9
+    # measured it on 100 test items (3000 elsewhere), columns 10-19 on 1000 (300 or 3000
+    # elsewhere), so the weighted fits differ between the halves (by over 20%) and each
+    # from an unweighted fit (by up to 17%) on the rounds' own sizes.
+    b = np.array([1000.0, 2000, 4000, 8000, 16000])
+    rate = _truth(b) * np.array([1, 1, 1.6, 1, 1])
+    counts = np.empty((5, 20))
+    counts[:, :10] = np.array([3000, 3000, 100, 3000, 3000])[:, None]
+    counts[:, 10:] = np.array([3000, 300, 1000, 300, 3000])[:, None]
+    errors = np.round(rate[:, None] * counts)
+    fit = F.fit_truncated_power_laws(b, errors, counts)
+    got = np.asarray(F.predict_error(fit, b))
+    for cols in (slice(0, 10), slice(10, 20)):
+        c, e = counts[:, cols.start], errors[:, cols.start]
+        weighted, q = _weighted_log_fit(b, e, c, c)
+        assert q[1] > 0 and q[2] > 0  # interior: the unconstrained optimum is the fit's
+        unweighted, _ = _weighted_log_fit(b, e, c, np.ones(5))
+        assert np.max(np.abs(weighted / unweighted - 1)) > 0.1
+        np.testing.assert_allclose(got[cols], np.broadcast_to(weighted, (10, 5)), rtol=1e-4)
+    assert np.max(np.abs(got[0] / got[10] - 1)) > 0.2
+
+
+def test_log_error_targets_by_hand():
+    errors = np.array([0, 3, 0, 5, 2])
+    counts = np.array([10, 100, 0, 5, 40])
+    # max(errors, 0.5) / count: 0.05, 0.03, (no items), 1, 0.05.
+    want_y = [-2.995732273553991, -3.506557897319982, 0.0, 0.0, -2.995732273553991]
+    want_w = [10, 100, 0, 5, 40]
+    y, w = F.log_error_targets(errors, counts, F.PSEUDO_COUNT)
+    np.testing.assert_allclose(y, want_y, rtol=1e-12)
+    np.testing.assert_array_equal(w, want_w)
+    # The jax path (inside the jitted fit) gives the same, in float32.
+    y32, w32 = F.log_error_targets(jnp.asarray(errors, jnp.float32), jnp.asarray(counts), 0.5)
+    assert isinstance(y32, jax.Array)
+    np.testing.assert_allclose(y32, want_y, rtol=1e-6)
+    np.testing.assert_array_equal(w32, want_w)
+    # Another pseudo-count: 0.25 / 10 = 0.025.
+    y, _ = F.log_error_targets(np.array([0.0]), np.array([10.0]), 0.25)
+    np.testing.assert_allclose(y, [-3.6888794541139363], rtol=1e-12)
+    assert F.PSEUDO_COUNT == 0.5
 
 
 def test_jaxopt_warning_filter_is_local():
