@@ -1,7 +1,7 @@
-"""The pool X that MCAL labels: images and their ground-truth labels, loaded from a spec string.
+"""Loading the pool X that MCAL labels from a spec string: IDX, npz and TFDS readers.
 
-A ``Dataset`` holds the whole pool in host memory as uint8 NHWC images and int32 labels;
-the ground-truth labels play the human annotator in simulation. Spec strings:
+``load_dataset`` reads the spec string and returns a ``Dataset`` (``mcal_jax.dataset``);
+bad input raises ``DataError``. Spec strings:
 
 - ``fashion_mnist``: the Debian IDX files in ``DEBIAN_FASHION_MNIST_DIR`` when present
   (``apt-get install dataset-fashion-mnist``), else ``tfds:fashion_mnist``.
@@ -12,7 +12,8 @@ the ground-truth labels play the human annotator in simulation. Spec strings:
   each raw or ``.gz``), as distributed for MNIST and Fashion-MNIST.
 - ``npz:PATH``: arrays ``images`` ([N, H, W] or [N, H, W, C], uint8) and ``labels``, and
   optionally a scalar ``num_classes``; pickled arrays are refused.
-- ``synthetic:KEY=VAL,...``: a learnable synthetic dataset (see ``make_synthetic``).
+- ``synthetic:KEY=VAL,...``: a learnable synthetic dataset (see ``make_synthetic`` in
+  ``mcal_jax.synthetic``).
 
 ``split="all"`` joins train then test into one pool, as the paper does (its X for
 Fashion-MNIST is all 70,000 items).
@@ -20,15 +21,29 @@ Fashion-MNIST is all 70,000 items).
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import os
 import zipfile
 import zlib
 
 import numpy as np
-import numpy.typing as npt
 from absl import logging
+
+from mcal_jax.dataset import DataError, Dataset
+from mcal_jax.synthetic import make_synthetic, synthetic_split
+
+__all__ = [
+    "DEBIAN_FASHION_MNIST_DIR",
+    "SCHEMES",
+    "SPLITS",
+    "DataError",
+    "Dataset",
+    "load_dataset",
+    "make_synthetic",
+    "read_idx",
+    "save_npz",
+    "write_idx",
+]
 
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 SPLITS = ("train", "test", "all")
@@ -38,62 +53,6 @@ SCHEMES = ("fashion_mnist", "tfds:NAME", "idx:DIR", "npz:PATH", "synthetic:KEY=V
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _IDX_PREFIXES = {"train": "train", "test": "t10k"}
 _TFDS_CHUNK = 4096
-
-
-class DataError(ValueError):
-    """Bad input to a dataset loader: the message names the file or dataset and the problem."""
-
-
-@dataclasses.dataclass(frozen=True, eq=False)  # Arrays: compare by identity.
-class Dataset:
-    """Images and labels of a pool, validated on construction.
-
-    Attributes:
-      images: uint8 [N, H, W, C] (C = 1 for grayscale, so always rank 4).
-      labels: int32 [N], each in [0, num_classes).
-      num_classes: number of classes.
-      name: where the data came from (the spec string), used in messages.
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-    num_classes: int
-    name: str
-
-    def __post_init__(self):
-        images, labels = np.asarray(self.images), np.asarray(self.labels)
-
-        def check(ok: bool, problem: str) -> None:
-            if not ok:
-                raise DataError(f"dataset {self.name!r}: {problem}")
-
-        check(images.dtype == np.uint8, f"images have dtype {images.dtype}, expected uint8")
-        check(images.ndim == 4, f"images have shape {images.shape}, expected [N, H, W, C]")
-        check(np.issubdtype(labels.dtype, np.integer), f"labels have dtype {labels.dtype}")
-        check(labels.ndim == 1, f"labels have shape {labels.shape}, expected [N]")
-        check(len(images) == len(labels), f"{len(images)} images but {len(labels)} labels")
-        k = self.num_classes
-        check(isinstance(k, int | np.integer) and k >= 1, f"num_classes {k!r} is not an int >= 1")
-        bad = np.flatnonzero((labels < 0) | (labels >= k))
-        if bad.size:
-            i = bad[0]
-            check(False, f"label {labels[i]} at index {i} is outside [0, {k}) ({bad.size} such)")
-        object.__setattr__(self, "images", images)
-        object.__setattr__(self, "labels", labels.astype(np.int32, copy=False))
-        object.__setattr__(self, "num_classes", int(self.num_classes))
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(H, W, C) of one image."""
-        return tuple(int(d) for d in self.images.shape[1:])
-
-    def subset(self, indices: npt.ArrayLike) -> Dataset:
-        """The items at ``indices`` (integer indices or a boolean mask), in that order."""
-        indices = np.asarray(indices)
-        return Dataset(self.images[indices], self.labels[indices], self.num_classes, self.name)
 
 
 def load_dataset(
@@ -131,7 +90,7 @@ def load_dataset(
             raise DataError(f"{spec!r}: an npz file holds one pool; split must be 'all'")
         ds, source = _load_npz(arg), arg
     elif scheme == "synthetic":
-        ds, source = _synthetic_split(make_synthetic(arg), split), "generator"
+        ds, source = synthetic_split(make_synthetic(arg), split), "generator"
     else:
         raise DataError(f"unknown dataset spec {spec!r}; valid forms: {', '.join(SCHEMES)}")
     summary = f"{len(ds)} items of shape {ds.image_shape}, {ds.num_classes} classes"
@@ -331,98 +290,3 @@ def _read_data_source(source, where: str) -> tuple[np.ndarray, np.ndarray]:
     if images.ndim == 3:
         images = images[..., None]
     return images, labels
-
-
-_SYNTHETIC_DEFAULTS = {"n": 2000, "shape": "32x32x3", "classes": 10, "seed": 0, "noise": 1.5}
-_SYNTHETIC_GRID = 4  # Templates and structured noise vary on a 4 x 4 grid: low frequency.
-_SYNTHETIC_CHUNK = 4096
-
-
-def make_synthetic(params: str = "") -> Dataset:
-    """A deterministic, learnable synthetic pool, parameterised by "KEY=VAL,..." (all optional).
-
-    Keys: ``n`` items (2000), ``shape`` HxWxC (32x32x3), ``classes`` (10), ``seed`` (0),
-    ``noise`` (1.5), ``shift`` (H // 8). Each class is a fixed random smooth template (unit
-    standard deviation); an image is its class's template plus smooth noise of standard
-    deviation ``noise``, circularly shifted by up to ``shift`` pixels each way, plus faint
-    pixel noise. The smooth noise lives in the same low frequencies as the templates, so
-    some images look like another class: a convnet learns it well but not perfectly, more
-    so with more labels, and ``noise`` sets how hard it is (at 1.5 on 32x32x3, a
-    nearest-template rule that knows the templates gets about 96% right; a small convnet
-    trained on 6,000 items about 84%). Classes are balanced to within one item.
-    """
-    where = f"synthetic:{params}"
-    values: dict[str, str] = {}
-    for item in filter(None, params.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq or key not in _SYNTHETIC_DEFAULTS | {"shift": None}:
-            valid = ", ".join(list(_SYNTHETIC_DEFAULTS) + ["shift"])
-            raise DataError(f"{where}: bad item {item!r}; expected KEY=VAL with KEY in {valid}")
-        values[key] = value
-    config = {**{k: str(v) for k, v in _SYNTHETIC_DEFAULTS.items()}, **values}
-    try:
-        n, classes, seed = int(config["n"]), int(config["classes"]), int(config["seed"])
-        noise = float(config["noise"])
-        height, width, channels = (int(d) for d in config["shape"].split("x"))
-        shift = int(values["shift"]) if "shift" in values else height // 8
-    except ValueError as e:
-        raise DataError(f"{where}: bad value ({e}); shape is HxWxC, e.g. 32x32x3") from None
-    if min(n, classes - 1, height, width, channels, seed + 1) < 1 or not noise >= 0 or shift < 0:
-        raise DataError(f"{where}: need n, H, W, C >= 1, classes >= 2, seed, noise, shift >= 0")
-    name = (
-        f"synthetic:n={n},shape={height}x{width}x{channels},classes={classes},"
-        f"seed={seed},noise={noise:g},shift={shift}"
-    )
-
-    # Everything is built on the coarse grid and upsampled once per image; upsampling with
-    # circularly shifted interpolation rows is the same as shifting the upsampled image.
-    rng = np.random.default_rng(seed)
-    grid = (_SYNTHETIC_GRID, _SYNTHETIC_GRID, channels)
-    up_h, up_w = _periodic_upsampler(height), _periodic_upsampler(width)
-    coarse = rng.standard_normal((classes,) + grid).astype(np.float32)
-    fine = np.einsum("hi,nijc,wj->nhwc", up_h, coarse, up_w)
-    # Rows of the upsamplers sum to 1, so normalising on the coarse grid normalises the image.
-    mean, std = fine.mean(axis=(1, 2, 3)), fine.std(axis=(1, 2, 3))
-    coarse = (coarse - mean[:, None, None, None]) / std[:, None, None, None]
-    noise_std = np.sqrt((up_h**2).sum(1).mean() * (up_w**2).sum(1).mean())  # of upsampled N(0,1)
-    shifts = np.arange(-shift, shift + 1)
-    rolled_h = np.stack([np.roll(up_h, s, axis=0) for s in shifts])  # [shifts, H, GRID]
-    rolled_w = np.stack([np.roll(up_w, s, axis=0) for s in shifts])
-    contrast = 40.0 / (1.0 + noise**2) ** 0.5  # Pixel std of about 40 at any noise level.
-    labels = rng.permutation(np.arange(n) % classes).astype(np.int32)
-    images = np.empty((n, height, width, channels), np.uint8)
-    for start in range(0, n, _SYNTHETIC_CHUNK):
-        chunk_rng = np.random.default_rng([seed, start])
-        y = labels[start : start + _SYNTHETIC_CHUNK]
-        z = chunk_rng.standard_normal((len(y),) + grid, np.float32)
-        z = coarse[y] + (noise / noise_std) * z
-        dy, dx = chunk_rng.integers(0, len(shifts), size=(2, len(y)))
-        rows = np.matmul(rolled_h[dy][:, None], z.transpose(0, 3, 1, 2))  # [n, C, H, GRID]
-        x = np.matmul(rows, rolled_w[dx].transpose(0, 2, 1)[:, None])  # [n, C, H, W]
-        x *= contrast
-        x += 128.0
-        x += chunk_rng.integers(-8, 9, size=x.shape, dtype=np.int8)  # Faint pixel noise.
-        images[start : start + len(y)] = np.clip(x, 0, 255, out=x).transpose(0, 2, 3, 1)
-    return Dataset(images, labels, classes, name)
-
-
-def _synthetic_split(pool: Dataset, split: str) -> Dataset:
-    """The "test" split is the last n // 7 items (6:1, as in Fashion-MNIST); "train" the rest."""
-    num_test = len(pool) // 7
-    if split == "all":
-        return pool
-    if split == "test" and num_test == 0:
-        raise DataError(f"{pool.name}: too few items ({len(pool)}) for a test split")
-    cut = len(pool) - num_test
-    return pool.subset(np.arange(cut, len(pool)) if split == "test" else np.arange(cut))
-
-
-def _periodic_upsampler(size: int) -> np.ndarray:
-    """[size, GRID] weights of periodic linear interpolation, so circular shifts leave no seam."""
-    position = np.arange(size) * _SYNTHETIC_GRID / size
-    low = np.floor(position).astype(int)
-    frac = (position - low).astype(np.float32)
-    weights = np.zeros((size, _SYNTHETIC_GRID), np.float32)
-    np.add.at(weights, (np.arange(size), low % _SYNTHETIC_GRID), 1 - frac)
-    np.add.at(weights, (np.arange(size), (low + 1) % _SYNTHETIC_GRID), frac)
-    return weights
