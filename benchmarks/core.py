@@ -120,7 +120,6 @@ def planning_problem(num_rounds: int, seed: int = 0):
         human_usd_per_label=_HUMAN_USD,
         delta0=_DELTA0,
         min_delta=_MIN_DELTA,
-        scoring_usd_per_item=_SCORING_USD_PER_ITEM,
     )
     sizes, errors, counts = synthetic_error_counts(num_rounds, seed)
     noise = np.random.default_rng(seed + 1).normal(1.0, 0.02, num_rounds)

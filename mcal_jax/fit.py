@@ -101,7 +101,7 @@ def fit_truncated_power_laws(
     it is the place where a non-linear residual would be solved.
 
     Identifiability, per θ, from the n rounds that have test items above τ_θ: 1/k is fixed
-    to 0 when n < 3 (a plain power law, the spec's rule), and γ is fixed to 0 when n < 2
+    to 0 when n < 3 (a plain power law; docs/algorithm.md, step 4), and γ is fixed to 0 when n < 2
     (a single point says nothing about the slope; α is then that point's error). Such a
     one-point curve is not trusted: extrapolating a flat curve would claim more labels
     never help. ``trusted`` also needs ≥ ``min_test_items`` test items in the latest round
@@ -240,9 +240,27 @@ class TrainingCostModel:
     usd_per_round: float
     epochs: float
 
-    def round_usd(self, b):
-        """Predicted cost of one training round on ``b`` labeled items."""
-        return self.usd_per_image_epoch * b * self.epochs + self.usd_per_round
+    def usd(self, rounds, size_sum):
+        """Predicted training cost of ``rounds`` rounds whose sizes |B| add up to ``size_sum``
+        (see :func:`rounds_to_grow`); numpy or jax arrays alike."""
+        return self.usd_per_image_epoch * self.epochs * size_sum + self.usd_per_round * rounds
+
+
+def rounds_to_grow(b_from, b_to, delta):
+    """The rounds that grow B from ``b_from`` to ``b_to`` in steps of ``delta`` (Eq. 3,
+    generalised to a partial last round): (n, Σ sizes), both floats.
+
+    n = ⌈(b_to − b_from)/δ⌉ rounds train on b_from + δ, b_from + 2δ, …, and a last one on
+    b_to itself (none when b_to ≤ b_from: the round at b_from is already paid), so
+    Σ sizes = n·b_from + (b_to − b_from) + δ·n(n − 1)/2. With b_from = 0, b_to a multiple
+    of δ and no overhead, κ·epochs·Σ sizes is the paper's Eq. 3, k·|B|·(|B|/δ + 1), with
+    k = κ·epochs / 2. Broadcasts over numpy or jax arrays (inside jit too); the results
+    are floats, as δ·n² overflows int32 at Fashion-MNIST scale.
+    """
+    n = -((b_from - b_to) // delta) * 1.0
+    grows = n > 0
+    n = n * grows
+    return n, n * b_from + (b_to - b_from) * grows + delta * n * (n - 1.0) / 2.0
 
 
 def fit_training_cost(
@@ -291,21 +309,3 @@ def fit_training_cost(
             if n * np.log(sse_both / n) + 4 < n * np.log(sse_slope / n) + 2:
                 kappa, overhead = float(k2), float(c2)
     return TrainingCostModel(usd_per_image_epoch=kappa, usd_per_round=overhead, epochs=float(e[-1]))
-
-
-def cumulative_training_usd(model: TrainingCostModel, b_from, b_to, delta) -> jax.Array:
-    """Cost of growing B from ``b_from`` to ``b_to`` in rounds of ``delta`` (Eq. 3, generalised).
-
-    The rounds train on b_from + δ, b_from + 2δ, …, and a last one on b_to itself:
-    n = ⌈(b_to − b_from)/δ⌉ rounds (none when b_to ≤ b_from; the round at b_from is already
-    paid). Their sizes sum to (n − 1)·b_from + δ·n(n − 1)/2 + b_to, so the cost is
-    κ·epochs times that plus n·overhead. With b_from = 0, b_to a multiple of δ and no
-    overhead this is the paper's Eq. 3, k·|B|·(|B|/δ + 1), with k = κ·epochs / 2.
-    Broadcasts over array arguments and is jit-friendly.
-    """
-    b_from = jnp.asarray(b_from, jnp.float32)
-    b_to = jnp.asarray(b_to, jnp.float32)
-    delta = jnp.asarray(delta, jnp.float32)
-    n = jnp.maximum(jnp.ceil((b_to - b_from) / delta), 0.0)
-    size_sum = jnp.where(n > 0, (n - 1) * b_from + delta * n * (n - 1) / 2 + b_to, 0.0)
-    return model.usd_per_image_epoch * model.epochs * size_sum + model.usd_per_round * n

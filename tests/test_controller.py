@@ -41,17 +41,18 @@ def make_config(**changes) -> ControllerConfig:
         human_usd_per_label=0.04,
         delta0=30,
         min_delta=5,
-        scoring_usd_per_item=1e-6,
         num_b_grid=2048,
     )
     return ControllerConfig(**{**base, **changes})
 
 
-def make_history(sizes=(40, 70, 100), cost_star=(), delta=30, thetas=THETAS, spent=4.0):
+def make_history(
+    sizes=(40, 70, 100), cost_star=(), delta=30, thetas=THETAS, spent=4.0, scoring=2e-3
+):
     history = History.start(thetas, delta, spent_usd=spent)
     for size in sizes:
         errors, counts = np.full(len(thetas), 5), np.full(len(thetas), 50)
-        history = history.append_round(size, errors, counts, 3e-4 * size, 200, 2e-3, 1.2)
+        history = history.append_round(size, errors, counts, 3e-4 * size, 200, scoring, 1.2)
     return dataclasses.replace(history, cost_star=tuple(cost_star))
 
 
@@ -72,11 +73,13 @@ def brute_force(config, history, fit, cost_model, delta=None):
     theta_star = np.where(ok, thetas[:, None], 0.0).max(axis=0)
     size, training, scoring = np.full(b.shape, b_now), np.zeros(b.shape), np.zeros(b.shape)
     per_item = cost_model.usd_per_image_epoch * cost_model.epochs
+    # The last round scored the N − |B| items outside B.
+    scoring_per_item = history.scoring_usd[-1] / (config.num_items - b_now)
     while np.any(size < b):
         active = size < b
         size = np.where(active, np.minimum(size + delta, b), size)
         training += active * (per_item * size + cost_model.usd_per_round)
-        scoring += active * config.scoring_usd_per_item * (config.num_items - size)
+        scoring += active * scoring_per_item * (config.num_items - size)
     so_far = sum(history.training_usd) + sum(history.scoring_usd)
     human = config.human_usd_per_label * (config.num_items - theta_star * unlabeled)
     return b, human + so_far + training + scoring, theta_star
@@ -240,10 +243,10 @@ def test_cheaper_labels_never_buy_more():
     assert satyam.b_opt < amazon.b_opt
     assert satyam.future_training_usd < amazon.future_training_usd
     free = TrainingCostModel(usd_per_image_epoch=0.0, usd_per_round=0.0, epochs=200.0)
-    config = make_config(scoring_usd_per_item=0.0)
+    config, unscored = make_config(), make_history(scoring=0.0)
     b_free = {
         price: plan_from_models(
-            dataclasses.replace(config, human_usd_per_label=price), history, fit, free
+            dataclasses.replace(config, human_usd_per_label=price), unscored, fit, free
         ).b_opt
         for price in (0.04, 0.003)
     }
@@ -281,7 +284,7 @@ def test_history_helpers_and_validation():
 @pytest.mark.parametrize(
     "field, value",
     [("epsilon", 1.5), ("constraint", "per_class"), ("delta0", 5000), ("num_b_grid", 1),
-     ("human_usd_per_label", 0.0), ("num_test", N), ("budget_usd", -1.0)],
+     ("human_usd_per_label", 0.0), ("num_test", N), ("budget_usd", -1.0), ("max_rounds", 0)],
 )  # fmt: skip
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=rf"ControllerConfig\.{field} = {value!r}"):
@@ -303,7 +306,7 @@ def test_plan_end_to_end_on_sampled_curves():
         rates = np.asarray(fit_module.predict_error(true_fit, np.array([size])))[:, 0]
         counts = np.round(THETAS * 400 + 20)
         errors = np.round(rates * counts)
-        usd = COST.round_usd(size)
+        usd = COST.usd(1, size)
         history = history.append_round(size, errors, counts, usd, COST.epochs, 2e-3)
     p = plan(config, history)
     b, cost, _ = brute_force(config, history, true_fit, COST)
@@ -312,20 +315,27 @@ def test_plan_end_to_end_on_sampled_curves():
     assert p.cost_star_usd == pytest.approx(cost[p.b_opt - 350], rel=0.02)
 
 
-def test_next_batch_size_reaches_b_opt_within_the_round_cap():
-    from mcal_jax.controller import next_batch_size
-
-    history = controller.History.start(np.full(1, 0.5), delta=100)
-    history = history.append_round(1000, [1], [50], 0.0, 1.0, 0.0)
-    base = dict(
-        b_opt=5000, theta_star=0.5, num_machine=0, machine_error=0.0, cost_star_usd=1.0,
-        human_labels_usd=1.0, training_so_far_usd=0.0, future_training_usd=0.0,
-        scoring_usd=0.0, future_rounds=1, next_delta=200, stable=True, stop=False, reason="",
-        b_grid=np.zeros(1), cost_by_b=np.zeros(1), theta_star_by_b=np.zeros(1),
-    )  # fmt: skip
-    plan = controller.Plan(**base)
-    assert next_batch_size(plan, history, rounds_left=100, num_unlabeled=10**6) == 200
-    assert next_batch_size(plan, history, rounds_left=4, num_unlabeled=10**6) == 1000
-    assert next_batch_size(plan, history, rounds_left=4, num_unlabeled=300) == 300
-    unstable = dataclasses.replace(plan, stable=False, next_delta=0)
-    assert next_batch_size(unstable, history, rounds_left=4, num_unlabeled=10**6) == 100
+def test_round_cap_raises_delta_to_reach_b_opt_and_stops_at_the_cap():
+    config, fit = make_config(), make_fit()
+    c = plan_from_models(config, make_history(), fit, COST).cost_star_usd
+    history = make_history(cost_star=(c,))  # stable: C* did not move
+    free = plan_from_models(config, history, fit, COST)
+    assert free.stable and not free.stop
+    remaining = free.b_opt - history.train_size
+    loose = plan_from_models(make_config(max_rounds=1000), history, fit, COST)
+    assert loose.next_delta == free.next_delta  # the cap is far: the slack rule decides
+    rounds_left = max(1, remaining // (4 * free.next_delta))
+    tight = make_config(max_rounds=history.num_rounds + rounds_left)
+    capped = plan_from_models(tight, history, fit, COST)
+    assert capped.next_delta == -(-remaining // rounds_left) > free.next_delta
+    assert "to reach B_opt within max_rounds" in capped.reason
+    # Unstable models keep δ whatever the cap; the round at the cap stops.
+    unstable = plan_from_models(tight, make_history(cost_star=(2 * c,)), fit, COST)
+    assert not unstable.stable and unstable.next_delta == 30
+    at_cap = plan_from_models(make_config(max_rounds=3), history, fit, COST)
+    assert at_cap.stop and at_cap.next_delta == 0 and "round cap" in at_cap.reason
+    # Never more than the unlabeled pool: 10 items left.
+    near_end = make_history((40, 70, POOL - 10), cost_star=(c,))
+    p = plan_from_models(make_config(max_rounds=4), near_end, make_fit(alpha=0.5, gamma=0.0,
+                         inv_k=0.0), COST)  # fmt: skip
+    assert p.next_delta <= 10

@@ -207,7 +207,7 @@ def test_training_cost_recovers_slope_and_overhead():
     assert model.usd_per_image_epoch == pytest.approx(2e-6, rel=0.03)
     assert model.usd_per_round == pytest.approx(0.15, rel=0.1)
     assert model.epochs == 30.0
-    assert model.round_usd(3500.0) == pytest.approx(2e-6 * 3500 * 30 + 0.15, rel=0.01)
+    assert model.usd(1, 3500.0) == pytest.approx(2e-6 * 3500 * 30 + 0.15, rel=0.01)
 
 
 def test_training_cost_without_overhead_keeps_it_zero():
@@ -226,28 +226,32 @@ def test_training_cost_without_overhead_keeps_it_zero():
         F.fit_training_cost(b, epochs, -usd)
 
 
-def test_cumulative_training_usd_equals_explicit_sum_over_rounds():
+def _growth_usd(model, b_from, b_to, delta):
+    return model.usd(*F.rounds_to_grow(b_from, b_to, delta))
+
+
+def test_growth_usd_equals_explicit_sum_over_rounds():
     model = F.TrainingCostModel(usd_per_image_epoch=1.5e-6, usd_per_round=0.2, epochs=25.0)
     rng = np.random.default_rng(2)
     b_from = rng.integers(0, 3000, 50).astype(float)
     b_to = b_from + rng.integers(-500, 8000, 50)
     delta = rng.integers(100, 1500, 50).astype(float)
-    got = np.asarray(F.cumulative_training_usd(model, b_from, b_to, delta))
+    got = np.asarray(_growth_usd(model, b_from, b_to, delta))
     for i in range(50):
         expected, size = 0.0, b_from[i]
         while size < b_to[i]:
             size = min(size + delta[i], b_to[i])
             expected += 1.5e-6 * size * 25.0 + 0.2
         assert got[i] == pytest.approx(expected, rel=1e-5, abs=1e-9)
-    jitted = jax.jit(lambda bt: F.cumulative_training_usd(model, b_from, bt, delta))
+    jitted = jax.jit(lambda bt: _growth_usd(model, b_from, bt, delta))
     np.testing.assert_allclose(jitted(b_to), got, rtol=1e-6)
 
 
-def test_cumulative_training_usd_is_eq3_from_zero():
+def test_growth_usd_is_eq3_from_zero():
     model = F.TrainingCostModel(usd_per_image_epoch=1e-6, usd_per_round=0.0, epochs=200.0)
     delta = 700.0
     b = delta * np.arange(1, 30)
     k = model.usd_per_image_epoch * model.epochs / 2
     np.testing.assert_allclose(
-        F.cumulative_training_usd(model, 0.0, b, delta), k * b * (b / delta + 1), rtol=1e-5
+        _growth_usd(model, 0.0, b, delta), k * b * (b / delta + 1), rtol=1e-5
     )
