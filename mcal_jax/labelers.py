@@ -15,6 +15,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from mcal_jax.indices import as_int_array
+
 # USD per label of the paper's two labeling services (Section 5 and Table 2).
 PRICES_USD: dict[str, float] = {"amazon": 0.04, "satyam": 0.003}
 
@@ -92,25 +94,6 @@ def _uniform(seed: int, stream: int, indices: np.ndarray) -> np.ndarray:
     return (bits >> _U64(11)).astype(np.float64) * 2.0**-53
 
 
-def _as_indices(indices, size: int) -> np.ndarray:
-    """Pool indices as int64, checked to be integers in [0, size)."""
-    array = np.asarray(indices)
-    if array.size == 0:
-        array = array.astype(np.int64)
-    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(
-            f"indices must be a 1-D array of integers; got shape {array.shape}, dtype {array.dtype}"
-        )
-    array = array.astype(np.int64)
-    bad = array[(array < 0) | (array >= size)]
-    if bad.size:
-        shown = ", ".join(str(i) for i in bad[:10]) + (", ..." if bad.size > 10 else "")
-        raise IndexError(
-            f"{bad.size} indices outside the pool of {size} items [0, {size}): {shown}"
-        )
-    return array
-
-
 class SimulatedLabeler:
     """Sells the ground truth of a simulated pool, optionally through noisy annotators.
 
@@ -175,7 +158,7 @@ class SimulatedLabeler:
 
     def label(self, indices) -> np.ndarray:
         """Labels (int32) for the given pool indices, with this labeler's noise."""
-        indices = _as_indices(indices, len(self._truth))
+        indices = as_int_array(indices, "pool indices", size=len(self._truth))
         labels = self._truth[indices]
         if self.error_rate > 0:
             wrong = _uniform(self.seed, 0, indices) < self.error_rate
@@ -195,4 +178,4 @@ class SimulatedLabeler:
         run (what to buy, when to stop, which threshold) may, since a real run has no
         ground truth. It sells nothing and is not counted in `labels_served`.
         """
-        return self._truth[_as_indices(indices, len(self._truth))].copy()
+        return self._truth[as_int_array(indices, "pool indices", size=len(self._truth))].copy()

@@ -31,6 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mcal_jax.files import fsync_directory
+from mcal_jax.indices import as_int_array, shown
+
 PURPOSES = ("test", "train", "residual")
 CATEGORIES = ("training", "scoring")
 TOTALS = (
@@ -72,34 +75,6 @@ def _as_usd(value) -> float | None:
     return value if math.isfinite(value) and value >= 0 else None
 
 
-def _int_array(values, what: str) -> np.ndarray:
-    """A 1-D int64 array from a list or array of integers; ValueError naming `what`."""
-    array = np.asarray(values)
-    if array.size == 0:
-        array = array.astype(np.int64)
-    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(
-            f"{what}: expected a 1-D array of integers; got shape {array.shape}, "
-            f"dtype {array.dtype}"
-        )
-    return array.astype(np.int64)
-
-
-def _shown(values: np.ndarray, limit: int = 10) -> str:
-    return ", ".join(str(v) for v in values[:limit]) + (", ..." if len(values) > limit else "")
-
-
-def _fsync_directory(path: Path) -> None:
-    """Makes a new file's directory entry durable (POSIX; a no-op where unsupported)."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Ledger:
     """Durable, append-only record of every purchase and every charge, in one JSON-lines file."""
 
@@ -129,7 +104,7 @@ class Ledger:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            _fsync_directory(self.path.parent)
+            fsync_directory(self.path.parent)
 
     # ----------------------------------------------------------------------------- reading
 
@@ -190,8 +165,8 @@ class Ledger:
         price = record.get("usd_per_label")
         check(_is_number(price) and price >= 0, f"bad usd_per_label in purchase {key!r}")
         try:
-            indices = _int_array(record.get("indices"), "indices")
-            labels = _int_array(record.get("labels"), "labels")
+            indices = as_int_array(record.get("indices"), "indices")
+            labels = as_int_array(record.get("labels"), "labels")
         except ValueError as e:
             raise self._corrupt(number, f"purchase {key!r}: {e}") from None
         check(len(indices) == len(labels), f"purchase {key!r}: indices and labels differ in length")
@@ -211,7 +186,7 @@ class Ledger:
             indices = record["indices"]
             clash = self._already_bought(indices)
             if clash.size:
-                raise self._corrupt(number, f"{key!r} buys again indices {_shown(clash)}")
+                raise self._corrupt(number, f"{key!r} buys again indices {shown(clash)}")
             if indices.size and indices.max() >= len(self._bought):
                 grown = np.zeros(max(int(indices.max()) + 1, 2 * len(self._bought)), bool)
                 grown[: len(self._bought)] = self._bought
@@ -266,7 +241,7 @@ class Ledger:
         if purpose not in PURPOSES:
             raise ValueError(f"Ledger.buy purpose {purpose!r}: must be one of {PURPOSES}")
         self._check_key(key)
-        indices = _int_array(indices, f"Ledger.buy(key={key!r}) indices")
+        indices = as_int_array(indices, f"Ledger.buy(key={key!r}) indices")
         if key in self._keys:
             record = self._records[self._keys[key]]
             if record["kind"] != "purchase":
@@ -287,7 +262,7 @@ class Ledger:
             ]
             raise ValueError(
                 f"ledger {self.path}: purchase {key!r} would buy {clash.size} labels twice: "
-                f"indices {_shown(clash)} (already bought under {owners or 'this purchase'})"
+                f"indices {shown(clash)} (already bought under {owners or 'this purchase'})"
             )
         price = _as_usd(labeler.usd_per_label)
         if price is None:
@@ -295,7 +270,7 @@ class Ledger:
                 f"{type(labeler).__name__}.usd_per_label = {labeler.usd_per_label!r}: "
                 "must be a finite number >= 0"
             )
-        labels = _int_array(labeler.label(indices), f"labels from {type(labeler).__name__}")
+        labels = as_int_array(labeler.label(indices), f"labels from {type(labeler).__name__}")
         if len(labels) != len(indices):
             raise ValueError(
                 f"{type(labeler).__name__}.label returned {len(labels)} labels for "
@@ -364,6 +339,12 @@ class Ledger:
         indices = [r["indices"] for r in chosen] or [np.zeros(0, np.int64)]
         labels = [r["labels"] for r in chosen] or [np.zeros(0, np.int32)]
         return np.concatenate(indices), np.concatenate(labels)
+
+    def usd(self, key: str) -> float:
+        """What the purchase or charge recorded under ``key`` cost."""
+        if key not in self._keys:
+            raise KeyError(f"ledger {self.path}: no record with key {key!r}")
+        return float(self._records[self._keys[key]]["usd"])
 
     def labels(self) -> tuple[np.ndarray, np.ndarray]:
         """All bought (indices int64, labels int32), in purchase order."""

@@ -44,13 +44,18 @@ from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
 from mcal_jax import models
+from mcal_jax.indices import as_int_array
 from mcal_jax.parallel import DATA_AXIS
 from mcal_jax.pool import DevicePool, augment, normalize, replicate
 
 P = PartitionSpec
 
 
-class NonFiniteLossError(FloatingPointError):
+class DivergedError(FloatingPointError):
+    """Training diverged: the loss, the trained weights or their predictions are not finite."""
+
+
+class NonFiniteLossError(DivergedError):
     """Training diverged: the loss became NaN or infinite."""
 
 
@@ -238,25 +243,18 @@ class Trainer:
         progress: bool = False,
     ) -> TrainResult:
         """Trains from scratch on ``labeled_indices`` (into the pool) with their ``labels``."""
-        labeled_indices = np.asarray(labeled_indices)
-        labels = np.asarray(labels)
-        if labeled_indices.shape != labels.shape or labeled_indices.ndim != 1:
+        labeled_indices = as_int_array(labeled_indices, "labeled_indices", size=len(self.pool))
+        labels = as_int_array(labels, "labels", size=self.pool.num_classes)
+        if labeled_indices.shape != labels.shape:
             raise ValueError(
                 f"labeled_indices {labeled_indices.shape} and labels {labels.shape} must be "
-                "1-D arrays of one length"
+                "of one length"
             )
         num_labeled = len(np.unique(labeled_indices))
         if num_labeled == 0:
             raise ValueError("cannot train on an empty labeled set")
         if num_labeled != len(labeled_indices):
             raise ValueError("labeled_indices has duplicates")
-        if labeled_indices.min() < 0 or labeled_indices.max() >= len(self.pool):
-            raise ValueError(
-                f"labeled indices must lie in [0, {len(self.pool)}); got "
-                f"[{labeled_indices.min()}, {labeled_indices.max()}]"
-            )
-        if labels.min() < 0 or labels.max() >= self.pool.num_classes:
-            raise ValueError(f"labels must lie in [0, {self.pool.num_classes})")
         mask = np.zeros(len(self.pool), bool)
         mask[labeled_indices] = True
         # Bought labels only, scattered over the pool (-1 elsewhere, never read).
@@ -307,6 +305,13 @@ class Trainer:
         final_loss = _check_loss(*pending, steps_per_epoch, progress_bar=bar)
         jax.block_until_ready(state)
         wall = time.perf_counter() - start
+        # The loss is computed before each update, so it can stay finite while the weights
+        # overflow (BatchNorm hides their scale); the last update is never seen by a loss.
+        if not bool(_all_finite((state.params, state.batch_stats))):
+            raise DivergedError(
+                f"the weights of {self.model_name} trained on |B|={num_labeled} are not "
+                f"finite: lower train.learning_rate={self.config.learning_rate} or check the data"
+            )
 
         result = TrainResult(
             variables={"params": state.params, "batch_stats": state.batch_stats},
@@ -346,6 +351,12 @@ class Trainer:
         if isinstance(analysis, list | tuple):  # older JAX: one dict per program
             analysis = analysis[0] if analysis else {}
         return dict(analysis or {})
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
 def _epoch_order(labeled_mask: jax.Array, key: jax.Array) -> jax.Array:

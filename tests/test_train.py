@@ -88,6 +88,17 @@ def test_non_finite_loss_stops_with_clear_error():
         train_lib.train("tiny", pool, np.arange(256), _toy_dataset().labels[:256], config)
 
 
+def test_non_finite_weights_stop_with_clear_error():
+    """Two steps: the first update blows the weights up, the second step's BatchNorm
+    statistics overflow to inf and normalise its activations to zero, so both losses are
+    finite (the second is huge) while the weights and running statistics are not."""
+    pool = pool_lib.upload(_toy_dataset(), parallel.make_mesh(1))
+    config = train_lib.TrainConfig(epochs=1, batch_size=32, learning_rate=1e30, schedule="constant")
+    labels = _toy_dataset().labels
+    with pytest.raises(train_lib.DivergedError, match=r"weights .* train\.learning_rate=1e\+30"):
+        train_lib.train("tiny", pool, np.arange(64), labels[:64], config)
+
+
 def test_paper_learning_rate_schedule():
     config = train_lib.TrainConfig(learning_rate=0.1)
     lrs = [float(train_lib.learning_rate(config, np.float32(e))) for e in (0, 79.9, 80, 150, 190)]
