@@ -1,4 +1,4 @@
-"""Defaults shared by every experiment: the paper's settings (MCAL_SPEC.md).
+"""Defaults shared by every experiment: the paper's settings (docs/algorithm.md).
 
 Experiment files import :func:`get_config` and change a few fields. Every field can be
 overridden on the command line with ``--config.FIELD=VALUE``; the returned config is
@@ -12,7 +12,7 @@ from mcal_jax.costs import USD_PER_DEVICE_HOUR
 
 # Paper Table 1: USD per image for one full 200-epoch training on 4 K80s at 3.6 USD/h,
 # divided by 200 epochs. The paper's "RESNET18" was a CIFAR ResNet-20 and its "RESNET50"
-# a ResNet-56 (MCAL_SPEC.md); the ImageNet-width ResNets get the rate of their class.
+# a ResNet-56 (docs/algorithm.md); the ImageNet-width ResNets get the rate of their class.
 # `tiny` and `small` are priced by their training FLOPs relative to ResNet-20.
 PAPER_USD_PER_IMAGE_EPOCH = {
     "cnn18": 0.00007 / 200,

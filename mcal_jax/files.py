@@ -32,7 +32,8 @@ def fsync_directory(path: str | os.PathLike) -> None:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, indent=1, default=_json_default, allow_nan=False)
+    # Infinity is allowed: a threshold that machine-labels nothing is +inf.
+    return json.dumps(value, indent=1, default=_json_default)
 
 
 def _json_default(value: Any) -> Any:
@@ -85,7 +86,7 @@ def read_json(path: str | os.PathLike) -> Any:
 def append_json_line(path: str | os.PathLike, value: Any) -> None:
     """Appends ``value`` as one JSON line with a single write, durable on return."""
     path = os.fspath(path)
-    line = (json.dumps(value, default=_json_default, allow_nan=False) + "\n").encode("utf-8")
+    line = (json.dumps(value, default=_json_default) + "\n").encode("utf-8")
     created = not os.path.exists(path)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:

@@ -1,10 +1,10 @@
 """Error profiles on the test set T and the certified machine-labeling threshold.
 
-Step 3 of the algorithm measures, for every θ, the classifier's error on the test items
-that are at least as confident as the most confident fraction θ of the unlabeled pool U.
-Step 10 turns the last profile into the machine-labeling decision with an exact binomial
-upper bound, tested in a fixed sequence so that choosing the threshold on T keeps the
-bound valid.
+Step 3 of the algorithm (docs/algorithm.md) measures, for every θ, the classifier's error
+on the test items that are at least as confident as the most confident fraction θ of the
+unlabeled pool U. Step 10 turns the last profile into the machine-labeling decision with
+an exact binomial upper bound, tested in a fixed sequence so that choosing the threshold
+on T keeps the bound valid.
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ def choose_machine_threshold(
     A θ whose τ_θ leaves no pool item (an empty U) cannot be chosen: there is nothing to
     machine-label.
 
-    Constraints (see the spec): ``"machine_subset"`` requires bound(ε_T(θ)) ≤ ε on the
+    Constraints (docs/algorithm.md): ``"machine_subset"`` requires bound(ε_T(θ)) ≤ ε on the
     machine-labeled items; ``"overall"`` requires |S|·bound / N ≤ ε over the whole
     dataset of ``num_items`` = N items, human labels counting as correct.
     """

@@ -1,7 +1,7 @@
 """Plots and tables of a finished MCAL run (``write_report``) or of a sweep (``sweep_report``).
 
-A run's report reads the workdir that :mod:`mcal_jax.run` wrote (summary.json,
-metrics.jsonl, state.json) and writes into ``workdir/report/``:
+A run's report reads the workdir that :mod:`mcal_jax.run` wrote (summary.json and
+rounds.jsonl) and writes into ``workdir/report/``:
 
 - ``error_vs_b.png``: measured ε_T(θ) against |B| with the fitted truncated power laws
   (Eq. 2) for a few θ, and how the fit of one θ moves as rounds add points (the paper's
@@ -16,7 +16,7 @@ metrics.jsonl, state.json) and writes into ``workdir/report/``:
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 
 import matplotlib
@@ -25,48 +25,46 @@ matplotlib.use("Agg")  # files only: no display, and the same output everywhere
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mcal_jax.fit import PowerLawFit, log_error_targets, predict_error  # noqa: E402
+from mcal_jax import files  # noqa: E402
+from mcal_jax.fit import PSEUDO_COUNT, log_error_targets, predict_error  # noqa: E402
+from mcal_jax.profile import THETAS  # noqa: E402
+from mcal_jax.run.state import RoundRecord  # noqa: E402
+from mcal_jax.run.workdir import Workdir  # noqa: E402
 
 REPORT_DIR = "report"
 # θ drawn in the learning-curve plot (the nearest available ones), and the θ of the
 # fit-by-round panel (the paper's appendix shows θ = 50%).
 PLOT_THETAS = (0.25, 0.5, 0.75, 1.0)
 FIT_HISTORY_THETA = 0.5
-# The fit's stand-in for a zero error count (``fit_truncated_power_laws`` default).
-PSEUDO_COUNT = 0.5
 _DPI = 120
 
 
 def read_run_json(path: str, what: str):
-    if not os.path.exists(path):
+    """The parsed file; FileNotFoundError saying ``what`` when it is missing."""
+    value = files.read_json(path)
+    if value is None:
         raise FileNotFoundError(f"{path} not found: {what}")
-    with open(path) as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON: {error}") from error
+    return value
 
 
-def load_run(workdir: str) -> dict:
-    """summary, metrics (one dict per round, by round number) and state of a finished run."""
+@dataclasses.dataclass(frozen=True)
+class FinishedRun:
+    """What a report reads of a finished run: its summary and its round records."""
+
+    summary: dict
+    rounds: list[RoundRecord]
+
+
+def load_run(workdir: str) -> FinishedRun:
+    """The summary and round records of a finished run (read only)."""
     unfinished = f"{workdir} is not a finished MCAL run (run.mcal writes it at the end)"
     summary = read_run_json(os.path.join(workdir, "summary.json"), unfinished)
-    state = read_run_json(os.path.join(workdir, "state.json"), unfinished)
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(metrics_path):
-        raise FileNotFoundError(f"{metrics_path} not found: {unfinished}")
-    metrics = {}
-    with open(metrics_path) as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{metrics_path}:{number} is not JSON: {error}") from error
-                metrics[record["round"]] = record
-    if not state.get("rounds"):
-        raise ValueError(f"{workdir}/state.json holds no rounds")
-    return {"summary": summary, "metrics": [metrics[r] for r in sorted(metrics)], "state": state}
+    if not os.path.exists(os.path.join(workdir, "rounds.jsonl")):
+        raise FileNotFoundError(f"{workdir}/rounds.jsonl not found: {unfinished}")
+    rounds = Workdir(workdir, writer=False).read_rounds()
+    if not rounds:
+        raise ValueError(f"{workdir}/rounds.jsonl holds no rounds")
+    return FinishedRun(summary, rounds)
 
 
 def write_report(workdir: str) -> list[str]:
@@ -77,10 +75,10 @@ def write_report(workdir: str) -> list[str]:
     paths = [
         save_figure(plot_error_vs_b(run), out, "error_vs_b.png"),
         save_figure(plot_cost_vs_b(run), out, "cost_vs_b.png"),
-        save_figure(plot_cost_breakdown(run["summary"]), out, "cost_breakdown.png"),
+        save_figure(plot_cost_breakdown(run.summary), out, "cost_breakdown.png"),
     ]
-    if baseline_points(run["summary"]) is not None:
-        paths.append(save_figure(plot_baselines(run["summary"]), out, "baselines.png"))
+    if baseline_points(run.summary) is not None:
+        paths.append(save_figure(plot_baselines(run.summary), out, "baselines.png"))
     paths.append(os.path.join(out, "summary.md"))
     with open(paths[-1], "w") as f:
         f.write(summary_markdown(run, [os.path.basename(p) for p in paths[:-1]]))
@@ -94,28 +92,11 @@ def save_figure(fig, out: str, name: str) -> str:
     return path
 
 
-def _final_history(run: dict) -> dict:
-    """The final model's measured profiles of every round it ran (state.json keeps them all,
-    also for rounds in which another candidate led)."""
-    last = run["state"]["rounds"][-1]
-    model = run["summary"].get("model", last["lead"])
-    history = last["histories"][model]
-    return {
-        "model": model,
-        "b": np.asarray(history["train_sizes"], float),
-        "errors": np.asarray(history["test_errors"], float),
-        "counts": np.asarray(history["test_counts"], float),
-        "thetas": np.asarray(history["thetas"], float),
-    }
-
-
-def _fit_of(record: dict, thetas: np.ndarray) -> PowerLawFit:
-    fit = record["fit"]
-    return PowerLawFit(
-        thetas=np.asarray(thetas, np.float32),
-        **{k: np.asarray(fit[k], np.float32) for k in ("alpha", "gamma", "inv_k")},
-        trusted=np.asarray(fit["trusted"], bool),
-    )
+def _final_rounds(run: FinishedRun):
+    """The final model and its measurements of every round it ran (also the rounds in
+    which another candidate led)."""
+    model = run.summary.get("model", run.rounds[-1].lead)
+    return model, [r.candidates[model] for r in run.rounds if model in r.candidates]
 
 
 def _measured(errors, counts):
@@ -125,55 +106,57 @@ def _measured(errors, counts):
     return np.where(has, np.exp(log_rate), np.nan), has & (errors == 0)
 
 
-def plot_error_vs_b(run: dict):
+def plot_error_vs_b(run: FinishedRun):
     """Left: ε_T(θ) per round and the final fit (Eq. 2) for a few θ, dashed where it
     extrapolates. Right: the fits of one θ after each round against all its points."""
-    h = _final_history(run)
-    records = [m for m in run["metrics"] if m.get("model") == h["model"]]
-    n_items = run["summary"]["num_items"]
-    b_max = max(n_items - run["summary"]["counts"]["test"], h["b"].max())
+    model, measured = _final_rounds(run)
+    thetas = np.asarray(THETAS, float)
+    b = np.asarray([m.train_size for m in measured], float)
+    errors = np.asarray([m.test_errors for m in measured], float)
+    counts = np.asarray([m.test_counts for m in measured], float)
+    plans = [m.plan for m in measured]
+    n_items = run.summary["num_items"]
+    b_max = max(n_items - run.summary["counts"]["test"], b.max())
     fig, (ax, ax_hist) = plt.subplots(1, 2, figsize=(13, 5))
-    grid = np.geomspace(h["b"].min(), b_max, 200)
-    final_fit = _fit_of(records[-1], h["thetas"]) if records else None
-    predicted = None if final_fit is None else np.asarray(predict_error(final_fit, grid))
-    shown = sorted({int(np.argmin(np.abs(h["thetas"] - t))) for t in PLOT_THETAS})
+    grid = np.geomspace(b.min(), b_max, 200)
+    final_fit = plans[-1].error_model(thetas)
+    predicted = np.asarray(predict_error(final_fit, grid))
+    shown = sorted({int(np.argmin(np.abs(thetas - t))) for t in PLOT_THETAS})
     colors = plt.cm.viridis(np.linspace(0.0, 0.85, len(shown)))
     for i, color in zip(shown, colors, strict=True):
-        rate, zero = _measured(h["errors"][:, i], h["counts"][:, i])
-        trusted = final_fit is not None and bool(final_fit.trusted[i])
-        label = f"θ = {h['thetas'][i]:.2f}" + ("" if trusted else " (fit not trusted)")
-        _plot_measured(ax, h["b"], rate, zero, color, label)
-        if predicted is not None:
-            style = {"color": color, "alpha": 1.0 if trusted else 0.4}
-            inside = grid <= h["b"].max()
-            ax.plot(grid[inside], predicted[i][inside], "-", **style)
-            ax.plot(grid[~inside], predicted[i][~inside], "--", **style)
-    if predicted is not None:
-        ax.plot([], [], "k-", label="fit (Eq. 2)")
-        ax.plot([], [], "k--", label="fit, extrapolated")
-    eps = run["summary"].get("epsilon")
+        rate, zero = _measured(errors[:, i], counts[:, i])
+        trusted = bool(final_fit.trusted[i])
+        label = f"θ = {thetas[i]:.2f}" + ("" if trusted else " (fit not trusted)")
+        _plot_measured(ax, b, rate, zero, color, label)
+        style = {"color": color, "alpha": 1.0 if trusted else 0.4}
+        inside = grid <= b.max()
+        ax.plot(grid[inside], predicted[i][inside], "-", **style)
+        ax.plot(grid[~inside], predicted[i][~inside], "--", **style)
+    ax.plot([], [], "k-", label="fit (Eq. 2)")
+    ax.plot([], [], "k--", label="fit, extrapolated")
+    eps = run.summary.get("epsilon")
     if eps:
         ax.axhline(eps, color="grey", ls=":", lw=1, label=f"ε = {eps:g}")
     ax.set(xscale="log", yscale="log", xlabel="|B| (human-labeled training items)")
     ax.set(ylabel="ε_T(θ): test error above τ_θ")
-    ax.set_title(f"{h['model']}: measured (dots; hollow: no errors) and fitted (Eq. 2)")
+    ax.set_title(f"{model}: measured (dots; hollow: no errors) and fitted (Eq. 2)")
     ax.legend(fontsize=8)
 
-    i = int(np.argmin(np.abs(h["thetas"] - FIT_HISTORY_THETA)))
-    _plot_measured(ax_hist, h["b"], *_measured(h["errors"][:, i], h["counts"][:, i]), "k", "ε_T")
+    i = int(np.argmin(np.abs(thetas - FIT_HISTORY_THETA)))
+    _plot_measured(ax_hist, b, *_measured(errors[:, i], counts[:, i]), "k", "ε_T")
     # At most six fits (evenly spaced rounds, the last included) keep the legend readable.
-    chosen = np.unique(np.linspace(0, len(records) - 1, min(len(records), 6)).round())
-    records = [records[int(j)] for j in chosen]
-    colors = plt.cm.plasma(np.linspace(0.0, 0.85, max(len(records), 1)))
-    for record, color in zip(records, colors, strict=False):
-        curve = np.asarray(predict_error(_fit_of(record, h["thetas"]), grid))[i]
-        ax_hist.plot(grid, curve, color=color, label=f"fit after round {record['round']}")
+    chosen = np.unique(np.linspace(0, len(plans) - 1, min(len(plans), 6)).round()).astype(int)
+    colors = plt.cm.plasma(np.linspace(0.0, 0.85, max(len(chosen), 1)))
+    round_numbers = [r.round for r in run.rounds if model in r.candidates]
+    for j, color in zip(chosen, colors, strict=False):
+        curve = np.asarray(predict_error(plans[j].error_model(thetas), grid))[i]
+        ax_hist.plot(grid, curve, color=color, label=f"fit after round {round_numbers[j]}")
     ax_hist.set(xscale="log", yscale="log", xlabel="|B| (human-labeled training items)")
-    ax_hist.set(ylabel=f"ε_T(θ = {h['thetas'][i]:.2f})")
+    ax_hist.set(ylabel=f"ε_T(θ = {thetas[i]:.2f})")
     ax_hist.set_title("the fit as rounds add points")
     ax_hist.legend(fontsize=8)
-    measured = h["errors"] / np.maximum(h["counts"], 1)
-    floor = max(float(measured[measured > 0].min(initial=1.0)) / 10, 1e-4)
+    rates = errors / np.maximum(counts, 1)
+    floor = max(float(rates[rates > 0].min(initial=1.0)) / 10, 1e-4)
     for a in (ax, ax_hist):
         a.set_ylim(bottom=max(a.get_ylim()[0], floor))  # extrapolations can dive to 1e-9
         _plain_log_ticks(a)
@@ -195,22 +178,20 @@ def _plain_log_ticks(ax) -> None:
     ax.grid(True, which="both", alpha=0.3)
 
 
-def plot_cost_vs_b(run: dict):
+def plot_cost_vs_b(run: FinishedRun):
     """The plan of every round: predicted total cost against the final |B|, B_opt marked."""
-    summary, rounds = run["summary"], run["state"]["rounds"]
+    summary, rounds = run.summary, run.rounds
     fig, ax = plt.subplots(figsize=(8, 5))
     cmap = plt.cm.viridis
     norm = matplotlib.colors.Normalize(1, max(len(rounds), 2))
     for record in rounds:
-        plan = record.get("plans", {}).get(record["lead"])
-        if not plan or "cost_curve" not in plan:
-            continue
-        b = np.asarray(plan["cost_curve"]["b"], float)
-        usd = np.asarray(plan["cost_curve"]["usd"], float)
+        plan = record.plan
+        b = np.asarray(plan.cost_curve_b, float)
+        usd = np.asarray(plan.cost_curve_usd, float)
         ok = np.isfinite(usd)
-        color = cmap(norm(record["round"]))
+        color = cmap(norm(record.round))
         ax.plot(b[ok], usd[ok], color=color, lw=1.2)
-        ax.plot(plan["b_opt"], plan["cost_star_usd"], "o", color=color, mec="k", ms=7)
+        ax.plot(plan.b_opt, plan.cost_star_usd, "o", color=color, mec="k", ms=7)
     ax.plot([], [], "o", color="w", mec="k", label="B_opt (C*) of the round")
     human_only = summary["cost_usd"]["human_only"]
     ax.axhline(human_only, color="k", ls="--", lw=1, label=f"human only ({human_only:.2f} USD)")
@@ -340,9 +321,9 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def summary_markdown(run: dict, images: list[str]) -> str:
+def summary_markdown(run: FinishedRun, images: list[str]) -> str:
     """The summary fields, the baselines and one row per round as markdown tables."""
-    summary = run["summary"]
+    summary = run.summary
     cost = summary["cost_usd"]
     parts = [
         f"# MCAL report: {summary.get('dataset', '')}\n",
@@ -368,13 +349,15 @@ def summary_markdown(run: dict, images: list[str]) -> str:
         parts += ["\n## Baselines\n", markdown_table(["method", "δ (% of N)", "total USD"], rows)]
     header = ["round", "model", "|B|", "next δ", "C* USD", "b_opt", "θ*", "stable", "stop"]
     header += ["spent USD", "device s"]
-    rows = [
-        [m["round"], m.get("model"), m.get("train_size"), m.get("delta")]
-        + [format_usd(m["cost_star_usd"]), m.get("b_opt"), f"{m.get('theta_star', 0):.2f}"]
-        + [m.get("stable"), m.get("stop"), format_usd(m.get("spent_usd", 0))]
-        + [f"{m.get('device_seconds', 0):.1f}"]
-        for m in run["metrics"]
-    ]
+    rows = []
+    for record in run.rounds:
+        plan, lead = record.plan, record.candidates[record.lead]
+        rows.append(
+            [record.round, record.lead, lead.train_size, len(record.next_batch)]
+            + [format_usd(plan.cost_star_usd), plan.b_opt, f"{plan.theta_star:.2f}"]
+            + [plan.stable, record.stop, format_usd(record.spent_usd)]
+            + [f"{lead.device_seconds:.1f}"]
+        )
     parts += ["\n## Rounds\n", markdown_table(header, rows)]
     parts.append(f"\nStopped: {summary.get('stop_reason', '')}\n")
     return "\n".join(parts)

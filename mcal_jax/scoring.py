@@ -1,4 +1,4 @@
-"""Scoring the pool with the active-learning metric M (spec step 2).
+"""Scoring the pool with the active-learning metric M (docs/algorithm.md, step 2).
 
 Every round scores the unlabeled pool U and the test set T with the freshly trained
 classifier: the confidences rank U for buying (least confident first, Algorithm 1 line 10),

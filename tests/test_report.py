@@ -1,4 +1,4 @@
-"""Run and sweep reports, on workdirs written by hand in the formats of run.py/outputs.py."""
+"""Run and sweep reports, on workdirs written by hand as records of :mod:`mcal_jax.run`."""
 
 import json
 import os
@@ -10,6 +10,8 @@ import pytest
 
 from mcal_jax import report, sweep_report
 from mcal_jax.profile import THETAS
+from mcal_jax.run import state
+from mcal_jax.run.workdir import Workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N, NUM_TEST, USD_PER_LABEL = 2000, 100, 0.04
@@ -74,69 +76,73 @@ def _summary(total=33.3, baselines=None):
 
 
 def _write_run(workdir, summary=None):
-    """A finished 4-round run of model "small": summary.json, metrics.jsonl, state.json."""
+    """A finished 4-round run of model "small": summary.json and its round records."""
     os.makedirs(workdir, exist_ok=True)
     counts = np.round(THETAS * NUM_TEST)[None, :].repeat(len(TRAIN_SIZES), 0)
     errors = np.round(_true_error(TRAIN_SIZES).T * counts)
-    rounds, lines = [], []
+    files = Workdir(workdir, writer=True)
+    records = []
     for r, b in enumerate(TRAIN_SIZES, 1):
-        grid = np.linspace(b, N - NUM_TEST, 50)
+        grid = np.round(np.linspace(b, N - NUM_TEST, 50))
         usd = USD_PER_LABEL * (N - 0.9 * (N - NUM_TEST - grid) * np.minimum(1, grid / 800))
         usd += 0.002 * grid
         best = int(np.argmin(usd))
-        plan = {
-            "b_opt": int(grid[best]),
-            "theta_star": 0.7,
-            "cost_star_usd": float(usd[best]),
-            "stable": r >= 3,
-            "stop": r == len(TRAIN_SIZES),
-            "reason": "B_opt ≤ |B|" if r == len(TRAIN_SIZES) else f"|S| grows, round {r}",
-            "cost_curve": {"b": grid.tolist(), "usd": usd.tolist()},
-        }
-        history = {
-            "train_sizes": list(TRAIN_SIZES[:r]),
-            "test_errors": errors[:r].tolist(),
-            "test_counts": counts[:r].tolist(),
-            "thetas": THETAS.tolist(),
-        }
-        rounds.append(
-            {"round": r, "lead": "small", "histories": {"small": history}, "plans": {"small": plan}}
+        stop = r == len(TRAIN_SIZES)
+        plan = state.PlanRecord(
+            b_opt=int(grid[best]),
+            theta_star=0.7,
+            num_machine=1200,
+            machine_error=0.02,
+            cost_star_usd=float(usd[best]),
+            human_labels_usd=30.0,
+            training_so_far_usd=1.0,
+            future_training_usd=0.5,
+            scoring_usd=0.05,
+            future_rounds=2,
+            next_delta=0 if stop else 100,
+            stable=r >= 3,
+            stop=stop,
+            reason="B_opt ≤ |B|" if stop else f"|S| grows, round {r}",
+            # The true curve, with a bias that shrinks as rounds add points.
+            alpha=tuple(float(a) for a in 0.6 * THETAS**1.5 * (1 + 0.3 / r)),
+            gamma=(0.5,) * len(THETAS),
+            inv_k=(0.0,) * len(THETAS),
+            trusted=tuple(bool(c >= 20) for c in counts[r - 1]),
+            usd_per_image_epoch=1e-6,
+            usd_per_round=0.0,
+            cost_curve_b=tuple(int(v) for v in grid),
+            cost_curve_usd=tuple(float(v) for v in usd),
         )
-        fit = {  # the true curve, with a bias that shrinks as rounds add points
-            "alpha": (0.6 * THETAS**1.5 * (1 + 0.3 / r)).tolist(),
-            "gamma": [0.5] * len(THETAS),
-            "inv_k": [0.0] * len(THETAS),
-            "trusted": (counts[r - 1] >= 20).tolist(),
-        }
-        lines.append(
-            {
-                "round": r,
-                "model": "small",
-                "train_size": b,
-                "delta": 0 if plan["stop"] else 100,
-                "cost_star_usd": plan["cost_star_usd"],
-                "b_opt": plan["b_opt"],
-                "theta_star": 0.7,
-                "stable": plan["stable"],
-                "stop": plan["stop"],
-                "reason": plan["reason"],
-                "error_profile": {
-                    "thetas": THETAS.tolist(),
-                    "errors": errors[r - 1].tolist(),
-                    "counts": counts[r - 1].tolist(),
-                },
-                "fit": fit,
-                "device_seconds": 12.5 * r,
-                "spent_usd": 4.0 + 4.0 * r,
-            }
+        measured = state.ModelRound(
+            model="small",
+            train_size=b,
+            test_errors=tuple(int(e) for e in errors[r - 1]),
+            test_counts=tuple(int(c) for c in counts[r - 1]),
+            training_usd=0.3,
+            scoring_usd=0.01,
+            epochs=8,
+            images=8 * b,
+            device_seconds=12.5 * r,
+            scoring_seconds=1.0,
+            plan=plan,
         )
+        record = state.RoundRecord(
+            round=r,
+            lead="small",
+            kept=("small",),
+            candidates={"small": measured},
+            labels_usd=4.0,
+            spent_usd=4.0 + 4.0 * r,
+            stop=stop,
+            reason=plan.reason,
+            next_batch=() if stop else tuple(range(1000 + 100 * r, 1100 + 100 * r)),
+        )
+        files.append_round(record)
+        records.append(record)
+    files.write_metrics(records)
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary or _summary(), f)
-    with open(os.path.join(workdir, "state.json"), "w") as f:
-        json.dump({"rounds": rounds}, f)
-    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
-        f.writelines(json.dumps(line) + "\n" for line in lines)
-    return rounds
+    return records
 
 
 def _assert_png(path):
@@ -160,11 +166,11 @@ def test_write_report_plots_and_tables(tmp_path):
     assert "| oracle_al | 5 | 41.50 |" in text
     assert "| hindsight | 2 | 30.25 |" in text
     assert "| AL(δ = 10%) | 10 | 47.00 |" in text
-    # One row per round, from metrics.jsonl; "|" inside reasons is escaped.
+    # One row per round, from the round records; "|" inside reasons is escaped.
     for r, record in enumerate(rounds, 1):
-        plan = record["plans"]["small"]
+        plan = record.plan
         assert f"| {r} | small | {TRAIN_SIZES[r - 1]} | " in text
-        assert f"| {plan['cost_star_usd']:.2f} | {plan['b_opt']} | 0.70 |" in text
+        assert f"| {plan.cost_star_usd:.2f} | {plan.b_opt} | 0.70 |" in text
     assert "Stopped: B_opt ≤ |B|: buying more labels no longer pays" in text
     assert "![baselines](baselines.png)" in text
 
@@ -197,7 +203,7 @@ def test_measured_error_uses_pseudo_count_for_zero_errors():
     assert zero.tolist() == [True, False, False]
 
 
-@pytest.mark.parametrize("missing", ["summary.json", "metrics.jsonl", "state.json"])
+@pytest.mark.parametrize("missing", ["summary.json", "rounds.jsonl"])
 def test_unfinished_workdir_names_the_missing_file(tmp_path, missing):
     _write_run(tmp_path)
     os.remove(tmp_path / missing)

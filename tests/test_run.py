@@ -1,8 +1,10 @@
-"""The MCAL run end to end: outputs, invalid settings, and resuming after a kill."""
+"""The MCAL run end to end: outputs, invalid settings, resuming after a kill, rerunning a
+finished or damaged workdir, an exhausted pool, a diverged model, and the data check."""
 
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +14,8 @@ import numpy as np
 import pytest
 
 from configs import synthetic
-from mcal_jax import run
+from mcal_jax import data, run, train
+from mcal_jax.run.workdir import Workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,6 +40,31 @@ def _purchases(workdir):
     return [r for r in _ledger(workdir) if r["kind"] == "purchase"]
 
 
+def _files(workdir):
+    """Every file under ``workdir`` with its bytes and modification time."""
+    found = {}
+    for folder, _, names in os.walk(workdir):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, workdir)] = (f.read(), os.stat(path).st_mtime_ns)
+    return found
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished run of the synthetic config on 1,500 items, and its summary."""
+    workdir = tmp_path_factory.mktemp("finished")
+    summary = run.mcal(synthetic.get_config("1500"), str(workdir))
+    return workdir, summary
+
+
+def _copy(finished, tmp_path):
+    workdir = tmp_path / "copy"
+    shutil.copytree(finished[0], workdir)
+    return workdir
+
+
 def test_killed_run_resumes_without_rebuying_and_matches_uninterrupted(tmp_path):
     reference = _launch(tmp_path / "reference")
     output = reference.communicate(timeout=600)[0]
@@ -44,9 +72,9 @@ def test_killed_run_resumes_without_rebuying_and_matches_uninterrupted(tmp_path)
 
     killed_dir = tmp_path / "killed"
     process = _launch(killed_dir)
-    metrics = killed_dir / "metrics.jsonl"
+    rounds = killed_dir / "rounds.jsonl"
     deadline = time.time() + 300
-    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+    while not (rounds.exists() and rounds.read_text().count("\n") >= 2):
         assert process.poll() is None, process.communicate()[0]
         assert time.time() < deadline
         time.sleep(0.05)
@@ -80,9 +108,8 @@ def test_killed_run_resumes_without_rebuying_and_matches_uninterrupted(tmp_path)
     assert summary_a["cost_usd"]["human_labels"] == summary_b["cost_usd"]["human_labels"]
 
 
-def test_outputs_and_summary(tmp_path):
-    config = synthetic.get_config("1500")
-    summary = run.mcal(config, str(tmp_path))
+def test_outputs_and_summary(finished):
+    workdir, summary = finished
     n = summary["num_items"]
     assert n == 1500
     counts = summary["counts"]
@@ -94,25 +121,55 @@ def test_outputs_and_summary(tmp_path):
     )
     assert cost["total"] == pytest.approx(cost["human_labels"] + cost["training"] + cost["scoring"])
     assert cost["human_only"] == pytest.approx(0.04 * n)
-    assert summary["error"]["upper_bound"] <= 0.05
-    assert summary["error"]["upper_bound"] >= summary["error"]["estimated"]
-    labels = np.load(tmp_path / "labels.npz")
+    error = summary["error"]
+    assert error["upper_bound"] <= 0.05
+    assert error["upper_bound"] >= error["estimated"]
+    # Both bounds, whatever the constraint: overall = |S| · subset bound / N.
+    assert error["upper_bound_overall"] == pytest.approx(
+        counts["machine"] * error["upper_bound_machine_subset"] / n
+    )
+    labels = np.load(workdir / "labels.npz")
     assert np.all(labels["label"] >= 0) and len(labels["label"]) == n
     assert int(np.sum(labels["source"] == "machine")) == counts["machine"]
-    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == summary["rounds"]
     first = json.loads(lines[0])
     assert {"train_size", "delta", "cost_star_usd", "b_opt", "theta_star", "fit"} <= set(first)
-    assert json.loads((tmp_path / "config.json").read_text())["seed"] == 0
+    assert json.loads((workdir / "config.json").read_text())["seed"] == 0
+    fingerprint = json.loads((workdir / "dataset.json").read_text())
+    assert fingerprint["num_items"] == n and len(fingerprint["images_sha256"]) == 64
+
+
+def test_synthetic_classifier_learns_and_machine_labels_are_right(finished):
+    workdir, summary = finished
+    chance = 1 - 1 / 4  # configs/synthetic.py: four classes
+    error_at_theta_1 = [
+        c.test_errors[-1] / c.test_counts[-1]
+        for r in Workdir(workdir).read_rounds()
+        for c in r.candidates.values()
+    ]
+    assert error_at_theta_1[0] < chance  # from 75 labels
+    assert error_at_theta_1[-1] < chance / 3  # from a few hundred
+    assert summary["counts"]["machine"] > 0.3 * summary["num_items"]
+    assert summary["error"]["true_machine_subset"] < 0.05
 
 
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("mcal.epsilon", 1.5, "mcal.epsilon=1.5 must lie in (0, 1)"),
+        ("mcal.epsilon", 1.5, "mcal.epsilon=1.5: must be"),
         ("mcal.constraint", "both", "mcal.constraint='both'"),
         ("labeling.service", "-0.1", "labeling.service"),
         ("mcal.test_fraction", 0.999, "test_fraction + mcal.delta0_fraction must be below 1"),
+        ("labeling.service", "0", "labeling.service='0'"),
+        ("mcal.batch_slack", -0.5, "mcal.batch_slack=-0.5"),
+        ("mcal.stability_tolerance", 0.0, "mcal.stability_tolerance=0.0"),
+        ("mcal.min_rounds_for_stability", 0, "mcal.min_rounds_for_stability=0"),
+        ("mcal.budget_usd", -5.0, "mcal.budget_usd=-5.0"),
+        ("mcal.min_delta_fraction", -0.1, "mcal.min_delta_fraction=-0.1"),
+        ("mcal.max_rounds", 0, "mcal.max_rounds=0"),
+        ("train.learning_rate", -1.0, "train.learning_rate=-1.0"),
+        ("cost.mode", "free", "cost.mode='free'"),
     ],
 )
 def test_invalid_settings_stop_before_anything_is_bought(tmp_path, field, value, message):
@@ -123,6 +180,7 @@ def test_invalid_settings_stop_before_anything_is_bought(tmp_path, field, value,
     with pytest.raises(ValueError, match=re.escape(message)):
         run.mcal(config, str(tmp_path))
     assert not (tmp_path / "ledger.jsonl").exists()
+    assert not (tmp_path / "config.json").exists()
 
 
 def test_unknown_model_is_rejected(tmp_path):
@@ -133,6 +191,106 @@ def test_unknown_model_is_rejected(tmp_path):
         run.mcal(config, str(tmp_path))
 
 
+def test_rerunning_a_finished_run_changes_nothing(finished, tmp_path):
+    workdir = _copy(finished, tmp_path)
+    before = _files(workdir)
+    assert run.mcal(synthetic.get_config("1500"), str(workdir)) == finished[1]
+    assert _files(workdir) == before
+
+
+@pytest.mark.parametrize("cut", ["residual", "outputs", "final"])
+def test_rerunning_a_half_finished_run_gives_the_same_answer(finished, tmp_path, cut):
+    """Killed before the residual was bought, after it, or before the decision was saved."""
+    workdir = _copy(finished, tmp_path)
+    labels = np.load(workdir / "labels.npz")
+    if cut == "residual":
+        ledger = workdir / "ledger.jsonl"
+        lines = ledger.read_text().splitlines(keepends=True)
+        ledger.write_text("".join(line for line in lines if '"key":"residual"' not in line))
+    if cut == "final":
+        (workdir / "final.json").write_text('{"round": 4, "mod')  # torn: decided again
+    for name in ("labels.npz", "summary.json"):
+        os.remove(workdir / name)
+    assert run.mcal(synthetic.get_config("1500"), str(workdir)) == finished[1]
+    again = np.load(workdir / "labels.npz")
+    for name in ("label", "source", "confidence"):
+        np.testing.assert_array_equal(labels[name], again[name])
+    keys = [r["key"] for r in _purchases(workdir)]
+    assert keys.count("residual") == 1
+
+
+def test_torn_round_record_is_run_again(finished, tmp_path):
+    workdir = _copy(finished, tmp_path)
+    rounds = workdir / "rounds.jsonl"
+    text = rounds.read_bytes()
+    last_line = text.split(b"\n")[-2]
+    rounds.write_bytes(text[: len(text) - 1 - len(last_line) // 2])  # half the last line
+    os.remove(workdir / "final.json")
+    for name in ("labels.npz", "summary.json"):
+        os.remove(workdir / name)
+    (workdir / "metrics.jsonl").write_text("")
+    summary = run.mcal(synthetic.get_config("1500"), str(workdir))
+    for field in ("counts", "error", "threshold", "rounds", "model", "stop_reason"):
+        assert summary[field] == finished[1][field]
+    # The last round was trained again and really charged again, under fresh keys.
+    charges = [r["key"] for r in _ledger(workdir) if r["kind"] == "charge"]
+    last = summary["rounds"]
+    assert f"round{last}/tiny/training/retry1" in charges
+    assert summary["cost_usd"]["training"] > finished[1]["cost_usd"]["training"]
+    assert summary["cost_usd"]["human_labels"] == finished[1]["cost_usd"]["human_labels"]
+    assert len((workdir / "metrics.jsonl").read_text().splitlines()) == last
+
+
+def test_exhausted_pool_stops_and_labels_everything_by_hand(tmp_path):
+    config = synthetic.get_config("600")
+    with config.unlocked():
+        config.mcal.delta0_fraction = 0.45  # B0 = 270 = half of U: round 1 buys the rest
+    summary = run.mcal(config, str(tmp_path))
+    assert summary["rounds"] == 2
+    assert summary["stop_reason"].startswith("pool exhausted")
+    assert summary["counts"] == {"test": 60, "train": 540, "machine": 0, "residual": 0}
+    labels = np.load(tmp_path / "labels.npz")
+    assert np.all(labels["source"] == "human")
+
+
+def test_diverged_model_stops_before_planning_and_keeps_paid_labels(tmp_path):
+    config = synthetic.get_config("600")
+    with config.unlocked():
+        config.train.learning_rate = 1e30
+        config.train.epochs = 1
+        config.train.batch_size = 64
+    with pytest.raises(train.DivergedError, match=r"train\.learning_rate"):
+        run.mcal(config, str(tmp_path))
+    records = Workdir(tmp_path).read_rounds()
+    keys = [r["key"] for r in _purchases(tmp_path)]
+    # Every label bought is kept; the diverged round recorded nothing and bought nothing.
+    assert keys == ["test"] + [f"round{r}/train" for r in range(1, len(records) + 2)]
+    assert all(len(r["labels"]) == len(r["indices"]) > 0 for r in _purchases(tmp_path))
+
+
+def test_failed_start_leaves_nothing_and_other_data_is_refused(tmp_path):
+    workdir = tmp_path / "run"
+    config = synthetic.get_config("600")
+    missing = tmp_path / "missing.npz"
+    with config.unlocked():
+        config.data.dataset = f"npz:{missing}"
+    with pytest.raises(data.DataError, match="missing.npz"):
+        run.mcal(config, str(workdir))
+    assert not (workdir / "config.json").exists()
+    # The corrected command runs (here: the file now exists).
+    pool = data.make_synthetic("n=600,shape=28x28x1,classes=4,seed=0,noise=0.8")
+    data.save_npz(missing, pool)
+    with config.unlocked():
+        config.mcal.max_rounds = 1
+    run.mcal(config, str(workdir))
+    # Other images under the same path: refused before anything is bought.
+    data.save_npz(missing, data.Dataset(pool.images[::-1], pool.labels[::-1], 4, "reversed"))
+    bought = _purchases(workdir)
+    with pytest.raises(ValueError, match="different dataset .*images_sha256"):
+        run.mcal(config, str(workdir))
+    assert _purchases(workdir) == bought
+
+
 def test_candidate_architectures_run_side_by_side_and_are_all_charged(tmp_path):
     config = synthetic.get_config("1000")
     with config.unlocked():
@@ -140,15 +298,15 @@ def test_candidate_architectures_run_side_by_side_and_are_all_charged(tmp_path):
         config.mcal.max_rounds = 3
         config.mcal.selection_rounds = 2
     summary = run.mcal(config, str(tmp_path))
-    state = json.loads((tmp_path / "state.json").read_text())
+    records = Workdir(tmp_path).read_rounds()
     charges = [r for r in _ledger(tmp_path) if r["kind"] == "charge"]
     first_round = {r["details"]["model"] for r in charges if r["key"].startswith("round1/")}
     assert first_round == {"tiny", "small"}  # both candidates trained and paid for
-    last = state["rounds"][-1]
-    plans = last["plans"]
+    last = records[-1]
+    plans = {name: c.plan for name, c in last.candidates.items()}
     # The lead is the candidate whose plan is cheapest; a kept candidate is alone after.
-    assert last["lead"] == min(plans, key=lambda m: plans[m]["cost_star_usd"])
-    assert summary["model"] == last["lead"]
+    assert last.lead == min(plans, key=lambda m: plans[m].cost_star_usd)
+    assert summary["model"] == last.lead
     assert summary["cost_usd"]["training"] == pytest.approx(
         sum(r["usd"] for r in charges if r["category"] == "training")
     )

@@ -1,0 +1,140 @@
+"""The end of a run (docs/algorithm.md, step 10): certify the machine-labeling threshold
+on T, machine-label the items of U above it, buy human labels for the rest, and write
+``labels.npz`` and ``summary.json``.
+
+Idempotent: U is X ∖ (T ∪ B) from the test and training purchases only (never the
+residual), and the decision is saved in ``final.json`` before the residual is bought, so
+a rerun of a half-finished or finished run makes the same decision, buys nothing twice,
+and writes the same files (a finished run's files are left untouched).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from absl import logging
+
+from mcal_jax import profile as profile_lib
+from mcal_jax.run import state
+from mcal_jax.run.prepare import Context
+
+
+def certify(ctx: Context, run: state.RunState) -> state.FinalLabeling:
+    """The certified decision with the scores of the last round's lead model."""
+    last = run.rounds[-1]
+    scores = ctx.workdir.load_scores(last.round)
+    train_indices, _ = ctx.ledger.bought("train")
+    unlabeled = ctx.unlabeled(train_indices)
+    test = ctx.test_indices
+    _, test_labels = ctx.ledger.bought("test")
+    profile = profile_lib.error_profile(
+        scores.confidence[unlabeled],
+        scores.confidence[test],
+        scores.predicted[test] == test_labels,
+    )
+    settings = ctx.settings
+    choice = profile_lib.choose_machine_threshold(
+        profile,
+        epsilon=settings.controller.epsilon,
+        constraint=settings.controller.constraint,
+        num_items=settings.num_items,
+        confidence=settings.confidence,
+    )
+    machine = unlabeled[scores.confidence[unlabeled] >= choice.threshold]
+    return state.FinalLabeling(last.round, last.lead, choice, machine.astype(np.int64))
+
+
+def finish(ctx: Context, run: state.RunState, baselines: dict | None = None) -> dict:
+    """Step 10 and the outputs; returns the summary (with ``baselines``, when given)."""
+    final = ctx.workdir.read_final()
+    if final is None:
+        final = certify(ctx, run)
+        ctx.workdir.write_final(final)
+    train_indices, _ = ctx.ledger.bought("train")
+    residual = np.setdiff1d(ctx.unlabeled(train_indices), final.machine)
+    if len(residual):
+        ctx.ledger.buy(ctx.labeler, residual, purpose="residual", key=state.RESIDUAL_PURCHASE_KEY)
+    scores = ctx.workdir.load_scores(final.round)
+    n = ctx.num_items
+    human_indices, human_labels = ctx.ledger.labels()
+    labels = np.full(n, -1, np.int32)
+    source = np.full(n, "human", dtype="<U7")
+    labels[human_indices] = human_labels
+    labels[final.machine] = scores.predicted[final.machine]
+    source[final.machine] = "machine"
+    if np.any(labels < 0):
+        raise RuntimeError(f"{int(np.sum(labels < 0))} items ended without a label")
+    ctx.workdir.write_labels(
+        index=np.arange(n), label=labels, source=source, confidence=scores.confidence
+    )
+    summary = _summary(ctx, run, final, labels)
+    if baselines is not None:
+        summary["baselines"] = baselines
+    ctx.workdir.write_summary(summary)
+    return summary
+
+
+def _summary(ctx: Context, run: state.RunState, final: state.FinalLabeling, labels) -> dict:
+    settings, ledger = ctx.settings, ctx.ledger
+    n, choice, machine = ctx.num_items, final.choice, final.machine
+    truth = ctx.labeler.true_labels_for_report(machine)  # simulation only
+    machine_errors = int(np.sum(labels[machine] != truth))
+    totals = ledger.totals()
+    human_only = n * settings.usd_per_label
+    counts = {
+        "test": len(ledger.bought("test")[0]),
+        "train": len(ledger.bought("train")[0]),
+        "machine": len(machine),
+        "residual": len(ledger.bought("residual")[0]),
+    }
+    # The bound on the machine-labeled items, and the same errors spread over all N.
+    bound_subset, bound_overall = choice.upper_bound, choice.num_machine * choice.upper_bound / n
+    chance = 1 - 1 / ctx.num_classes
+    if choice.num_machine and bound_subset >= chance:
+        logging.warning(
+            "the machine-labeled items' error bound %.1f%% is at or above chance error "
+            "%.1f%%: the %d machine labels are certified only through the overall constraint",
+            100 * bound_subset,
+            100 * chance,
+            choice.num_machine,
+        )
+    overall = settings.controller.constraint == "overall"
+    true_overall, true_subset = machine_errors / n, machine_errors / max(len(machine), 1)
+    estimated_subset = choice.estimated_error
+    summary = {
+        "dataset": ctx.dataset_name,
+        "num_items": n,
+        "epsilon": settings.controller.epsilon,
+        "constraint": settings.controller.constraint,
+        "model": final.model,
+        "counts": counts,
+        "fractions": {k: v / n for k, v in counts.items()},
+        "cost_usd": {
+            **{k: totals[k] for k in ("human_labels", "human_labels_test")},
+            **{k: totals[k] for k in ("human_labels_train", "human_labels_residual")},
+            **{k: totals[k] for k in ("training", "scoring", "total")},
+            "human_only": human_only,
+        },
+        "savings_vs_human_only": 1 - totals["total"] / human_only,
+        "error": {
+            # In the constraint's units (overall: errors over all N; machine_subset: over |S|).
+            "estimated": choice.num_machine * estimated_subset / n if overall else estimated_subset,
+            "upper_bound": bound_overall if overall else bound_subset,
+            "upper_bound_overall": bound_overall,
+            "upper_bound_machine_subset": bound_subset,
+            "confidence": choice.confidence,
+            "true": true_overall if overall else true_subset,
+            "true_overall": true_overall,
+            "true_machine_subset": true_subset,
+        },
+        "threshold": {
+            "theta": choice.theta,
+            "confidence_threshold": choice.threshold,
+            "start_theta": choice.start_theta,
+            "tested": choice.tested,
+        },
+        "rounds": len(run.rounds),
+        "stop_reason": run.rounds[-1].reason,
+        "usd_per_label": settings.usd_per_label,
+        "cost_mode": settings.pricing.mode,
+    }
+    return summary

@@ -1,0 +1,182 @@
+"""The MCAL labeling loop (Algorithm 1 of the paper, as docs/algorithm.md runs it): it
+trains, buys labels and writes files around the pure decisions of
+:mod:`mcal_jax.controller`.
+
+Each round trains every active candidate on B, scores U and T, measures the error profile,
+charges the device time, plans, and buys the next batch of least-confident items of U.
+After the last round the baselines run (when asked for) and the final, certified labeling
+machine-labels the confident part of U and buys human labels for the rest.
+
+Resuming: every label is bought through the ledger under a key (``test``,
+``round3/train``, ``residual``) and is on disk before it is used; each finished round is
+one `RoundRecord` line of ``rounds.jsonl``, appended after the round's scores and
+checkpoints and before its next batch is bought. A rerun replays the records, buys the
+recorded batch if the ledger does not hold it yet, and goes on; training is deterministic
+for a seed, so the result equals an uninterrupted run. A round cut short is run again
+(its device time is charged again, under a fresh key: it was paid twice).
+"""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+from absl import logging
+
+from mcal_jax import controller
+from mcal_jax.profile import THETAS
+from mcal_jax.run import baselines, finish, state
+from mcal_jax.run.measure import Measurement, least_confident, measure
+from mcal_jax.run.prepare import Context, prepare
+
+
+def mcal(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Labels the whole dataset of ``config`` at minimum cost; writes everything to
+    ``workdir`` (see README) and returns the summary. Rerunning resumes, and rerunning a
+    finished run returns its summary again and changes no file."""
+    ctx = prepare(config, workdir)
+    run = resume(ctx)
+    while not run.stopped:
+        run = run_round(ctx, run)
+    compared = None
+    if ctx.settings.baselines is not None:
+        compared = baselines.run_baselines(ctx, run.rounds[-1].lead)
+    if jax.process_count() > 1:  # the other hosts read what process 0 wrote
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("mcal: rounds written")
+    return finish.finish(ctx, run, compared)
+
+
+def resume(ctx: Context) -> state.RunState:
+    """The state after the finished rounds on disk, with every label they decided to buy
+    bought (T and B0 before round 1; the recorded next batch after the last round)."""
+    settings = ctx.settings
+    records = ctx.workdir.read_rounds()
+    ctx.workdir.write_metrics(records)
+    run = state.RunState.replay(records, settings.models, THETAS, settings.delta0)
+    ctx.ledger.buy(ctx.labeler, ctx.test_indices, purpose="test", key=state.TEST_PURCHASE_KEY)
+    if not records:
+        batch, key = ctx.initial_batch, state.train_purchase_key(1)
+    elif not run.stopped:
+        batch, key = records[-1].next_batch, state.train_purchase_key(run.next_round)
+    else:
+        return run
+    ctx.ledger.buy(ctx.labeler, list(batch), purpose="train", key=key)
+    return run
+
+
+def run_round(ctx: Context, run: state.RunState) -> state.RunState:
+    """Algorithm 1, lines 10-22: train and measure every active candidate, charge the
+    device time, plan, select, record the round, and buy the next batch."""
+    settings, ledger, r = ctx.settings, ctx.ledger, run.next_round
+    train_indices, train_labels = ledger.bought("train")
+    unlabeled = ctx.unlabeled(train_indices)
+    measured = {
+        model: measure(ctx, model, train_indices, train_labels, unlabeled, r)
+        for model in run.active
+    }
+    for m in measured.values():
+        _charge(ctx, r, m)
+    labels_usd = ledger.usd(state.train_purchase_key(r))
+    if r == 1:
+        labels_usd += ledger.usd(state.TEST_PURCHASE_KEY)
+
+    histories, plans = dict(run.histories), {}
+    for model, m in measured.items():
+        grown = run.histories[model].append_round(
+            m.train_size,
+            m.profile.test_errors,
+            m.profile.test_counts,
+            m.training_usd,
+            m.train.epochs,
+            m.scoring_usd,
+            labels_usd=labels_usd,
+        )
+        plans[model] = controller.plan(settings.controller, grown)
+        histories[model] = grown.record_plan(plans[model])
+    kept = run.active
+    if len(kept) > 1 and r >= settings.selection_rounds:
+        chosen = controller.select_architecture(plans)
+        if chosen is not None:
+            logging.info("architecture selection: keeping %s", chosen)
+            kept = (chosen,)
+    lead = min(kept, key=lambda model: plans[model].cost_star_usd)
+    plan = plans[lead]
+    next_batch = (
+        () if plan.stop else least_confident(measured[lead].scores, unlabeled, plan.next_delta)
+    )
+
+    ctx.workdir.save_scores(r, measured[lead].scores)
+    for model, m in measured.items():
+        ctx.workdir.save_checkpoint(r, model, m.train.variables)
+    record = state.RoundRecord(
+        round=r,
+        lead=lead,
+        kept=kept,
+        candidates={model: _model_round(m, plans[model]) for model, m in measured.items()},
+        labels_usd=labels_usd,
+        spent_usd=ledger.totals()["total"],
+        stop=plan.stop,
+        reason=plan.reason,
+        next_batch=tuple(int(i) for i in next_batch),
+    )
+    ctx.workdir.append_round(record)
+    run = run.after(record, histories)
+    ctx.workdir.write_metrics(run.rounds)
+    _log_round(record)
+    if not plan.stop:
+        key = state.train_purchase_key(r + 1)
+        ledger.buy(ctx.labeler, list(next_batch), purpose="train", key=key)
+    return run
+
+
+def _charge(ctx: Context, round_index: int, m: Measurement) -> None:
+    ledger = ctx.ledger
+    ledger.charge(
+        category="training",
+        usd=m.training_usd,
+        key=state.charge_key(ledger, round_index, m.model, "training"),
+        device_seconds=m.train.device_seconds,
+        images=m.train.images_processed,
+        model=m.model,
+    )
+    ledger.charge(
+        category="scoring",
+        usd=m.scoring_usd,
+        key=state.charge_key(ledger, round_index, m.model, "scoring"),
+        device_seconds=m.scoring_seconds,
+        items=m.scored_items,
+        model=m.model,
+    )
+
+
+def _model_round(m: Measurement, plan: controller.Plan) -> state.ModelRound:
+    return state.ModelRound(
+        model=m.model,
+        train_size=m.train_size,
+        test_errors=state.ints(m.profile.test_errors),
+        test_counts=state.ints(m.profile.test_counts),
+        training_usd=m.training_usd,
+        scoring_usd=m.scoring_usd,
+        epochs=m.train.epochs,
+        images=m.train.images_processed,
+        device_seconds=m.train.device_seconds,
+        scoring_seconds=m.scoring_seconds,
+        plan=state.PlanRecord.from_plan(plan),
+    )
+
+
+def _log_round(record: state.RoundRecord) -> None:
+    plan = record.plan
+    logging.info(
+        "round %d [%s]: |B|=%d  C*=%.2f USD  b_opt=%d  θ*=%.2f  δ=%d  spent=%.2f USD%s",
+        record.round,
+        record.lead,
+        record.train_size,
+        plan.cost_star_usd,
+        plan.b_opt,
+        plan.theta_star,
+        len(record.next_batch),
+        record.spent_usd,
+        f"  stop: {record.reason}" if record.stop else "",
+    )

@@ -1,0 +1,87 @@
+"""One model's round of measurement: train D(B) from scratch, score U ∪ T with the metric
+M, measure the error profile on T, and price the device time (docs/algorithm.md, steps
+2-3). MCAL's loop and the AL(δ) baselines measure their rounds through here alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from mcal_jax import profile as profile_lib
+from mcal_jax import scoring
+from mcal_jax import train as train_lib
+from mcal_jax.run.prepare import Context
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """What one trained model measured in a round, and what its device time cost."""
+
+    model: str
+    train: train_lib.TrainResult
+    scores: scoring.Scores
+    profile: profile_lib.ErrorProfile
+    train_size: int
+    training_usd: float
+    scoring_usd: float
+    scored_items: int
+    scoring_seconds: float  # device seconds
+
+
+def measure(
+    ctx: Context,
+    model: str,
+    train_indices: np.ndarray,
+    train_labels: np.ndarray,
+    unlabeled: np.ndarray,
+    round_index: int,
+) -> Measurement:
+    """Trains ``model`` on the bought labels, scores U = ``unlabeled`` and T, and measures
+    ε_T(θ) with T's bought labels. Raises `train.DivergedError` (naming
+    ``train.learning_rate``) when the model or its scores are not finite, so nothing is
+    planned or bought from a diverged model."""
+    settings = ctx.settings
+    seed = settings.round_seed(round_index)
+    result = train_lib.train(
+        model, ctx.pool, train_indices, train_labels, settings.train, seed=seed, progress=True
+    )
+    scorer = scoring.get_scorer(
+        model, ctx.pool, settings.metric, settings.score_batch_size, settings.train.compute_dtype
+    )
+    test = ctx.test_indices
+    to_score = np.concatenate([unlabeled, test])
+    start = time.perf_counter()
+    scores = scorer.score(result.variables, to_score, seed=seed)
+    scoring_seconds = (time.perf_counter() - start) * ctx.pool.mesh.size
+    if not np.all(np.isfinite(scores.confidence[to_score])):
+        raise train_lib.DivergedError(
+            f"{model} trained on |B|={len(train_indices)} gives non-finite confidences: "
+            f"lower train.learning_rate={settings.train.learning_rate} or check the data"
+        )
+    _, test_labels = ctx.ledger.bought("test")
+    profile = profile_lib.error_profile(
+        scores.confidence[unlabeled], scores.confidence[test], scores.predicted[test] == test_labels
+    )
+    pricing = settings.pricing
+    return Measurement(
+        model=model,
+        train=result,
+        scores=scores,
+        profile=profile,
+        train_size=len(train_indices),
+        training_usd=pricing.training_usd(
+            model, len(train_indices), result.epochs, result.device_seconds
+        ),
+        scoring_usd=pricing.scoring_usd(model, len(to_score), scoring_seconds),
+        scored_items=len(to_score),
+        scoring_seconds=scoring_seconds,
+    )
+
+
+def least_confident(scores: scoring.Scores, unlabeled: np.ndarray, count: int) -> np.ndarray:
+    """Algorithm 1, line 10: the ``count`` least confident items of U by the metric M."""
+    order = np.argsort(scores.confidence[unlabeled], kind="stable")
+    return np.sort(unlabeled[order[:count]])

@@ -1,0 +1,86 @@
+"""Preparing a run: everything it needs, built and checked before anything is paid for.
+
+`prepare` loads the data, checks the settings against it, claims the workdir (the config
+and the dataset's fingerprint must match an earlier start), uploads the pool and opens
+the ledger, in that order: a start that fails leaves no file behind that would block the
+corrected command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+import numpy as np
+
+from mcal_jax import labelers, parallel
+from mcal_jax import pool as pool_lib
+from mcal_jax.data import load_dataset
+from mcal_jax.ledger import Ledger
+from mcal_jax.run.settings import Settings
+from mcal_jax.run.workdir import Workdir, dataset_fingerprint
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Context:
+    """A prepared run: its settings, files, pool, labeler and ledger, and the random draws
+    of T and B0 (docs/algorithm.md, step 1; seeded, so a rerun draws the same)."""
+
+    settings: Settings
+    workdir: Workdir
+    ledger: Ledger
+    pool: pool_lib.DevicePool
+    labeler: labelers.SimulatedLabeler
+    test_indices: np.ndarray
+    initial_batch: np.ndarray
+    dataset_name: str
+    num_classes: int
+
+    @property
+    def num_items(self) -> int:
+        return self.settings.num_items
+
+    def unlabeled(self, *bought: np.ndarray) -> np.ndarray:
+        """U = X ∖ (T ∪ ``bought``): the sorted items outside T and the given sets."""
+        mask = np.ones(self.num_items, bool)
+        mask[self.test_indices] = False
+        for indices in bought:
+            mask[indices] = False
+        return np.flatnonzero(mask)
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str) -> Context:
+    """Loads the data, builds the settings, claims ``workdir`` and opens the ledger."""
+    dataset = load_dataset(
+        config.data.dataset, split=config.data.split, data_dir=config.data.data_dir
+    )
+    rng = np.random.default_rng(config.seed)
+    if config.data.max_items < 0:
+        raise ValueError(f"invalid config: data.max_items={config.data.max_items} must be ≥ 0")
+    if config.data.max_items and config.data.max_items < len(dataset):
+        dataset = dataset.subset(np.sort(rng.choice(len(dataset), config.data.max_items, False)))
+    settings = Settings.from_config(config, len(dataset))
+    mesh = parallel.make_mesh(config.num_devices or None)
+    files = Workdir(workdir)
+    files.claim(config, dataset_fingerprint(dataset))
+
+    n, num_test = settings.num_items, settings.num_test
+    order = rng.permutation(n)
+    labeler = labelers.SimulatedLabeler(
+        dataset.labels,
+        dataset.num_classes,
+        usd_per_label=settings.usd_per_label,
+        error_rate=settings.label_error_rate,
+        seed=settings.seed,
+    )
+    return Context(
+        settings=settings,
+        workdir=files,
+        ledger=files.open_ledger(),
+        pool=pool_lib.upload(dataset, mesh),
+        labeler=labeler,
+        test_indices=np.sort(order[:num_test]),
+        initial_batch=np.sort(order[num_test : num_test + settings.delta0]),
+        dataset_name=dataset.name,
+        num_classes=dataset.num_classes,
+    )

@@ -1,0 +1,216 @@
+"""A run's settings, checked before anything is paid for.
+
+`Settings.from_config` turns the config file's fields into the typed records the run
+uses (the controller's `ControllerConfig`, the trainer's `TrainConfig`, the `Pricing` of
+device time, the sizes of T and B0) and raises one ValueError listing every invalid field
+by its config name. The run builds it right after loading the data (the sizes depend on
+N) and before it opens the ledger or writes a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+from mcal_jax import costs, labelers, models, scoring
+from mcal_jax.controller import ControllerConfig
+from mcal_jax.history import InvalidFieldError
+from mcal_jax.train import TrainConfig
+
+# Where each ControllerConfig field comes from in the config file.
+_CONTROLLER_SOURCES = {
+    "num_items": "data",
+    "num_test": "mcal.test_fraction",
+    "epsilon": "mcal.epsilon",
+    "constraint": "mcal.constraint",
+    "human_usd_per_label": "labeling.service",
+    "delta0": "mcal.delta0_fraction",
+    "min_delta": "mcal.min_delta_fraction",
+    "stability_tolerance": "mcal.stability_tolerance",
+    "batch_slack": "mcal.batch_slack",
+    "min_rounds_for_stability": "mcal.min_rounds_for_stability",
+    "budget_usd": "mcal.budget_usd",
+    "max_rounds": "mcal.max_rounds",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineSettings:
+    """AL(δ) for δ = each fraction of N, at most ``max_rounds`` rounds each."""
+
+    delta_fractions: tuple[float, ...]
+    max_rounds: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything a run decides with, typed and checked."""
+
+    controller: ControllerConfig
+    train: TrainConfig
+    pricing: costs.Pricing
+    models: tuple[str, ...]
+    seed: int
+    metric: str
+    score_batch_size: int
+    confidence: float  # 1 − α of the certified bound
+    selection_rounds: int
+    usd_per_label: float
+    label_error_rate: float
+    baselines: BaselineSettings | None  # None: no baselines
+
+    @property
+    def num_items(self) -> int:
+        return self.controller.num_items
+
+    @property
+    def num_test(self) -> int:
+        return self.controller.num_test
+
+    @property
+    def delta0(self) -> int:
+        return self.controller.delta0
+
+    def round_seed(self, round_index: int) -> int:
+        """The seed of a round's training and scoring, shared by MCAL and its baselines."""
+        return self.seed * 1000 + round_index
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict, num_items: int) -> Settings:
+        """The settings of ``config`` for a pool of ``num_items`` items; ValueError naming
+        every invalid field."""
+        problems: list[str] = []
+        m = config.mcal
+
+        def fraction(name: str, value) -> None:
+            if not 0 < value < 1:
+                problems.append(f"{name}={value} must lie in (0, 1)")
+
+        fraction("mcal.test_fraction", m.test_fraction)
+        fraction("mcal.delta0_fraction", m.delta0_fraction)
+        fraction("mcal.min_delta_fraction", m.min_delta_fraction)
+        fraction("mcal.confidence", m.confidence)
+        if m.test_fraction + m.delta0_fraction >= 1:
+            problems.append("mcal.test_fraction + mcal.delta0_fraction must be below 1")
+        num_test = int(round(m.test_fraction * num_items))
+        if num_test < m.min_test_items:
+            problems.append(
+                f"mcal.test_fraction={m.test_fraction} gives |T| = {num_test} of N = "
+                f"{num_items} items, fewer than mcal.min_test_items={m.min_test_items}"
+            )
+        if m.metric not in scoring.METRICS:
+            problems.append(f"mcal.metric={m.metric!r}: use one of {scoring.METRICS}")
+        if not (isinstance(m.selection_rounds, int) and m.selection_rounds >= 1):
+            problems.append(f"mcal.selection_rounds={m.selection_rounds} must be an integer ≥ 1")
+        if not 0 <= config.labeling.error_rate < 1:
+            problems.append(f"labeling.error_rate={config.labeling.error_rate} must lie in [0, 1)")
+        usd_per_label, priced = 1.0, True  # a stand-in while the service is unknown
+        try:
+            usd_per_label = labelers.usd_per_label(config.labeling.service)
+        except (TypeError, ValueError) as error:
+            problems.append(f"labeling.service: {error}")
+            priced = False
+        names = tuple(config.models)
+        unknown = [name for name in names if name not in models.MODEL_NAMES]
+        if unknown or not names:
+            problems.append(f"models={names}: choose from {models.MODEL_NAMES}")
+        if config.score_batch_size < 1:
+            problems.append(f"score_batch_size={config.score_batch_size} must be ≥ 1")
+        pricing = _pricing(config, names, problems)
+        baselines = _baselines(config, problems)
+        try:
+            train = TrainConfig(**_train_fields(config))
+        except ValueError as error:
+            problems.append(str(error))
+
+        controller_fields = dict(
+            num_items=num_items,
+            num_test=num_test,
+            epsilon=m.epsilon,
+            constraint=m.constraint,
+            human_usd_per_label=usd_per_label,
+            delta0=max(1, int(round(m.delta0_fraction * num_items))),
+            min_delta=max(1, int(round(m.min_delta_fraction * num_items))),
+            stability_tolerance=m.stability_tolerance,
+            batch_slack=m.batch_slack,
+            min_rounds_for_stability=m.min_rounds_for_stability,
+            budget_usd=m.budget_usd,
+            max_rounds=m.max_rounds,
+        )
+        try:
+            controller = ControllerConfig(**controller_fields)
+        except InvalidFieldError as error:
+            if priced or error.field != "human_usd_per_label":
+                problems.append(_controller_problem(config, error))
+        if problems:
+            raise ValueError("invalid config:\n  " + "\n  ".join(problems))
+        return cls(
+            controller=controller,
+            train=train,
+            pricing=pricing,
+            models=names,
+            seed=int(config.seed),
+            metric=m.metric,
+            score_batch_size=int(config.score_batch_size),
+            confidence=float(m.confidence),
+            selection_rounds=int(m.selection_rounds),
+            usd_per_label=usd_per_label,
+            label_error_rate=float(config.labeling.error_rate),
+            baselines=baselines,
+        )
+
+
+def _controller_problem(config: ml_collections.ConfigDict, error: InvalidFieldError) -> str:
+    """The controller's complaint in the config's terms: the field and the value given."""
+    source = _CONTROLLER_SOURCES[error.field]
+    given = config
+    for part in source.split("."):
+        given = given.get(part) if isinstance(given, ml_collections.ConfigDict) else None
+    if isinstance(given, ml_collections.ConfigDict):
+        given = None  # a derived value (N comes from the data): show the controller's
+    shown = f"{source}={given!r}" if given is not None else source
+    if given is None or given != error.value:
+        shown += f" (ControllerConfig.{error.field} = {error.value!r})"
+    return f"{shown}: must be {error.wanted}"
+
+
+def _train_fields(config: ml_collections.ConfigDict) -> dict:
+    fields = config.train.to_dict()
+    fields["decay_epochs"] = tuple(fields["decay_epochs"])
+    return fields
+
+
+def _pricing(config, names: tuple[str, ...], problems: list[str]) -> costs.Pricing:
+    cost = config.cost
+    if cost.mode not in costs.COST_MODES:
+        problems.append(f"cost.mode={cost.mode!r}: use one of {costs.COST_MODES}")
+    for name, value in cost.usd_per_device_hour.items():
+        if value < 0:
+            problems.append(f"cost.usd_per_device_hour.{name}={value} is negative")
+    rate = costs.device_usd_per_hour(cost.usd_per_device_hour)
+    if rate is None and cost.mode == "measured":
+        problems.append(
+            "cost.usd_per_device_hour lists neither this device's kind nor its platform; "
+            "add a price for it"
+        )
+    for name in names if cost.mode == "per_image_epoch" else ():
+        if name not in cost.usd_per_image_epoch:
+            problems.append(f"cost.usd_per_image_epoch has no rate for model {name!r}")
+    return costs.Pricing(
+        mode=cost.mode,
+        usd_per_device_hour=rate or 0.0,
+        usd_per_image_epoch=dict(cost.usd_per_image_epoch),
+        scoring_fraction_of_image_epoch=float(cost.scoring_fraction_of_image_epoch),
+    )
+
+
+def _baselines(config, problems: list[str]) -> BaselineSettings | None:
+    b = config.baselines
+    fractions = tuple(float(f) for f in b.delta_fractions)
+    bad = [f for f in fractions if not 0 < f < 1]
+    if bad or not fractions:
+        problems.append(f"baselines.delta_fractions={fractions}: each must lie in (0, 1)")
+    if b.max_rounds < 1:
+        problems.append(f"baselines.max_rounds={b.max_rounds} must be ≥ 1")
+    return BaselineSettings(fractions, int(b.max_rounds)) if b.run else None

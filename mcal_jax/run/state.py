@@ -1,0 +1,321 @@
+"""The run's state as typed records, and how it is rebuilt from what is on disk.
+
+Each fact has one home:
+
+- the ledger holds every purchase and every device charge;
+- ``rounds.jsonl`` holds one `RoundRecord` per finished round: what each candidate
+  measured and planned, which candidates go on, and the batch decided for the next round
+  (``metrics.jsonl`` is a flat view of the same records, for people and plots);
+- ``final.json`` holds the certified machine-labeling decision (`FinalLabeling`);
+- ``baselines.json`` the AL(δ) runs (`ALResult`).
+
+`RunState.replay` folds the round records into the controller's histories exactly as the
+loop built them, so a resumed run decides what an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from mcal_jax import controller
+from mcal_jax.fit import PowerLawFit, TrainingCostModel
+from mcal_jax.history import History
+from mcal_jax.ledger import Ledger
+from mcal_jax.profile import MachineLabelingChoice
+
+
+def _floats(values) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.asarray(values).ravel())
+
+
+def ints(values) -> tuple[int, ...]:
+    """Integers of an array (numpy or jax) as a tuple of Python ints, for a record."""
+    return tuple(int(v) for v in np.asarray(values).ravel())
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanRecord:
+    """What a round's `controller.Plan` decided, with the fits it used and its cost curve."""
+
+    b_opt: int
+    theta_star: float
+    num_machine: int
+    machine_error: float
+    cost_star_usd: float
+    human_labels_usd: float
+    training_so_far_usd: float
+    future_training_usd: float
+    scoring_usd: float
+    future_rounds: int
+    next_delta: int
+    stable: bool
+    stop: bool
+    reason: str
+    alpha: tuple[float, ...]
+    gamma: tuple[float, ...]
+    inv_k: tuple[float, ...]
+    trusted: tuple[bool, ...]
+    usd_per_image_epoch: float
+    usd_per_round: float
+    cost_curve_b: tuple[int, ...]
+    cost_curve_usd: tuple[float, ...]
+
+    @classmethod
+    def from_plan(cls, plan: controller.Plan) -> PlanRecord:
+        fit, cost = plan.error_model, plan.cost_model
+        return cls(
+            b_opt=int(plan.b_opt),
+            theta_star=float(plan.theta_star),
+            num_machine=int(plan.num_machine),
+            machine_error=float(plan.machine_error),
+            cost_star_usd=float(plan.cost_star_usd),
+            human_labels_usd=float(plan.human_labels_usd),
+            training_so_far_usd=float(plan.training_so_far_usd),
+            future_training_usd=float(plan.future_training_usd),
+            scoring_usd=float(plan.scoring_usd),
+            future_rounds=int(plan.future_rounds),
+            next_delta=int(plan.next_delta),
+            stable=bool(plan.stable),
+            stop=bool(plan.stop),
+            reason=str(plan.reason),
+            alpha=_floats(fit.alpha),
+            gamma=_floats(fit.gamma),
+            inv_k=_floats(fit.inv_k),
+            trusted=tuple(bool(v) for v in np.asarray(fit.trusted)),
+            usd_per_image_epoch=float(cost.usd_per_image_epoch),
+            usd_per_round=float(cost.usd_per_round),
+            cost_curve_b=ints(plan.b_grid),
+            cost_curve_usd=_floats(plan.cost_by_b),
+        )
+
+    def error_model(self, thetas) -> PowerLawFit:
+        """The learning curves (Eq. 2) this plan was made with."""
+        as32 = lambda values: np.asarray(values, np.float32)  # noqa: E731
+        return PowerLawFit(
+            thetas=as32(thetas),
+            alpha=as32(self.alpha),
+            gamma=as32(self.gamma),
+            inv_k=as32(self.inv_k),
+            trusted=np.asarray(self.trusted, bool),
+        )
+
+    def cost_model(self, epochs: float) -> TrainingCostModel:
+        return TrainingCostModel(self.usd_per_image_epoch, self.usd_per_round, float(epochs))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRound:
+    """One candidate model's round: what it measured on T, what it cost, what it planned."""
+
+    model: str
+    train_size: int
+    test_errors: tuple[int, ...]  # per θ: misclassified T items above τ_θ
+    test_counts: tuple[int, ...]  # per θ: T items above τ_θ
+    training_usd: float
+    scoring_usd: float
+    epochs: int
+    images: int  # images through forward + backward
+    device_seconds: float  # training, compile excluded
+    scoring_seconds: float
+    plan: PlanRecord
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundRecord:
+    """One finished round of the loop (docs/algorithm.md, steps 2-9).
+
+    ``candidates`` are the models trained this round (all of them are charged); ``kept``
+    the ones that go on after architecture selection; ``lead`` the kept model with the
+    cheapest plan, whose plan decides. ``labels_usd`` is what the labels first trained on
+    this round cost (T and B0 in round 1); ``next_batch`` the items to buy for the next
+    round (empty when ``stop``).
+    """
+
+    round: int
+    lead: str
+    kept: tuple[str, ...]
+    candidates: Mapping[str, ModelRound]
+    labels_usd: float
+    spent_usd: float
+    stop: bool
+    reason: str
+    next_batch: tuple[int, ...]
+
+    @property
+    def plan(self) -> PlanRecord:
+        """The lead's plan."""
+        return self.candidates[self.lead].plan
+
+    @property
+    def train_size(self) -> int:
+        return self.candidates[self.lead].train_size
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def metrics(self, thetas) -> dict[str, Any]:
+        """The round at a glance, one flat line of ``metrics.jsonl``: the lead's |B|, δ,
+        plan, error profile, fitted curves, device seconds, and the spend so far."""
+        lead, plan = self.candidates[self.lead], self.plan
+        return {
+            "round": self.round,
+            "model": self.lead,
+            "train_size": lead.train_size,
+            "delta": len(self.next_batch),
+            "cost_star_usd": plan.cost_star_usd,
+            "b_opt": plan.b_opt,
+            "theta_star": plan.theta_star,
+            "stable": plan.stable,
+            "stop": self.stop,
+            "reason": self.reason,
+            "error_profile": {
+                "thetas": [float(t) for t in np.asarray(thetas)],
+                "errors": list(lead.test_errors),
+                "counts": list(lead.test_counts),
+            },
+            "fit": {
+                "alpha": list(plan.alpha),
+                "gamma": list(plan.gamma),
+                "inv_k": list(plan.inv_k),
+                "trusted": list(plan.trusted),
+            },
+            "device_seconds": lead.device_seconds,
+            "spent_usd": self.spent_usd,
+        }
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> RoundRecord:
+        candidates = {
+            name: ModelRound(**{**_tuples(c), "plan": PlanRecord(**_tuples(c["plan"]))})
+            for name, c in value["candidates"].items()
+        }
+        return cls(**{**_tuples(value), "candidates": candidates})
+
+
+def _tuples(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON lists back to the tuples of a frozen record."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunState:
+    """The rounds so far and what the loop carries from one round to the next."""
+
+    rounds: tuple[RoundRecord, ...]
+    histories: Mapping[str, History]  # per candidate, as the controller sees it
+    active: tuple[str, ...]  # the candidates the next round trains
+
+    @classmethod
+    def start(cls, models: Sequence[str], thetas, delta0: int) -> RunState:
+        histories = {m: History.start(thetas, delta0) for m in models}
+        return cls((), histories, tuple(models))
+
+    @classmethod
+    def replay(
+        cls, records: Sequence[RoundRecord], models: Sequence[str], thetas, delta0: int
+    ) -> RunState:
+        """The state after ``records``, rebuilt as the loop built it."""
+        state = cls.start(models, thetas, delta0)
+        for record in records:
+            histories = dict(state.histories)
+            for name, measured in record.candidates.items():
+                histories[name] = grow_history(histories[name], measured, record.labels_usd)
+            state = state.after(record, histories)
+        return state
+
+    def after(self, record: RoundRecord, histories: Mapping[str, History]) -> RunState:
+        return RunState((*self.rounds, record), dict(histories), record.kept)
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.rounds) and self.rounds[-1].stop
+
+    @property
+    def next_round(self) -> int:
+        return len(self.rounds) + 1
+
+
+def grow_history(history: History, measured: ModelRound, labels_usd: float) -> History:
+    """``history`` after one more round of ``measured``, with its plan acted on."""
+    grown = history.append_round(
+        measured.train_size,
+        np.asarray(measured.test_errors),
+        np.asarray(measured.test_counts),
+        measured.training_usd,
+        measured.epochs,
+        measured.scoring_usd,
+        labels_usd=labels_usd,
+    )
+    return grown.record_plan(measured.plan)
+
+
+@dataclasses.dataclass(frozen=True)
+class FinalLabeling:
+    """The certified decision of docs/algorithm.md, step 10, saved before the residual is
+    bought: the scores of ``round``'s lead ``model`` machine-label the items ``machine``."""
+
+    round: int
+    model: str
+    choice: MachineLabelingChoice
+    machine: np.ndarray  # int64 pool indices
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "model": self.model,
+            "choice": dataclasses.asdict(self.choice),
+            "machine": np.asarray(self.machine).tolist(),
+        }
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> FinalLabeling:
+        return cls(
+            round=int(value["round"]),
+            model=str(value["model"]),
+            choice=MachineLabelingChoice(**value["choice"]),
+            machine=np.asarray(value["machine"], np.int64),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ALResult:
+    """One AL(δ) baseline run: its price and the "stop now" price after every round."""
+
+    delta_fraction: float
+    delta: int
+    total_usd: float
+    rounds: int
+    train_size: int
+    machine: int
+    stop_now_usd: tuple[float, ...]
+    train_sizes: tuple[int, ...]
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> ALResult:
+        return cls(**_tuples(value))
+
+
+# ----------------------------------------------------------------------------- ledger keys
+
+
+def train_purchase_key(round_index: int) -> str:
+    """The ledger key of the labels a round trains on for the first time."""
+    return f"round{round_index}/train"
+
+
+TEST_PURCHASE_KEY = "test"
+RESIDUAL_PURCHASE_KEY = "residual"
+
+
+def charge_key(ledger: Ledger, round_index: int, model: str, category: str) -> str:
+    """A fresh key for a device charge: a round redone after a restart really was paid
+    for twice, so a redo charges under ``.../retry1``, ``.../retry2``, …"""
+    key = f"round{round_index}/{model}/{category}"
+    retry = 0
+    while ledger.has(key if not retry else f"{key}/retry{retry}"):
+        retry += 1
+    return key if not retry else f"{key}/retry{retry}"

@@ -1,0 +1,186 @@
+"""The files of a run's workdir (README, "What a run writes"), read and written durably.
+
+Only process 0 of a multi-host job writes (the workdir is on a shared filesystem); the
+others read what is there at start and keep the rest in memory. Orbax checkpoints are the
+exception: all processes save them together, as orbax requires.
+
+``config.json`` and ``dataset.json`` (a fingerprint of the pool) are written once, after
+preparation succeeded, and a rerun must match both: a workdir is never resumed with other
+settings or on other data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import ml_collections
+import numpy as np
+from absl import logging
+
+from mcal_jax import files, parallel
+from mcal_jax.data import Dataset
+from mcal_jax.ledger import Ledger
+from mcal_jax.profile import THETAS
+from mcal_jax.run.state import FinalLabeling, RoundRecord
+from mcal_jax.scoring import Scores
+
+
+def dataset_fingerprint(dataset: Dataset) -> dict[str, Any]:
+    """What identifies a pool: its size, image shape, classes and a hash of its images."""
+    digest = hashlib.sha256(np.ascontiguousarray(dataset.images).data).hexdigest()
+    return {
+        "name": dataset.name,
+        "num_items": len(dataset),
+        "image_shape": list(dataset.image_shape),
+        "num_classes": dataset.num_classes,
+        "images_sha256": digest,
+    }
+
+
+class Workdir:
+    """One run's folder; ``writer=False`` only reads it (default: process 0 writes)."""
+
+    def __init__(self, path: str | os.PathLike, writer: bool | None = None):
+        self.path = os.fspath(path)
+        self.writer = parallel.is_main_process() if writer is None else writer
+
+    def file(self, *parts: str) -> str:
+        return os.path.join(self.path, *parts)
+
+    # ------------------------------------------------------------------------- identity
+
+    def claim(self, config: ml_collections.ConfigDict, fingerprint: dict[str, Any]) -> None:
+        """Checks that this workdir is new or was started with ``config`` on the same data,
+        then records both (once). ValueError naming the difference otherwise."""
+        wanted = json.loads(config.to_json())
+        for name, value, what in (
+            ("config.json", wanted, "a different config"),
+            ("dataset.json", fingerprint, "a different dataset"),
+        ):
+            saved = files.read_json(self.file(name))
+            if saved is not None and saved != value:
+                changed = _differences(saved, value)
+                raise ValueError(
+                    f"{self.file(name)} holds {what} ({changed}): resume with the same "
+                    "settings and data, or use a new --workdir"
+                )
+        if self.writer:
+            os.makedirs(self.path, exist_ok=True)
+            files.atomic_write_json(self.file("config.json"), wanted)
+            files.atomic_write_json(self.file("dataset.json"), fingerprint)
+
+    def open_ledger(self) -> Ledger:
+        return Ledger(self.file("ledger.jsonl"), writer=self.writer)
+
+    # ------------------------------------------------------------------------- rounds
+
+    def read_rounds(self) -> list[RoundRecord]:
+        """The finished rounds, from ``rounds.jsonl``; a line torn by a crash is dropped
+        (and cut from the file), so that round is run again."""
+        path = self.file("rounds.jsonl")
+        lines = files.read_json_lines(path, repair=self.writer)
+        try:
+            records = [RoundRecord.from_json(line) for line in lines]
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"{path}: not a round record of this version ({error})") from None
+        for number, record in enumerate(records, start=1):
+            if record.round != number:
+                raise ValueError(f"{path}, line {number}: holds round {record.round}")
+        return records
+
+    def append_round(self, record: RoundRecord) -> None:
+        """Records a finished round durably: the point from which a rerun goes on."""
+        if self.writer:
+            files.append_json_line(self.file("rounds.jsonl"), record.to_json())
+
+    def write_metrics(self, records: Sequence[RoundRecord]) -> None:
+        """``metrics.jsonl``: one flat line per round (`RoundRecord.metrics`), rewritten
+        whole, so that it always matches ``rounds.jsonl``."""
+        if self.writer:
+            lines = [json.dumps(r.metrics(THETAS), default=float) + "\n" for r in records]
+            files.atomic_write_bytes(self.file("metrics.jsonl"), "".join(lines).encode())
+
+    def save_scores(self, round_index: int, scores: Scores) -> None:
+        """The lead model's scores of a round: the final labeling reads the last ones."""
+        if self.writer:
+            files.atomic_write_npz(
+                self.file("scores", f"round{round_index}.npz"),
+                confidence=scores.confidence,
+                predicted=scores.predicted,
+            )
+
+    def load_scores(self, round_index: int) -> Scores:
+        path = self.file("scores", f"round{round_index}.npz")
+        saved = files.read_npz(path)
+        if saved is None:
+            raise ValueError(
+                f"{path} is missing or unreadable: the scores of round {round_index} are "
+                "needed to finish; restore the file or start a new --workdir"
+            )
+        return Scores(saved["confidence"], saved["predicted"])
+
+    def save_checkpoint(self, round_index: int, model: str, variables) -> None:
+        """A round's trained variables, with orbax (``checkpoints/round{i}_{model}``)."""
+        import orbax.checkpoint as ocp
+
+        path = os.path.abspath(self.file("checkpoints", f"round{round_index}_{model}"))
+        if os.path.exists(path):
+            return  # written before a restart
+        verbosity = logging.get_verbosity()
+        logging.set_verbosity(logging.WARNING)  # orbax narrates every save at INFO
+        try:
+            with ocp.StandardCheckpointer() as checkpointer:
+                checkpointer.save(path, variables)
+        finally:
+            logging.set_verbosity(verbosity)
+
+    # ------------------------------------------------------------------------- the end
+
+    def read_final(self) -> FinalLabeling | None:
+        """The saved final decision, or None when there is none (or it cannot be read: it
+        is then decided again, deterministically, from the same scores)."""
+        try:
+            value = files.read_json(self.file("final.json"))
+            return None if value is None else FinalLabeling.from_json(value)
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def write_final(self, final: FinalLabeling) -> None:
+        if self.writer:
+            files.atomic_write_json(self.file("final.json"), final.to_json())
+
+    def read_baselines(self) -> dict[str, Any] | None:
+        """The saved baselines (see :mod:`mcal_jax.run.baselines`), or None when there are
+        none or they cannot be read (they are then run again)."""
+        try:
+            value = files.read_json(self.file("baselines.json"))
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
+    def write_baselines(self, value: dict[str, Any]) -> None:
+        if self.writer:
+            files.atomic_write_json(self.file("baselines.json"), value)
+
+    def write_labels(self, **arrays: np.ndarray) -> None:
+        if self.writer:
+            files.atomic_write_npz(self.file("labels.npz"), **arrays)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        if self.writer:
+            files.atomic_write_json(self.file("summary.json"), summary)
+
+
+def _differences(saved: Any, wanted: Any, prefix: str = "") -> str:
+    """The first few fields that differ, e.g. ``mcal.epsilon: 0.05 → 0.1``."""
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+        parts = []
+        for key in sorted(set(saved) | set(wanted)):
+            if saved.get(key) != wanted.get(key):
+                parts.append(_differences(saved.get(key), wanted.get(key), f"{prefix}{key}."))
+        return "; ".join(parts[:5])
+    return f"{prefix.rstrip('.')}: {saved!r} → {wanted!r}"
