@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_WORKDIR ?= workdirs/demo
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data test lint demo bench clean
+.PHONY: install data test lint typecheck check demo bench clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,12 @@ test: install data
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
+typecheck: install
+	$(VENV)/bin/mypy
+
+# What CI runs: lint, types, then the test suite.
+check: lint typecheck test
+
 demo: install data
 	$(PY) -m launch.mcal --config=configs/fashion_mnist.py:cpu --workdir=$(DEMO_WORKDIR)
 
@@ -43,4 +49,4 @@ bench: install
 	$(PY) -m benchmarks.core
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

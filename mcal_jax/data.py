@@ -72,7 +72,7 @@ def load_dataset(
         raise DataError(f"unknown split {split!r} for {spec!r}; valid splits: {', '.join(SPLITS)}")
     scheme, _, arg = spec.partition(":")
     if spec == "fashion_mnist":
-        files = [_find_idx_file(DEBIAN_FASHION_MNIST_DIR, f, False) for f in _idx_names(split)]
+        files = [_find_idx_file(DEBIAN_FASHION_MNIST_DIR, f) for f in _idx_names(split)]
         if all(files):
             ds = _load_idx(DEBIAN_FASHION_MNIST_DIR, split, name="fashion_mnist", num_classes=10)
             source = DEBIAN_FASHION_MNIST_DIR
@@ -154,14 +154,19 @@ def _idx_names(split: str) -> list[str]:
     return [f"{_IDX_PREFIXES[s]}-{k}" for s in splits for k in kinds]
 
 
-def _find_idx_file(directory: str, name: str, required: bool = True) -> str | None:
+def _find_idx_file(directory: str, name: str) -> str | None:
     for candidate in (name, name + ".gz"):
         path = os.path.join(directory, candidate)
         if os.path.isfile(path):
             return path
-    if required:
-        raise DataError(f"{directory}: missing IDX file: neither {name} nor {name}.gz found")
     return None
+
+
+def _idx_file(directory: str, name: str) -> str:
+    path = _find_idx_file(directory, name)
+    if path is None:
+        raise DataError(f"{directory}: missing IDX file: neither {name} nor {name}.gz found")
+    return path
 
 
 def _load_idx(directory: str, split: str, *, name: str, num_classes: int | None = None) -> Dataset:
@@ -171,7 +176,7 @@ def _load_idx(directory: str, split: str, *, name: str, num_classes: int | None 
     parts = []
     names = _idx_names(split)
     for pair in zip(names[::2], names[1::2], strict=True):
-        images_path, labels_path = (_find_idx_file(directory, n) for n in pair)
+        images_path, labels_path = (_idx_file(directory, n) for n in pair)
         images, labels = read_idx(images_path), read_idx(labels_path)
         if images.dtype != np.uint8 or images.ndim not in (3, 4):
             got = f"{images.dtype} {list(images.shape)}"
@@ -185,7 +190,7 @@ def _load_idx(directory: str, split: str, *, name: str, num_classes: int | None 
         parts.append((images.reshape(images.shape[:3] + (-1,)), labels))
     labels = np.concatenate([p[1] for p in parts])
     if num_classes is None:  # max + 1 over every label file there, so the splits agree on it.
-        files = [_find_idx_file(directory, n, False) for n in _idx_names("all")[1::2]]
+        files = [_find_idx_file(directory, n) for n in _idx_names("all")[1::2]]
         num_classes = 1 + max(int(read_idx(f).max(initial=0)) for f in files if f)
     return Dataset(np.concatenate([p[0] for p in parts]), labels, num_classes, name)
 

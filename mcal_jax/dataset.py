@@ -61,7 +61,8 @@ class Dataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """(H, W, C) of one image."""
-        return tuple(int(d) for d in self.images.shape[1:])
+        height, width, channels = (int(d) for d in self.images.shape[1:])
+        return height, width, channels
 
     def subset(self, indices: npt.ArrayLike) -> Dataset:
         """The items at ``indices`` (integer indices or a boolean mask), in that order."""

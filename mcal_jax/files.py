@@ -55,11 +55,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> bool:
         pass
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    with tempfile.NamedTemporaryFile("wb", dir=directory, delete=False, suffix=".tmp") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(f.name, path)
+    with tempfile.NamedTemporaryFile("wb", dir=directory, delete=False, suffix=".tmp") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, path)
     fsync_directory(directory)
     return True
 
@@ -159,11 +159,11 @@ def atomic_write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> bool:
             pass  # unreadable: overwrite it
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    with tempfile.NamedTemporaryFile("wb", dir=directory, delete=False, suffix=".tmp") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(f.name, path)
+    with tempfile.NamedTemporaryFile("wb", dir=directory, delete=False, suffix=".tmp") as tmp:
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, path)
     fsync_directory(directory)
     return True
 

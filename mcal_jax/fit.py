@@ -37,6 +37,10 @@ ROUND_BUCKET = 8
 _LM_TOL = 1e-6
 
 
+# Host (numpy) or device (jax) arrays: the fits run on the device, their records on the host.
+Arrays = np.ndarray | jax.Array
+
+
 @struct.dataclass
 class PowerLawFit:
     """Truncated power laws ε_θ(b) = α_θ · b^(−γ_θ) · exp(−b / k_θ), one per θ (Eq. 2).
@@ -47,23 +51,21 @@ class PowerLawFit:
     or whose fit did not converge to finite values.
     """
 
-    thetas: jnp.ndarray
-    alpha: jnp.ndarray
-    gamma: jnp.ndarray
-    inv_k: jnp.ndarray
-    trusted: jnp.ndarray
+    thetas: Arrays
+    alpha: Arrays
+    gamma: Arrays
+    inv_k: Arrays
+    trusted: Arrays
 
 
-def predict_error(fit: PowerLawFit, b: jnp.ndarray) -> jnp.ndarray:
+def predict_error(fit: PowerLawFit, b: Arrays) -> jax.Array:
     """ε_θ(b) for every θ and every training-set size in ``b``: shape [num_thetas, len(b)]."""
     b = jnp.asarray(b, jnp.float32)[None, :]
     log_eps = jnp.log(fit.alpha)[:, None] - fit.gamma[:, None] * jnp.log(b) - fit.inv_k[:, None] * b
     return jnp.exp(log_eps)
 
 
-def log_error_targets(
-    errors: np.ndarray, counts: np.ndarray, pseudo_count: float
-) -> tuple[np.ndarray, np.ndarray]:
+def log_error_targets(errors: Arrays, counts: Arrays, pseudo_count: float) -> tuple[Arrays, Arrays]:
     """Targets log ε̂ and weights w of the fit; shared with the scipy reference.
 
     ε̂ = max(errors, pseudo_count) / count keeps the log finite for a zero error count;

@@ -91,4 +91,4 @@ def fit_truncated_power_laws_scipy(
 
 def _log_model(b_scaled: np.ndarray, *q: float) -> np.ndarray:
     """log ε at b/s for the leading len(q) parameters of (c, γ, κ); the rest are 0."""
-    return design_matrix(b_scaled, 1.0)[:, : len(q)] @ np.asarray(q)
+    return np.asarray(design_matrix(b_scaled, 1.0))[:, : len(q)] @ np.asarray(q)

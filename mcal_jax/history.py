@@ -68,7 +68,7 @@ class History:
             check(name, len(getattr(self, name)) == shape[0], f"one entry per round ({shape[0]})")
         check("cost_star", len(self.cost_star) <= shape[0], f"at most {shape[0]} entries")
         check("delta", is_int(self.delta) and self.delta >= 1, "an integer ≥ 1")
-        fields = {"thetas": thetas, "test_errors": errors, "test_counts": counts}
+        fields: dict[str, object] = {"thetas": thetas, "test_errors": errors, "test_counts": counts}
         fields["train_sizes"] = tuple(int(v) for v in sizes)
         for name in ("training_usd", "epochs", "scoring_usd", "cost_star"):
             fields[name] = tuple(float(v) for v in getattr(self, name))

@@ -358,7 +358,7 @@ class Ledger:
 
     def totals(self) -> dict[str, float]:
         """USD spent, by reason: the terms of Eq. 1 of the paper, and their sum ``total``."""
-        spent = {name: [] for name in TOTALS}
+        spent: dict[str, list[float]] = {name: [] for name in TOTALS}
         for r in self._records:
             if r["kind"] == "purchase":
                 spent[f"human_labels_{r['purpose']}"].append(r["usd"])

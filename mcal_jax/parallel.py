@@ -44,12 +44,11 @@ def maybe_initialize_distributed() -> None:
     explicit = "JAX_COORDINATOR_ADDRESS" in os.environ
     if under_slurm or explicit:
         # jax reads JAX_COORDINATOR_ADDRESS itself, but not the process count and id.
-        kwargs = {}
-        if "JAX_NUM_PROCESSES" in os.environ:
-            kwargs["num_processes"] = int(os.environ["JAX_NUM_PROCESSES"])
-        if "JAX_PROCESS_ID" in os.environ:
-            kwargs["process_id"] = int(os.environ["JAX_PROCESS_ID"])
-        jax.distributed.initialize(**kwargs)
+        count, index = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")
+        jax.distributed.initialize(
+            num_processes=None if count is None else int(count),
+            process_id=None if index is None else int(index),
+        )
         logging.info(
             "jax.distributed: process %d of %d, %d local / %d global devices",
             jax.process_index(),

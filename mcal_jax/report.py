@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 import matplotlib
 
@@ -143,7 +144,8 @@ def plot_error_vs_b(run: FinishedRun):
     ax.legend(fontsize=8)
 
     i = int(np.argmin(np.abs(thetas - FIT_HISTORY_THETA)))
-    _plot_measured(ax_hist, b, *_measured(errors[:, i], counts[:, i]), "k", "ε_T")
+    rate, zero = _measured(errors[:, i], counts[:, i])
+    _plot_measured(ax_hist, b, rate, zero, "k", "ε_T")
     # At most six fits (evenly spaced rounds, the last included) keep the legend readable.
     chosen = np.unique(np.linspace(0, len(plans) - 1, min(len(plans), 6)).round()).astype(int)
     colors = plt.cm.plasma(np.linspace(0.0, 0.85, max(len(chosen), 1)))
@@ -237,7 +239,7 @@ def plot_cost_breakdown(summary: dict):
     return fig
 
 
-def baseline_points(summary: dict) -> dict | None:
+def baseline_points(summary: dict) -> dict[str, Any] | None:
     """The baselines as plot points; None when there are none. Tolerant of missing parts:
     an AL entry may be a number or a dict with ``total_usd``."""
     baselines = summary.get("baselines")
@@ -247,10 +249,10 @@ def baseline_points(summary: dict) -> dict | None:
     for key, entry in (baselines.get("al") or {}).items():
         total = entry.get("total_usd") if isinstance(entry, dict) else entry
         try:
-            al.append((float(key), float(total)))
+            al.append((float(key), float(total)))  # type: ignore[arg-type]  # None: skipped
         except (TypeError, ValueError):
             continue
-    points = {"al": sorted(al)}
+    points: dict[str, Any] = {"al": sorted(al)}
     for name in ("oracle_al", "hindsight"):
         entry = baselines.get(name)
         if isinstance(entry, dict) and entry.get("total_usd") is not None:
@@ -276,7 +278,7 @@ def plot_baselines(summary: dict):
             )
         else:
             ax.axhline(usd, color="C1", label=f"oracle AL ({format_usd(usd)})")
-    lines = [
+    lines: list[tuple[float | None, str, dict[str, Any]]] = [
         (summary["cost_usd"]["total"], "MCAL", {"color": "C3", "lw": 2}),
         (points["human_only"], "human only", {"color": "k", "ls": "--"}),
     ]

@@ -46,7 +46,8 @@ def sweep_report(sweep_dir: str) -> list[str]:
     """
     if not os.path.isdir(sweep_dir):
         raise FileNotFoundError(f"sweep directory {sweep_dir} not found")
-    groups, unfinished = {}, []
+    by_config: dict[str, dict] = {}
+    unfinished: list[str] = []
     for name in sorted(os.listdir(sweep_dir)):
         point = os.path.join(sweep_dir, name)
         if name == REPORT_DIR or not os.path.isdir(point):
@@ -60,10 +61,10 @@ def sweep_report(sweep_dir: str) -> list[str]:
         config.pop("seed", None)
         values = _point_values(read_run_json(os.path.join(point, "summary.json"), "sweep point"))
         key = json.dumps(config, sort_keys=True, default=str)
-        groups.setdefault(key, {"config": config, "points": []})["points"].append(values)
-    if not groups:
+        by_config.setdefault(key, {"config": config, "points": []})["points"].append(values)
+    if not by_config:
         raise ValueError(f"{sweep_dir} holds no finished run (a subfolder with summary.json)")
-    groups = list(groups.values())
+    groups = list(by_config.values())
     labels = _group_labels([g["config"] for g in groups])
     out = os.path.join(sweep_dir, REPORT_DIR)
     os.makedirs(out, exist_ok=True)
@@ -146,7 +147,7 @@ def _sweep_markdown(sweep_dir, groups, labels, unfinished, images) -> str:
 def _plot_sweep_group(points: list[dict], label: str):
     """AL(δ) total cost (mean ± std over seeds) against δ; MCAL and human-only as lines."""
     fig, ax = plt.subplots(figsize=(8, 5))
-    al = [(100 * d, _stats(points, f"al:{d!r}")) for d in _al_deltas(points)]
+    al = [(100 * d, stats) for d in _al_deltas(points) if (stats := _stats(points, f"al:{d!r}"))]
     delta = np.array([d for d, _ in al])
     mean = np.array([s[0] for _, s in al])
     ax.errorbar(

@@ -47,6 +47,7 @@ from mcal_jax import models
 from mcal_jax.indices import as_int_array
 from mcal_jax.parallel import DATA_AXIS
 from mcal_jax.pool import DevicePool, augment, normalize, replicate
+from mcal_jax.recipe import TrainConfig, learning_rate, make_optimizer
 
 P = PartitionSpec
 
@@ -57,44 +58,6 @@ class DivergedError(FloatingPointError):
 
 class NonFiniteLossError(DivergedError):
     """Training diverged: the loss became NaN or infinite."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """How one round trains. Defaults are the paper's (Section 5): 200 epochs, learning
-    rate ÷10 at epochs 80, 120, 160 and 180, mini-batch 256."""
-
-    epochs: int = 200
-    batch_size: int = 256  # global, over all devices
-    optimizer: str = "sgd"  # "sgd" (momentum, optionally Nesterov) or "adam" (AdamW)
-    learning_rate: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4  # on convolution and dense kernels only
-    schedule: str = "paper"  # "paper" (step decay), "cosine", or "constant"
-    decay_epochs: tuple[int, ...] = (80, 120, 160, 180)
-    decay_factor: float = 0.1
-    warmup_epochs: float = 0.0
-    crop_padding: int = 4
-    horizontal_flip: bool = True
-    compute_dtype: str = "float32"  # "bfloat16" on GPUs: float32 parameters, bf16 compute
-
-    def __post_init__(self):
-        checks = {
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1,
-            "optimizer": self.optimizer in ("sgd", "adam"),
-            "learning_rate": self.learning_rate > 0,
-            "weight_decay": self.weight_decay >= 0,
-            "schedule": self.schedule in ("paper", "cosine", "constant"),
-            "crop_padding": self.crop_padding >= 0,
-            "compute_dtype": self.compute_dtype in ("float32", "bfloat16"),
-            "warmup_epochs": 0 <= self.warmup_epochs < self.epochs,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"train.{name}={getattr(self, name)!r} is not valid")
-        object.__setattr__(self, "decay_epochs", tuple(int(e) for e in self.decay_epochs))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,37 +80,6 @@ class TrainState:
     batch_stats: Any
     opt_state: Any
     step: jax.Array  # int32 optimizer steps taken
-
-
-def learning_rate(config: TrainConfig, epoch: jax.Array) -> jax.Array:
-    """The learning rate at fractional ``epoch`` (traced)."""
-    base = config.learning_rate
-    if config.schedule == "paper":
-        boundaries = jnp.asarray(config.decay_epochs or (config.epochs,), jnp.float32)
-        lr = base * config.decay_factor ** jnp.sum(epoch >= boundaries)
-    elif config.schedule == "cosine":
-        span = max(config.epochs - config.warmup_epochs, 1e-6)
-        progress = jnp.clip((epoch - config.warmup_epochs) / span, 0.0, 1.0)
-        lr = base * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
-    else:
-        lr = jnp.asarray(base, jnp.float32)
-    if config.warmup_epochs > 0:
-        lr = lr * jnp.minimum(1.0, (epoch + 1e-3) / config.warmup_epochs)
-    return lr
-
-
-def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """The optimizer at unit learning rate; the step scales its updates by the schedule."""
-
-    def decay_mask(params):
-        return jax.tree.map(lambda p: p.ndim > 1, params)
-
-    if config.optimizer == "sgd":
-        return optax.chain(
-            optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
-            optax.sgd(1.0, momentum=config.momentum or None, nesterov=config.nesterov),
-        )
-    return optax.adamw(1.0, weight_decay=config.weight_decay, mask=decay_mask)
 
 
 class Trainer:
@@ -184,7 +116,7 @@ class Trainer:
             check_vma=False,
         )
         self._step = jax.jit(step, donate_argnums=0)
-        self._compiled_step = None
+        self._compiled_step: Any = None  # jax.stages.Compiled, after the first train()
 
     def _init_state(self, key: jax.Array) -> TrainState:
         dummy = jnp.zeros((1, *self.pool.image_shape), jnp.float32)
@@ -262,7 +194,7 @@ class Trainer:
         pool_labels[labeled_indices] = labels
         labeled_mask = replicate(self.mesh, mask)
         label_array = replicate(self.mesh, pool_labels)
-        count = replicate(self.mesh, np.int32(num_labeled))
+        count = replicate(self.mesh, np.asarray(num_labeled, np.int32))
         key = jax.random.key(seed)
         state = self.init(jax.random.fold_in(key, 0))
         step_key = jax.random.wrap_key_data(
@@ -270,11 +202,7 @@ class Trainer:
         )
         order_key = jax.random.fold_in(key, 2)
         pool = self.pool
-        zero = replicate(self.mesh, np.float32(0))
-
-        def run_step(state, loss_sum, order):
-            args = (state, loss_sum, pool.images, label_array, pool.mean, pool.std, order)
-            return self._compiled_step(*args, count, step_key)
+        zero = replicate(self.mesh, np.zeros((), np.float32))
 
         compile_seconds = 0.0
         if self._compiled_step is None:
@@ -283,6 +211,11 @@ class Trainer:
             args = (state, zero, pool.images, label_array, pool.mean, pool.std, order)
             self._compiled_step = self._step.lower(*args, count, step_key).compile()
             compile_seconds = time.perf_counter() - start
+        step = self._compiled_step
+
+        def run_step(state, loss_sum, order):
+            args = (state, loss_sum, pool.images, label_array, pool.mean, pool.std, order)
+            return step(*args, count, step_key)
 
         steps_per_epoch = math.ceil(num_labeled / self.config.batch_size)
         epochs = range(self.config.epochs)
@@ -293,8 +226,8 @@ class Trainer:
         bar = epochs if progress else None
         jax.block_until_ready(state)
         start = time.perf_counter()
-        pending = None  # each epoch's loss is read one epoch late, so the device never idles
-        for epoch in epochs:
+        pending: tuple[int, jax.Array] | None = None  # each epoch's loss is read one epoch
+        for epoch in epochs:  # late, so the device never idles
             order = self._order(labeled_mask, jax.random.fold_in(order_key, epoch))
             loss_sum = zero
             for _ in range(steps_per_epoch):
@@ -302,6 +235,7 @@ class Trainer:
             if pending is not None:
                 _check_loss(*pending, steps_per_epoch, progress_bar=bar)
             pending = (epoch, loss_sum)
+        assert pending is not None  # TrainConfig requires epochs ≥ 1
         final_loss = _check_loss(*pending, steps_per_epoch, progress_bar=bar)
         jax.block_until_ready(state)
         wall = time.perf_counter() - start

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import jax
 import ml_collections
+import numpy as np
 from absl import logging
 
 from mcal_jax import controller
@@ -58,10 +59,10 @@ def resume(ctx: Context) -> state.RunState:
     if not records:
         batch, key = ctx.initial_batch, state.train_purchase_key(1)
     elif not run.stopped:
-        batch, key = records[-1].next_batch, state.train_purchase_key(run.next_round)
+        batch, key = np.asarray(records[-1].next_batch), state.train_purchase_key(run.next_round)
     else:
         return run
-    ctx.ledger.buy(ctx.labeler, list(batch), purpose="train", key=key)
+    ctx.ledger.buy(ctx.labeler, batch, purpose="train", key=key)
     return run
 
 

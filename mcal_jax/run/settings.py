@@ -16,7 +16,7 @@ import ml_collections
 from mcal_jax import costs, labelers, models, scoring
 from mcal_jax.controller import ControllerConfig
 from mcal_jax.history import InvalidFieldError
-from mcal_jax.train import TrainConfig
+from mcal_jax.recipe import TrainConfig
 
 # Where each ControllerConfig field comes from in the config file.
 _CONTROLLER_SOURCES = {

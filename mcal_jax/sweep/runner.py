@@ -114,7 +114,7 @@ def run_sweep(
         else:
             todo.append((name, point, point_dir))
 
-    if on_devices:
+    if on_devices and devices and point_command:
         results.update(_run_on_devices(todo, devices, point_command))
     else:
         for name, point, point_dir in todo:
@@ -134,7 +134,8 @@ def run_sweep(
 def _run_on_devices(todo, devices: Sequence[str], point_command) -> dict:
     """A small scheduler: start the next point on every free device slot, wait for one to
     end, repeat. The points are independent processes, so a crash frees only its slot."""
-    queue, running, results = list(todo), {}, {}  # running: slot -> (process, name, ...)
+    queue, results = list(todo), {}
+    running: dict[str, tuple] = {}  # slot -> (process, name, point, point_dir, log)
     try:
         while queue or running:
             for slot in devices:
@@ -178,7 +179,7 @@ def load_points(config_flag: str) -> list[Point]:
     """Calls ``sweep(arg)`` of the config file named by ``--config=FILE[:ARG]``."""
     path, _, arg = config_flag.partition(":")
     spec = importlib.util.spec_from_file_location("sweep_config", path)
-    if spec is None or not os.path.isfile(path):
+    if spec is None or spec.loader is None or not os.path.isfile(path):
         raise app.UsageError(f"--config={config_flag}: no Python file {path!r}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
