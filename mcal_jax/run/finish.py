@@ -73,6 +73,23 @@ def finish(ctx: Context, run: state.RunState, baselines: dict | None = None) -> 
     return summary
 
 
+def warn_if_at_chance(choice: profile_lib.MachineLabelingChoice, num_classes: int) -> bool:
+    """Warns (and returns True) when the machine labels' own error bound is no better than
+    guessing: the overall constraint can certify a few such labels among many human ones,
+    but they are then no evidence that the classifier learned anything."""
+    chance = 1 - 1 / num_classes
+    if not choice.num_machine or choice.upper_bound < chance:
+        return False
+    logging.warning(
+        "the machine-labeled items' error bound %.1f%% is at or above chance error %.1f%%: "
+        "the %d machine labels are certified only through the overall constraint",
+        100 * choice.upper_bound,
+        100 * chance,
+        choice.num_machine,
+    )
+    return True
+
+
 def _summary(ctx: Context, run: state.RunState, final: state.FinalLabeling, labels) -> dict:
     settings, ledger = ctx.settings, ctx.ledger
     n, choice, machine = ctx.num_items, final.choice, final.machine
@@ -88,15 +105,7 @@ def _summary(ctx: Context, run: state.RunState, final: state.FinalLabeling, labe
     }
     # The bound on the machine-labeled items, and the same errors spread over all N.
     bound_subset, bound_overall = choice.upper_bound, choice.num_machine * choice.upper_bound / n
-    chance = 1 - 1 / ctx.num_classes
-    if choice.num_machine and bound_subset >= chance:
-        logging.warning(
-            "the machine-labeled items' error bound %.1f%% is at or above chance error "
-            "%.1f%%: the %d machine labels are certified only through the overall constraint",
-            100 * bound_subset,
-            100 * chance,
-            choice.num_machine,
-        )
+    warn_if_at_chance(choice, ctx.num_classes)
     overall = settings.controller.constraint == "overall"
     true_overall, true_subset = machine_errors / n, machine_errors / max(len(machine), 1)
     estimated_subset = choice.estimated_error
