@@ -120,7 +120,7 @@ def plot_error_vs_b(run: FinishedRun):
     b_max = max(n_items - run.summary["counts"]["test"], b.max())
     fig, (ax, ax_hist) = plt.subplots(1, 2, figsize=(13, 5))
     grid = np.geomspace(b.min(), b_max, 200)
-    final_fit = plans[-1].error_model(thetas)
+    final_fit = plans[-1].error_model
     predicted = np.asarray(predict_error(final_fit, grid))
     shown = sorted({int(np.argmin(np.abs(thetas - t))) for t in PLOT_THETAS})
     colors = plt.cm.viridis(np.linspace(0.0, 0.85, len(shown)))
@@ -151,7 +151,7 @@ def plot_error_vs_b(run: FinishedRun):
     colors = plt.cm.plasma(np.linspace(0.0, 0.85, max(len(chosen), 1)))
     round_numbers = [r.round for r in run.rounds if model in r.candidates]
     for j, color in zip(chosen, colors, strict=False):
-        curve = np.asarray(predict_error(plans[j].error_model(thetas), grid))[i]
+        curve = np.asarray(predict_error(plans[j].error_model, grid))[i]
         ax_hist.plot(grid, curve, color=color, label=f"fit after round {round_numbers[j]}")
     ax_hist.set(xscale="log", yscale="log", xlabel="|B| (human-labeled training items)")
     ax_hist.set(ylabel=f"ε_T(θ = {thetas[i]:.2f})")
@@ -188,8 +188,8 @@ def plot_cost_vs_b(run: FinishedRun):
     norm = matplotlib.colors.Normalize(1, max(len(rounds), 2))
     for record in rounds:
         plan = record.plan
-        b = np.asarray(plan.cost_curve_b, float)
-        usd = np.asarray(plan.cost_curve_usd, float)
+        b = np.asarray(plan.b_grid, float)
+        usd = np.asarray(plan.cost_by_b, float)
         ok = np.isfinite(usd)
         color = cmap(norm(record.round))
         ax.plot(b[ok], usd[ok], color=color, lw=1.2)

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from mcal_jax import report, sweep_report
+from mcal_jax.controller import Plan
+from mcal_jax.fit import PowerLawFit, TrainingCostModel
 from mcal_jax.profile import THETAS
 from mcal_jax.run import state
 from mcal_jax.run.workdir import Workdir
@@ -88,7 +90,7 @@ def _write_run(workdir, summary=None):
         usd += 0.002 * grid
         best = int(np.argmin(usd))
         stop = r == len(TRAIN_SIZES)
-        plan = state.PlanRecord(
+        plan = Plan(
             b_opt=int(grid[best]),
             theta_star=0.7,
             num_machine=1200,
@@ -103,15 +105,18 @@ def _write_run(workdir, summary=None):
             stable=r >= 3,
             stop=stop,
             reason="B_opt ≤ |B|" if stop else f"|S| grows, round {r}",
+            b_grid=grid.astype(int),
+            cost_by_b=usd,
+            theta_star_by_b=np.full(grid.shape, 0.7),
             # The true curve, with a bias that shrinks as rounds add points.
-            alpha=tuple(float(a) for a in 0.6 * THETAS**1.5 * (1 + 0.3 / r)),
-            gamma=(0.5,) * len(THETAS),
-            inv_k=(0.0,) * len(THETAS),
-            trusted=tuple(bool(c >= 20) for c in counts[r - 1]),
-            usd_per_image_epoch=1e-6,
-            usd_per_round=0.0,
-            cost_curve_b=tuple(int(v) for v in grid),
-            cost_curve_usd=tuple(float(v) for v in usd),
+            error_model=PowerLawFit(
+                thetas=THETAS,
+                alpha=0.6 * THETAS**1.5 * (1 + 0.3 / r),
+                gamma=np.full(THETAS.shape, 0.5, np.float32),
+                inv_k=np.zeros(THETAS.shape, np.float32),
+                trusted=counts[r - 1] >= 20,
+            ),
+            cost_model=TrainingCostModel(1e-6, 0.0, 8.0),
         )
         measured = state.ModelRound(
             model="small",

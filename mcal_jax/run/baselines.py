@@ -25,6 +25,7 @@ import numpy as np
 from absl import logging
 
 from mcal_jax import profile as profile_lib
+from mcal_jax.run.finish import certified_choice
 from mcal_jax.run.measure import least_confident, measure
 from mcal_jax.run.prepare import Context
 from mcal_jax.run.settings import Settings
@@ -41,14 +42,7 @@ def stop_now_usd(
     """(price, machine-labeled items) of stopping after this round (step 10 applied now):
     human labels for T, B and every item of U below the certified threshold, plus the
     device time spent so far."""
-    choice = profile_lib.choose_machine_threshold(
-        profile,
-        epsilon=settings.controller.epsilon,
-        constraint=settings.controller.constraint,
-        num_items=settings.num_items,
-        confidence=settings.confidence,
-    )
-    machine = min(choice.num_machine, num_unlabeled)
+    machine = min(certified_choice(settings, profile).num_machine, num_unlabeled)
     humans = settings.num_test + num_labeled + (num_unlabeled - machine)
     return humans * settings.usd_per_label + device_usd, machine
 

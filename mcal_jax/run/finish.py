@@ -16,6 +16,21 @@ from absl import logging
 from mcal_jax import profile as profile_lib
 from mcal_jax.run import state
 from mcal_jax.run.prepare import Context
+from mcal_jax.run.settings import Settings
+
+
+def certified_choice(
+    settings: Settings, profile: profile_lib.ErrorProfile
+) -> profile_lib.MachineLabelingChoice:
+    """The machine-labeling threshold that ``profile`` certifies under the run's ε,
+    constraint and confidence."""
+    return profile_lib.choose_machine_threshold(
+        profile,
+        epsilon=settings.controller.epsilon,
+        constraint=settings.controller.constraint,
+        num_items=settings.num_items,
+        confidence=settings.confidence,
+    )
 
 
 def certify(ctx: Context, run: state.RunState) -> state.FinalLabeling:
@@ -31,14 +46,7 @@ def certify(ctx: Context, run: state.RunState) -> state.FinalLabeling:
         scores.confidence[test],
         scores.predicted[test] == test_labels,
     )
-    settings = ctx.settings
-    choice = profile_lib.choose_machine_threshold(
-        profile,
-        epsilon=settings.controller.epsilon,
-        constraint=settings.controller.constraint,
-        num_items=settings.num_items,
-        confidence=settings.confidence,
-    )
+    choice = certified_choice(ctx.settings, profile)
     machine = unlabeled[scores.confidence[unlabeled] >= choice.threshold]
     return state.FinalLabeling(last.round, last.lead, choice, machine.astype(np.int64))
 

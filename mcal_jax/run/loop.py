@@ -163,7 +163,7 @@ def _model_round(m: Measurement, plan: controller.Plan) -> state.ModelRound:
         images=m.train.images_processed,
         device_seconds=m.train.device_seconds,
         scoring_seconds=m.scoring_seconds,
-        plan=state.PlanRecord.from_plan(plan),
+        plan=plan,
     )
 
 

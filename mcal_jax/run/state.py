@@ -28,83 +28,36 @@ from mcal_jax.ledger import Ledger
 from mcal_jax.profile import MachineLabelingChoice
 
 
-def _floats(values) -> tuple[float, ...]:
-    return tuple(float(v) for v in np.asarray(values).ravel())
-
-
 def ints(values) -> tuple[int, ...]:
     """Integers of an array (numpy or jax) as a tuple of Python ints, for a record."""
     return tuple(int(v) for v in np.asarray(values).ravel())
 
 
-@dataclasses.dataclass(frozen=True)
-class PlanRecord:
-    """What a round's `controller.Plan` decided, with the fits it used and its cost curve."""
+def plan_to_json(plan: controller.Plan) -> dict[str, Any]:
+    """A plan as JSON values: arrays as lists, its two fitted models as their fields."""
+    value = {}
+    for field in dataclasses.fields(plan):
+        item = getattr(plan, field.name)
+        if isinstance(item, PowerLawFit | TrainingCostModel):
+            item = {
+                f.name: np.asarray(getattr(item, f.name)).tolist() for f in dataclasses.fields(item)
+            }
+        elif isinstance(item, np.ndarray):
+            item = item.tolist()
+        value[field.name] = item
+    return value
 
-    b_opt: int
-    theta_star: float
-    num_machine: int
-    machine_error: float
-    cost_star_usd: float
-    human_labels_usd: float
-    training_so_far_usd: float
-    future_training_usd: float
-    scoring_usd: float
-    future_rounds: int
-    next_delta: int
-    stable: bool
-    stop: bool
-    reason: str
-    alpha: tuple[float, ...]
-    gamma: tuple[float, ...]
-    inv_k: tuple[float, ...]
-    trusted: tuple[bool, ...]
-    usd_per_image_epoch: float
-    usd_per_round: float
-    cost_curve_b: tuple[int, ...]
-    cost_curve_usd: tuple[float, ...]
 
-    @classmethod
-    def from_plan(cls, plan: controller.Plan) -> PlanRecord:
-        fit, cost = plan.error_model, plan.cost_model
-        return cls(
-            b_opt=int(plan.b_opt),
-            theta_star=float(plan.theta_star),
-            num_machine=int(plan.num_machine),
-            machine_error=float(plan.machine_error),
-            cost_star_usd=float(plan.cost_star_usd),
-            human_labels_usd=float(plan.human_labels_usd),
-            training_so_far_usd=float(plan.training_so_far_usd),
-            future_training_usd=float(plan.future_training_usd),
-            scoring_usd=float(plan.scoring_usd),
-            future_rounds=int(plan.future_rounds),
-            next_delta=int(plan.next_delta),
-            stable=bool(plan.stable),
-            stop=bool(plan.stop),
-            reason=str(plan.reason),
-            alpha=_floats(fit.alpha),
-            gamma=_floats(fit.gamma),
-            inv_k=_floats(fit.inv_k),
-            trusted=tuple(bool(v) for v in np.asarray(fit.trusted)),
-            usd_per_image_epoch=float(cost.usd_per_image_epoch),
-            usd_per_round=float(cost.usd_per_round),
-            cost_curve_b=ints(plan.b_grid),
-            cost_curve_usd=_floats(plan.cost_by_b),
-        )
-
-    def error_model(self, thetas) -> PowerLawFit:
-        """The learning curves (Eq. 2) this plan was made with."""
-        as32 = lambda values: np.asarray(values, np.float32)  # noqa: E731
-        return PowerLawFit(
-            thetas=as32(thetas),
-            alpha=as32(self.alpha),
-            gamma=as32(self.gamma),
-            inv_k=as32(self.inv_k),
-            trusted=np.asarray(self.trusted, bool),
-        )
-
-    def cost_model(self, epochs: float) -> TrainingCostModel:
-        return TrainingCostModel(self.usd_per_image_epoch, self.usd_per_round, float(epochs))
+def plan_from_json(value: Mapping[str, Any]) -> controller.Plan:
+    fields = dict(value)
+    for name in ("b_grid", "cost_by_b", "theta_star_by_b"):
+        fields[name] = np.asarray(fields[name])
+    fit = fields["error_model"]
+    fields["error_model"] = PowerLawFit(
+        **{k: np.asarray(v, bool if k == "trusted" else np.float32) for k, v in fit.items()}
+    )
+    fields["cost_model"] = TrainingCostModel(**fields["cost_model"])
+    return controller.Plan(**fields)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +74,7 @@ class ModelRound:
     images: int  # images through forward + backward
     device_seconds: float  # training, compile excluded
     scoring_seconds: float
-    plan: PlanRecord
+    plan: controller.Plan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +99,7 @@ class RoundRecord:
     next_batch: tuple[int, ...]
 
     @property
-    def plan(self) -> PlanRecord:
+    def plan(self) -> controller.Plan:
         """The lead's plan."""
         return self.candidates[self.lead].plan
 
@@ -155,7 +108,10 @@ class RoundRecord:
         return self.candidates[self.lead].train_size
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        value = dataclasses.asdict(self)
+        for name, measured in self.candidates.items():
+            value["candidates"][name]["plan"] = plan_to_json(measured.plan)
+        return value
 
     def metrics(self, thetas) -> dict[str, Any]:
         """The round at a glance, one flat line of ``metrics.jsonl``: the lead's |B|, δ,
@@ -178,10 +134,8 @@ class RoundRecord:
                 "counts": list(lead.test_counts),
             },
             "fit": {
-                "alpha": list(plan.alpha),
-                "gamma": list(plan.gamma),
-                "inv_k": list(plan.inv_k),
-                "trusted": list(plan.trusted),
+                name: np.asarray(getattr(plan.error_model, name)).tolist()
+                for name in ("alpha", "gamma", "inv_k", "trusted")
             },
             "device_seconds": lead.device_seconds,
             "spent_usd": self.spent_usd,
@@ -190,7 +144,7 @@ class RoundRecord:
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> RoundRecord:
         candidates = {
-            name: ModelRound(**{**_tuples(c), "plan": PlanRecord(**_tuples(c["plan"]))})
+            name: ModelRound(**{**_tuples(c), "plan": plan_from_json(c["plan"])})
             for name, c in value["candidates"].items()
         }
         return cls(**{**_tuples(value), "candidates": candidates})
