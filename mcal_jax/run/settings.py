@@ -4,7 +4,8 @@
 uses (the controller's `ControllerConfig`, the trainer's `TrainConfig`, the `Pricing` of
 device time, the sizes of T and B0) and raises one ValueError listing every invalid field
 by its config name. The run builds it right after loading the data (the sizes depend on
-N) and before it opens the ledger or writes a file.
+N) and before it opens the ledger or writes a file. (The controller's own fields are
+checked by `ControllerConfig`, which reports the first invalid one.)
 """
 
 from __future__ import annotations
@@ -78,8 +79,8 @@ class Settings:
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, num_items: int) -> Settings:
-        """The settings of ``config`` for a pool of ``num_items`` items; ValueError naming
-        every invalid field."""
+        """The settings of ``config`` for a pool of ``num_items`` items; one ValueError
+        naming the invalid fields by their config names."""
         problems: list[str] = []
         m = config.mcal
 
