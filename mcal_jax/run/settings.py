@@ -2,10 +2,10 @@
 
 `Settings.from_config` turns the config file's fields into the typed records the run
 uses (the controller's `ControllerConfig`, the trainer's `TrainConfig`, the `Pricing` of
-device time, the sizes of T and B0) and raises one ValueError listing every invalid field
-by its config name. The run builds it right after loading the data (the sizes depend on
-N) and before it opens the ledger or writes a file. (The controller's own fields are
-checked by `ControllerConfig`, which reports the first invalid one.)
+device time, the sizes of T and B0) and raises one ValueError that names the invalid
+fields by their config names (of the controller's own fields, `ControllerConfig` reports
+the first invalid one). The run builds it right after loading the data (the sizes depend
+on N) and before it opens the ledger or writes a file.
 """
 
 from __future__ import annotations
