@@ -120,6 +120,7 @@ def planning_problem(num_rounds: int, seed: int = 0):
         human_usd_per_label=_HUMAN_USD,
         delta0=_DELTA0,
         min_delta=_MIN_DELTA,
+        train_epochs=_EPOCHS,
     )
     sizes, errors, counts = synthetic_error_counts(num_rounds, seed)
     noise = np.random.default_rng(seed + 1).normal(1.0, 0.02, num_rounds)
@@ -132,7 +133,7 @@ def planning_problem(num_rounds: int, seed: int = 0):
             test_errors=errors[r],
             test_counts=counts[r],
             training_usd=float(_USD_PER_IMAGE_EPOCH * _EPOCHS * sizes[r] * noise[r]),
-            epochs=_EPOCHS,
+            images=_EPOCHS * sizes[r],
             scoring_usd=_SCORING_USD_PER_ITEM * (_NUM_ITEMS - sizes[r]),
             labels_usd=_HUMAN_USD * (sizes[r] - (sizes[r - 1] if r else 0.0)),
         )
@@ -203,7 +204,7 @@ def _plan_benchmark(rounds: int, repeats: int) -> dict:
         sizes, history.test_errors, history.test_counts, thetas=history.thetas
     )
     cost_model = fit_training_cost(
-        sizes, np.asarray(history.epochs), np.asarray(history.training_usd)
+        np.asarray(history.images), np.asarray(history.training_usd), epochs=config.train_epochs
     )
     seconds = median_seconds(
         {

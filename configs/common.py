@@ -61,6 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.train = ml_collections.ConfigDict()
     config.train.epochs = 200
+    config.train.min_steps = 0  # a round runs max(epochs × steps per epoch, min_steps) steps
     config.train.batch_size = 256
     config.train.optimizer = "adam"  # the paper's Keras recipe: Adam 1e-3, ÷10 steps
     config.train.learning_rate = 1e-3

@@ -9,8 +9,9 @@ docs/algorithm.md (steps 6-9) describes it:
   C_score, i.e. C_h · (N − |S|) plus every dollar of device time, spent and predicted;
 - |S| = θ · |X∖(T ∪ B)| for the largest θ whose predicted error ε_θ(b) (Eq. 2) meets the
   error constraint, searched over a θ × b grid in one jitted, vectorised call;
-- future training follows Eq. 3 generalised to a per-round overhead and a last, partial
-  round: growing B from |B| to b in steps of δ costs Σ_rounds κ · size · epochs + overhead.
+- future training follows Eq. 3 generalised to a per-round overhead, a last, partial round
+  and a step floor: growing B from |B| to b in steps of δ costs
+  Σ_rounds κ · max(epochs · size, min_images) + overhead.
 
 Choices the paper leaves open, made here:
 
@@ -58,7 +59,9 @@ class ControllerConfig:
 
     ``constraint`` is "overall" (the paper's: errors(S) / N ≤ ε, human labels count as
     correct) or "machine_subset" (errors(S) / |S| ≤ ε, what the authors' code enforced).
-    ``max_rounds`` caps the rounds of a run (None: no cap). ``num_b_grid`` is fixed so
+    ``max_rounds`` caps the rounds of a run (None: no cap). ``train_epochs`` and
+    ``train_min_images`` describe how a future round trains (its passes over B, and the
+    images of its step floor) for the training-cost model. ``num_b_grid`` is fixed so
     repeated plans compile once.
     """
 
@@ -69,6 +72,8 @@ class ControllerConfig:
     human_usd_per_label: float
     delta0: int
     min_delta: int
+    train_epochs: float
+    train_min_images: float = 0.0
     stability_tolerance: float = 0.05
     batch_slack: float = 0.05
     min_rounds_for_stability: int = 3
@@ -88,6 +93,8 @@ class ControllerConfig:
         ok = is_int(self.delta0) and 1 <= self.delta0 <= pool
         check("delta0", ok, f"an integer in [1, N − |T| = {pool}]")
         check("min_delta", is_int(self.min_delta) and self.min_delta >= 1, "an integer ≥ 1")
+        check("train_epochs", self.train_epochs > 0, "> 0")
+        check("train_min_images", self.train_min_images >= 0, "≥ 0")
         check("stability_tolerance", self.stability_tolerance > 0.0, "> 0")
         check("batch_slack", self.batch_slack >= 0.0, "≥ 0")
         rounds = self.min_rounds_for_stability
@@ -132,12 +139,13 @@ class Plan:
 
 def _future_usd(b, b_now, delta, cost_model: TrainingCostModel, p: Mapping):
     """(rounds, training USD, scoring USD) of growing B from ``b_now`` to ``b`` in rounds of
-    ``delta`` (Eq. 3 generalised, `rounds_to_grow`); each round also scores the other
-    N − size items. Numpy and jax alike, so the jitted grid search and the host-side δ
-    search share it."""
-    rounds, size_sum = rounds_to_grow(b_now, b, delta)
+    ``delta`` (Eq. 3 generalised, `TrainingCostModel.growth_usd`); each round also scores
+    the other N − size items. Numpy and jax alike, so the jitted grid search and the
+    host-side δ search share it."""
+    rounds, training = cost_model.growth_usd(b_now, b, delta)
+    _, size_sum = rounds_to_grow(b_now, b, delta)
     scoring = p["scoring_usd_per_item"] * (rounds * p["num_items"] - size_sum)
-    return rounds, cost_model.usd(rounds, size_sum), scoring
+    return rounds, training, scoring
 
 
 @functools.partial(jax.jit, static_argnames=("num_b_grid", "constraint"))
@@ -333,7 +341,10 @@ def plan(config: ControllerConfig, history: History) -> Plan:
         sizes, history.test_errors, history.test_counts, thetas=history.thetas
     )
     cost_model = fit_training_cost(
-        sizes, np.asarray(history.epochs), np.asarray(history.training_usd)
+        np.asarray(history.images),
+        np.asarray(history.training_usd),
+        epochs=config.train_epochs,
+        min_images=config.train_min_images,
     )
     return plan_from_models(config, history, error_model, cost_model)
 

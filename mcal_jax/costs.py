@@ -53,10 +53,11 @@ class Pricing:
     usd_per_image_epoch: Mapping[str, float]
     scoring_fraction_of_image_epoch: float
 
-    def training_usd(self, model: str, train_size: int, epochs: int, device_seconds: float):
-        """C_train of one round: ``train_size`` items for ``epochs`` epochs."""
+    def training_usd(self, model: str, images: int, device_seconds: float) -> float:
+        """C_train of one round that put ``images`` images through forward and backward
+        (an image-epoch is one image processed once)."""
         if self.mode == "per_image_epoch":
-            return train_size * epochs * self.usd_per_image_epoch[model]
+            return images * self.usd_per_image_epoch[model]
         return device_seconds / 3600 * self.usd_per_device_hour
 
     def scoring_usd(self, model: str, items: int, device_seconds: float) -> float:

@@ -232,74 +232,95 @@ def _fit_power_laws_padded(b, errors, counts, pseudo_count, *, max_iter):
 
 @struct.dataclass
 class TrainingCostModel:
-    """Cost of one active-learning round: κ · |B| · epochs + overhead (Eq. 3, generalised).
+    """Cost of one active-learning round: κ · images(|B|) + overhead (Eq. 3, generalised).
 
-    ``usd_per_image_epoch`` is κ; ``usd_per_round`` is a fixed per-round overhead (0 unless
-    the measurements show one). ``epochs`` is the number of epochs each round trains.
+    ``usd_per_image_epoch`` is κ, the price of one image through forward and backward;
+    ``usd_per_round`` a fixed per-round overhead (0 unless the measurements show one). A
+    round on b items processes images(b) = max(``epochs`` · b, ``min_images``) images:
+    ``epochs`` passes over B, or the step floor's ``min_images`` (min_steps × batch) when
+    B is small. (Each pass rounds |B| up to whole batches; the model leaves that out, an
+    error of at most one batch per pass.)
     """
 
     usd_per_image_epoch: float
     usd_per_round: float
     epochs: float
+    min_images: float = 0.0
 
-    def usd(self, rounds, size_sum):
-        """Predicted training cost of ``rounds`` rounds whose sizes |B| add up to ``size_sum``
-        (see :func:`rounds_to_grow`); numpy or jax arrays alike."""
-        return self.usd_per_image_epoch * self.epochs * size_sum + self.usd_per_round * rounds
+    def growth_usd(self, b_from, b_to, delta):
+        """(n, USD) of the rounds that grow B from ``b_from`` to ``b_to`` in steps of
+        ``delta`` (see :func:`rounds_to_grow`); numpy or jax arrays alike."""
+        floor = self.min_images / self.epochs
+        rounds, size_sum = rounds_to_grow(b_from, b_to, delta, floor)
+        return (
+            rounds,
+            self.usd_per_image_epoch * self.epochs * size_sum + self.usd_per_round * rounds,
+        )
 
 
-def rounds_to_grow(b_from, b_to, delta):
+def rounds_to_grow(b_from, b_to, delta, floor=0.0):
     """The rounds that grow B from ``b_from`` to ``b_to`` in steps of ``delta`` (Eq. 3,
-    generalised to a partial last round): (n, Σ sizes), both floats.
+    generalised to a partial last round and a floor): (n, Σ max(size, ``floor``)), floats.
 
     n = ⌈(b_to − b_from)/δ⌉ rounds train on b_from + δ, b_from + 2δ, …, and a last one on
-    b_to itself (none when b_to ≤ b_from: the round at b_from is already paid), so
-    Σ sizes = n·b_from + (b_to − b_from) + δ·n(n − 1)/2. With b_from = 0, b_to a multiple
-    of δ and no overhead, κ·epochs·Σ sizes is the paper's Eq. 3, k·|B|·(|B|/δ + 1), with
+    b_to itself (none when b_to ≤ b_from: the round at b_from is already paid). Without a
+    floor their sizes add up to n·b_from + (b_to − b_from) + δ·n(n − 1)/2; with one, the J
+    rounds below it count as ``floor`` each. With b_from = 0, b_to a multiple of δ and no
+    floor or overhead, κ·epochs·Σ sizes is the paper's Eq. 3, k·|B|·(|B|/δ + 1), with
     k = κ·epochs / 2. Broadcasts over numpy or jax arrays (inside jit too); the results
     are floats, as δ·n² overflows int32 at Fashion-MNIST scale.
     """
     n = -((b_from - b_to) // delta) * 1.0
     grows = n > 0
     n = n * grows
-    return n, n * b_from + (b_to - b_from) * grows + delta * n * (n - 1.0) / 2.0
+    # J = #{j in 1..n−1 : b_from + jδ < floor}: the rounds the floor lifts.
+    below = -((b_from - floor) // delta) - 1.0
+    below = below * (below > 0)
+    below = below + (n - 1.0 - below) * (below > n - 1.0)  # at most n − 1
+    below = below * grows
+    above = n - 1.0 - below
+    middle = above * b_from + delta * ((n - 1.0) * n - below * (below + 1.0)) / 2.0
+    last = b_to + (floor - b_to) * (floor > b_to)  # max(b_to, floor)
+    return n, (below * floor + middle + last) * grows
 
 
 def fit_training_cost(
-    train_sizes: np.ndarray, epochs: np.ndarray, usd: np.ndarray
+    images: np.ndarray, usd: np.ndarray, *, epochs: float, min_images: float = 0.0
 ) -> TrainingCostModel:
-    """Fits the cost of a round, κ·|B|·epochs (+ c), to the rounds measured so far (step 5).
+    """Fits the cost of a round, κ · images (+ c), to the rounds measured so far (step 5).
 
     κ ≥ 0 is the least-squares slope through the origin. With ≥ 3 rounds a fixed
-    per-round overhead c ≥ 0 is also tried (non-negative least squares on [|B|·epochs, 1])
+    per-round overhead c ≥ 0 is also tried (non-negative least squares on [images, 1])
     and kept when it lowers Akaike's criterion n·log(SSE/n) + 2·(parameters): one extra
     parameter must buy a real drop in the residual, not the drop that any extra parameter
-    buys on noise. ``epochs`` of the model is the latest round's, the one future rounds are
-    expected to train.
+    buys on noise. Fitting on the images each round really processed makes the model
+    right for rounds lifted by a step floor, whose images are not |B| · epochs.
 
     Args:
-      train_sizes: [R] |B| of each round.
-      epochs: [R] epochs each round trained.
+      images: [R] images each round put through forward and backward.
       usd: [R] measured cost of each round's training.
+      epochs: the passes over B a future round makes.
+      min_images: a future round's floor on images (min_steps × batch; 0: none).
     """
-    b = np.asarray(train_sizes, np.float64)
-    e = np.asarray(epochs, np.float64)
+    x = np.asarray(images, np.float64)
     u = np.asarray(usd, np.float64)
-    if b.ndim != 1 or b.size == 0 or e.shape != b.shape or u.shape != b.shape:
+    if x.ndim != 1 or x.size == 0 or u.shape != x.shape:
         raise ValueError(
-            "fit_training_cost: train_sizes, epochs and usd must be 1-D of one non-zero "
-            f"length, got shapes {b.shape}, {e.shape}, {u.shape}"
+            "fit_training_cost: images and usd must be 1-D of one non-zero length, got "
+            f"shapes {x.shape}, {u.shape}"
         )
-    for name, v in (("train_sizes", b), ("epochs", e)):
-        if not np.all(np.isfinite(v)) or np.any(v <= 0):
-            raise ValueError(f"fit_training_cost: {name} must be positive and finite, got {v}")
+    if not np.all(np.isfinite(x)) or np.any(x <= 0):
+        raise ValueError(f"fit_training_cost: images must be positive and finite, got {x}")
     if not np.all(np.isfinite(u)) or np.any(u < 0):
         raise ValueError(f"fit_training_cost: usd must be non-negative and finite, got {u}")
-    x = b * e
+    if not (epochs > 0 and min_images >= 0):
+        raise ValueError(
+            f"fit_training_cost: need epochs > 0, min_images ≥ 0: {epochs}, {min_images}"
+        )
     kappa = max(float(x @ u / (x @ x)), 0.0)
     overhead = 0.0
-    if b.size >= 3:
-        n = b.size
+    if x.size >= 3:
+        n = x.size
         # Floor on SSE so an exact fit does not make log(SSE) −inf for both models.
         floor = 1e-12 * float(u @ u) + 1e-300
         sse_slope = max(float(np.sum((u - kappa * x) ** 2)), floor)
@@ -310,4 +331,9 @@ def fit_training_cost(
             sse_both = max(float(np.sum((u - k2 * x - c2) ** 2)), floor)
             if n * np.log(sse_both / n) + 4 < n * np.log(sse_slope / n) + 2:
                 kappa, overhead = float(k2), float(c2)
-    return TrainingCostModel(usd_per_image_epoch=kappa, usd_per_round=overhead, epochs=float(e[-1]))
+    return TrainingCostModel(
+        usd_per_image_epoch=kappa,
+        usd_per_round=overhead,
+        epochs=float(epochs),
+        min_images=float(min_images),
+    )

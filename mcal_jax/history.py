@@ -46,7 +46,7 @@ class History:
     test_counts: np.ndarray
     thetas: np.ndarray
     training_usd: tuple[float, ...]
-    epochs: tuple[float, ...]
+    images: tuple[float, ...]
     scoring_usd: tuple[float, ...]
     cost_star: tuple[float, ...]
     spent_usd: float
@@ -64,13 +64,13 @@ class History:
         check("test_counts", ok, f"{list(shape)} [rounds, thetas] counts ≥ 0")
         ok = errors.shape == shape and np.all((errors >= 0) & (errors <= counts))
         check("test_errors", ok, f"{list(shape)} [rounds, thetas] error counts in [0, counts]")
-        for name in ("training_usd", "epochs", "scoring_usd"):
+        for name in ("training_usd", "images", "scoring_usd"):
             check(name, len(getattr(self, name)) == shape[0], f"one entry per round ({shape[0]})")
         check("cost_star", len(self.cost_star) <= shape[0], f"at most {shape[0]} entries")
         check("delta", is_int(self.delta) and self.delta >= 1, "an integer ≥ 1")
         fields: dict[str, object] = {"thetas": thetas, "test_errors": errors, "test_counts": counts}
         fields["train_sizes"] = tuple(int(v) for v in sizes)
-        for name in ("training_usd", "epochs", "scoring_usd", "cost_star"):
+        for name in ("training_usd", "images", "scoring_usd", "cost_star"):
             fields[name] = tuple(float(v) for v in getattr(self, name))
         for name, value in fields.items():
             object.__setattr__(self, name, value)
@@ -99,7 +99,7 @@ class History:
         test_errors,
         test_counts,
         training_usd: float,
-        epochs: float,
+        images: float,
         scoring_usd: float,
         labels_usd: float = 0.0,
     ) -> History:
@@ -110,7 +110,7 @@ class History:
             test_errors=np.vstack([self.test_errors, np.reshape(test_errors, (1, -1))]),
             test_counts=np.vstack([self.test_counts, np.reshape(test_counts, (1, -1))]),
             training_usd=(*self.training_usd, training_usd),
-            epochs=(*self.epochs, epochs),
+            images=(*self.images, images),
             scoring_usd=(*self.scoring_usd, scoring_usd),
             spent_usd=self.spent_usd + training_usd + scoring_usd + labels_usd,
         )

@@ -1,8 +1,11 @@
 """How one round trains: the `TrainConfig`, the learning-rate schedule and the optimizer.
 
 The defaults are the paper's (Section 5): 200 epochs, learning rate ÷10 at epochs 80,
-120, 160 and 180, mini-batch 256. The learning rate is a function of the fractional
-epoch, so the schedule applies whatever |B| is.
+120, 160 and 180, mini-batch 256. A round runs at least ``min_steps`` optimizer steps
+however small B is (docs/algorithm.md, step 2): a fixed number of epochs on a tiny B is a
+dozen steps, and its learning curve would measure the optimizer, not the data. The
+schedule is written in epochs but spans the steps actually run: at step s of S, the
+schedule stands at epoch s/S · ``epochs``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ class TrainConfig:
     rate ÷10 at epochs 80, 120, 160 and 180, mini-batch 256."""
 
     epochs: int = 200
+    min_steps: int = 0  # a round runs max(epochs × steps per epoch, min_steps) steps
     batch_size: int = 256  # global, over all devices
     optimizer: str = "sgd"  # "sgd" (momentum, optionally Nesterov) or "adam" (AdamW)
     learning_rate: float = 0.1
@@ -37,6 +41,7 @@ class TrainConfig:
     def __post_init__(self):
         checks = {
             "epochs": self.epochs >= 1,
+            "min_steps": self.min_steps >= 0,
             "batch_size": self.batch_size >= 1,
             "optimizer": self.optimizer in ("sgd", "adam"),
             "learning_rate": self.learning_rate > 0,
@@ -51,9 +56,24 @@ class TrainConfig:
                 raise ValueError(f"train.{name}={getattr(self, name)!r} is not valid")
         object.__setattr__(self, "decay_epochs", tuple(int(e) for e in self.decay_epochs))
 
+    def steps(self, num_labeled: int) -> int:
+        """Optimizer steps of a round on ``num_labeled`` items (the last batch of each pass
+        over B wraps around, so a pass is ⌈|B| / batch⌉ steps)."""
+        return max(self.epochs * -(-num_labeled // self.batch_size), self.min_steps)
+
+    def images(self, num_labeled: int) -> int:
+        """Images through forward and backward in a round on ``num_labeled`` items."""
+        return self.steps(num_labeled) * self.batch_size
+
+
+def schedule_epoch(config: TrainConfig, step: jax.Array, total_steps: jax.Array) -> jax.Array:
+    """Where the schedule stands at ``step`` of a round of ``total_steps`` steps: the
+    fraction of the round done, in epochs of the configured schedule."""
+    return step * config.epochs / total_steps
+
 
 def learning_rate(config: TrainConfig, epoch: jax.Array) -> jax.Array:
-    """The learning rate at fractional ``epoch`` (traced)."""
+    """The learning rate at fractional schedule epoch ``epoch`` in [0, ``epochs``) (traced)."""
     base = config.learning_rate
     if config.schedule == "paper":
         boundaries = jnp.asarray(config.decay_epochs or (config.epochs,), jnp.float32)

@@ -23,8 +23,10 @@ The design keeps every round on the same compiled programs, with everything on t
   exactly the step one device would take on the whole global batch.
 - The last batch of an epoch wraps around to the epoch's first items, so every step has
   the full global batch whatever |B| is.
-- The learning rate is a function of the fractional epoch, which lets the paper's schedule
-  (÷10 at epochs 80, 120, 160, 180) apply whatever |B| is.
+- A round runs max(epochs × ⌈|B| / batch⌉, ``min_steps``) steps, in passes over B; the
+  learning rate follows the schedule across the steps actually run (see
+  :mod:`mcal_jax.recipe`), so the paper's ÷10 at epochs 80, 120, 160, 180 of 200 falls at
+  40%, 60%, 80% and 90% of the run whatever |B| is.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from mcal_jax import models
 from mcal_jax.indices import as_int_array
 from mcal_jax.parallel import DATA_AXIS
 from mcal_jax.pool import DevicePool, augment, normalize, replicate
-from mcal_jax.recipe import TrainConfig, learning_rate, make_optimizer
+from mcal_jax.recipe import TrainConfig, learning_rate, make_optimizer, schedule_epoch
 
 P = PartitionSpec
 
@@ -69,7 +71,8 @@ class TrainResult:
     wall_seconds: float
     compile_seconds: float  # 0.0 when the program was already compiled
     images_processed: int  # images through forward+backward (steps × global batch)
-    epochs: int
+    steps: int  # optimizer steps: max(epochs × ⌈|B| / batch⌉, min_steps)
+    epochs: float  # passes over B: steps / ⌈|B| / batch⌉
     final_loss: float
     num_devices: int
 
@@ -109,7 +112,7 @@ class Trainer:
         step = jax.shard_map(
             self._per_device_step,
             mesh=self.mesh,
-            in_specs=(P(),) * 9,
+            in_specs=(P(),) * 10,
             out_specs=(P(), P()),
             # Gradients of replicated parameters are averaged by the explicit pmean below,
             # as under pmap; with check_vma they would arrive already summed.
@@ -126,7 +129,9 @@ class Trainer:
             params, variables.get("batch_stats", {}), self.tx.init(params), jnp.int32(0)
         )
 
-    def _per_device_step(self, state, loss_sum, images, labels, mean, std, order, num_labeled, key):
+    def _per_device_step(
+        self, state, loss_sum, images, labels, mean, std, order, num_labeled, total_steps, key
+    ):
         config = self.config
         global_batch = config.batch_size
         local_batch = global_batch // self.num_devices
@@ -158,7 +163,7 @@ class Trainer:
         grads = jax.lax.pmean(grads, DATA_AXIS)
         loss = jax.lax.pmean(loss, DATA_AXIS)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-        lr = learning_rate(config, state.step / steps_per_epoch)
+        lr = learning_rate(config, schedule_epoch(config, state.step, total_steps))
         updates = jax.tree.map(lambda u: (lr * u).astype(u.dtype), updates)
         params = optax.apply_updates(state.params, updates)
         return TrainState(params, batch_stats, opt_state, state.step + 1), loss_sum + loss
@@ -204,39 +209,44 @@ class Trainer:
         pool = self.pool
         zero = replicate(self.mesh, np.zeros((), np.float32))
 
+        config = self.config
+        steps_per_pass = math.ceil(num_labeled / config.batch_size)
+        total_steps = config.steps(num_labeled)
+        total = replicate(self.mesh, np.asarray(total_steps, np.int32))
         compile_seconds = 0.0
         if self._compiled_step is None:
             start = time.perf_counter()
             order = self._order(labeled_mask, order_key)
             args = (state, zero, pool.images, label_array, pool.mean, pool.std, order)
-            self._compiled_step = self._step.lower(*args, count, step_key).compile()
+            self._compiled_step = self._step.lower(*args, count, total, step_key).compile()
             compile_seconds = time.perf_counter() - start
         step = self._compiled_step
 
         def run_step(state, loss_sum, order):
             args = (state, loss_sum, pool.images, label_array, pool.mean, pool.std, order)
-            return step(*args, count, step_key)
+            return step(*args, count, total, step_key)
 
-        steps_per_epoch = math.ceil(num_labeled / self.config.batch_size)
-        epochs = range(self.config.epochs)
+        # Passes over B in a fresh order each; the last one stops at the step count.
+        passes = range(-(-total_steps // steps_per_pass))
         if progress:
             from tqdm.auto import tqdm
 
-            epochs = tqdm(epochs, desc=f"train {self.model_name} |B|={num_labeled}", leave=False)
-        bar = epochs if progress else None
+            passes = tqdm(passes, desc=f"train {self.model_name} |B|={num_labeled}", leave=False)
+        bar = passes if progress else None
         jax.block_until_ready(state)
         start = time.perf_counter()
-        pending: tuple[int, jax.Array] | None = None  # each epoch's loss is read one epoch
-        for epoch in epochs:  # late, so the device never idles
-            order = self._order(labeled_mask, jax.random.fold_in(order_key, epoch))
+        pending: tuple[int, jax.Array, int] | None = None  # each pass's loss is read one
+        for index in passes:  # pass late, so the device never idles
+            order = self._order(labeled_mask, jax.random.fold_in(order_key, index))
             loss_sum = zero
-            for _ in range(steps_per_epoch):
+            steps = min(steps_per_pass, total_steps - index * steps_per_pass)
+            for _ in range(steps):
                 state, loss_sum = run_step(state, loss_sum, order)
             if pending is not None:
-                _check_loss(*pending, steps_per_epoch, progress_bar=bar)
-            pending = (epoch, loss_sum)
-        assert pending is not None  # TrainConfig requires epochs ≥ 1
-        final_loss = _check_loss(*pending, steps_per_epoch, progress_bar=bar)
+                _check_loss(*pending, progress_bar=bar)
+            pending = (index, loss_sum, steps)
+        assert pending is not None  # a round runs at least one step
+        final_loss = _check_loss(*pending, progress_bar=bar)
         jax.block_until_ready(state)
         wall = time.perf_counter() - start
         # The loss is computed before each update, so it can stay finite while the weights
@@ -244,7 +254,7 @@ class Trainer:
         if not bool(_all_finite((state.params, state.batch_stats))):
             raise DivergedError(
                 f"the weights of {self.model_name} trained on |B|={num_labeled} are not "
-                f"finite: lower train.learning_rate={self.config.learning_rate} or check the data"
+                f"finite: lower train.learning_rate={config.learning_rate} or check the data"
             )
 
         result = TrainResult(
@@ -252,15 +262,18 @@ class Trainer:
             device_seconds=wall * self.num_devices,
             wall_seconds=wall,
             compile_seconds=compile_seconds,
-            images_processed=steps_per_epoch * self.config.batch_size * self.config.epochs,
-            epochs=self.config.epochs,
+            images_processed=config.images(num_labeled),
+            steps=total_steps,
+            epochs=total_steps / steps_per_pass,
             final_loss=final_loss,
             num_devices=self.num_devices,
         )
         logging.info(
-            "trained %s on |B|=%d: %d epochs, loss %.4f, %.1f s (%.0f img/s), compile %.1f s",
+            "trained %s on |B|=%d: %d steps (%.1f epochs), loss %.4f, %.1f s (%.0f img/s), "
+            "compile %.1f s",
             self.model_name,
             num_labeled,
+            total_steps,
             result.epochs,
             final_loss,
             wall,

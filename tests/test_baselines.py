@@ -73,14 +73,17 @@ def test_stop_now_prices_humans_for_everything_not_certified(tmp_path):
 def test_active_learning_pays_exactly_what_its_rounds_bought(tmp_path):
     ctx = prepare(_config(), str(tmp_path))
     ctx.ledger.buy(ctx.labeler, ctx.test_indices, purpose="test", key=TEST_PURCHASE_KEY)
-    n, num_test, epochs = ctx.num_items, ctx.settings.num_test, ctx.settings.train.epochs
+    n, num_test, train = ctx.num_items, ctx.settings.num_test, ctx.settings.train
     result = baselines.active_learning(ctx, "tiny", fraction=0.1, max_rounds=3)
     assert result.delta == 60
     sizes = np.asarray(result.train_sizes)
     assert sizes[0] == len(ctx.initial_batch) == 30
     assert np.all(np.diff(sizes) == 60)  # a fixed δ: the point of the baseline
-    # Per-image-epoch prices: training |B|·epochs, scoring the N − |B| others at 1/3.
-    device = np.cumsum(sizes * epochs * RATE + (n - sizes) * RATE / 3)
+    # Per-image-epoch prices: training the images of 10 passes over |B| in batches of 32,
+    # scoring the N − |B| others at a third of that each.
+    images = np.array([10 * -(-s // 32) * 32 for s in sizes])
+    assert list(images) == [train.images(s) for s in sizes]
+    device = np.cumsum(images * RATE + (n - sizes) * RATE / 3)
     unlabeled = n - num_test - sizes[-1]
     assert result.total_usd == result.stop_now_usd[-1]
     assert result.total_usd == pytest.approx(

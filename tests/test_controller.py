@@ -41,6 +41,7 @@ def make_config(**changes) -> ControllerConfig:
         human_usd_per_label=0.04,
         delta0=30,
         min_delta=5,
+        train_epochs=200.0,
         num_b_grid=2048,
     )
     return ControllerConfig(**{**base, **changes})
@@ -52,7 +53,7 @@ def make_history(
     history = History.start(thetas, delta, spent_usd=spent)
     for size in sizes:
         errors, counts = np.full(len(thetas), 5), np.full(len(thetas), 50)
-        history = history.append_round(size, errors, counts, 3e-4 * size, 200, scoring, 1.2)
+        history = history.append_round(size, errors, counts, 3e-4 * size, 200 * size, scoring, 1.2)
     return dataclasses.replace(history, cost_star=tuple(cost_star))
 
 
@@ -72,23 +73,31 @@ def brute_force(config, history, fit, cost_model, delta=None):
     ok &= np.asarray(fit.trusted)[:, None]
     theta_star = np.where(ok, thetas[:, None], 0.0).max(axis=0)
     size, training, scoring = np.full(b.shape, b_now), np.zeros(b.shape), np.zeros(b.shape)
-    per_item = cost_model.usd_per_image_epoch * cost_model.epochs
+    kappa, epochs, floor = (
+        cost_model.usd_per_image_epoch,
+        cost_model.epochs,
+        cost_model.min_images,
+    )
     # The last round scored the N − |B| items outside B.
     scoring_per_item = history.scoring_usd[-1] / (config.num_items - b_now)
     while np.any(size < b):
         active = size < b
         size = np.where(active, np.minimum(size + delta, b), size)
-        training += active * (per_item * size + cost_model.usd_per_round)
+        images = np.maximum(epochs * size, floor)
+        training += active * (kappa * images + cost_model.usd_per_round)
         scoring += active * scoring_per_item * (config.num_items - size)
     so_far = sum(history.training_usd) + sum(history.scoring_usd)
     human = config.human_usd_per_label * (config.num_items - theta_star * unlabeled)
     return b, human + so_far + training + scoring, theta_star
 
 
-def test_plan_matches_brute_force_when_grid_holds_every_integer():
+@pytest.mark.parametrize("floor", [0.0, 500 * 200.0])
+def test_plan_matches_brute_force_when_grid_holds_every_integer(floor):
+    """With a step floor (every round trains at least as much as on 500 items) too."""
     config, history, fit = make_config(), make_history(), make_fit()
-    p = plan_from_models(config, history, fit, COST)
-    b, cost, theta_star = brute_force(config, history, fit, COST)
+    cost_model = dataclasses.replace(COST, min_images=floor)
+    p = plan_from_models(config, history, fit, cost_model)
+    b, cost, theta_star = brute_force(config, history, fit, cost_model)
     best = int(np.argmin(cost))
     assert 100 < b[best] < POOL  # an interior optimum, not an end of the range
     assert np.isclose(p.cost_star_usd, cost[best], rtol=1e-5)
@@ -306,8 +315,8 @@ def test_plan_end_to_end_on_sampled_curves():
         rates = np.asarray(fit_module.predict_error(true_fit, np.array([size])))[:, 0]
         counts = np.round(THETAS * 400 + 20)
         errors = np.round(rates * counts)
-        usd = COST.usd(1, size)
-        history = history.append_round(size, errors, counts, usd, COST.epochs, 2e-3)
+        usd = COST.growth_usd(0.0, size, size)[1]
+        history = history.append_round(size, errors, counts, usd, COST.epochs * size, 2e-3)
     p = plan(config, history)
     b, cost, _ = brute_force(config, history, true_fit, COST)
     assert abs(p.b_opt - b[np.argmin(cost)]) <= 50

@@ -203,11 +203,12 @@ def test_training_cost_recovers_slope_and_overhead():
     epochs = np.full(7, 30.0)
     usd = 2e-6 * b * epochs + 0.15
     noisy = usd * (1 + 0.005 * rng.standard_normal(7))
-    model = F.fit_training_cost(b, epochs, noisy)
+    model = F.fit_training_cost(b * epochs, noisy, epochs=30.0)
     assert model.usd_per_image_epoch == pytest.approx(2e-6, rel=0.03)
     assert model.usd_per_round == pytest.approx(0.15, rel=0.1)
     assert model.epochs == 30.0
-    assert model.usd(1, 3500.0) == pytest.approx(2e-6 * 3500 * 30 + 0.15, rel=0.01)
+    one_round = model.growth_usd(0.0, 3500.0, 3500.0)
+    assert one_round[0] == 1 and one_round[1] == pytest.approx(2e-6 * 3500 * 30 + 0.15, rel=0.01)
 
 
 def test_training_cost_without_overhead_keeps_it_zero():
@@ -215,23 +216,39 @@ def test_training_cost_without_overhead_keeps_it_zero():
     b = np.arange(1, 8) * 700.0
     epochs = np.array([20, 20, 30, 30, 30, 40, 40.0])
     usd = 3e-6 * b * epochs * (1 + 0.01 * rng.standard_normal(7))
-    model = F.fit_training_cost(b, epochs, usd)
+    model = F.fit_training_cost(b * epochs, usd, epochs=40.0)
     assert model.usd_per_round == 0.0
     assert model.usd_per_image_epoch == pytest.approx(3e-6, rel=0.02)
-    assert model.epochs == 40.0  # the latest round's
+    assert model.epochs == 40.0  # how future rounds train
     # Two rounds: no overhead is tried, even if the data have one.
-    two = F.fit_training_cost(b[:2], epochs[:2], 3e-6 * b[:2] * 20 + 1.0)
+    two = F.fit_training_cost(b[:2] * epochs[:2], 3e-6 * b[:2] * 20 + 1.0, epochs=20.0)
     assert two.usd_per_round == 0.0 and two.usd_per_image_epoch > 3e-6
     with pytest.raises(ValueError, match="usd must be non-negative"):
-        F.fit_training_cost(b, epochs, -usd)
+        F.fit_training_cost(b * epochs, -usd, epochs=40.0)
+
+
+def test_training_cost_is_fitted_on_images_so_floored_rounds_predict_right():
+    """Rounds lifted by a step floor process more images than |B| · epochs: fitting on
+    |B| · epochs would overprice every large round; on images, κ is the true price."""
+    b = np.array([100.0, 200.0, 400.0, 800.0, 1600.0])
+    images = np.maximum(8 * b, 300 * 64.0)  # 8 epochs, at least 300 steps of 64
+    usd = 2e-6 * images
+    model = F.fit_training_cost(images, usd, epochs=8.0, min_images=300 * 64.0)
+    assert model.usd_per_image_epoch == pytest.approx(2e-6, rel=1e-9)
+    for size in (50.0, 1000.0, 6400.0):
+        rounds, cost = model.growth_usd(size - 1.0, size, 1.0)  # one round on `size`
+        assert cost == pytest.approx(2e-6 * max(8 * size, 300 * 64.0), rel=1e-9)
 
 
 def _growth_usd(model, b_from, b_to, delta):
-    return model.usd(*F.rounds_to_grow(b_from, b_to, delta))
+    return model.growth_usd(b_from, b_to, delta)[1]
 
 
-def test_growth_usd_equals_explicit_sum_over_rounds():
-    model = F.TrainingCostModel(usd_per_image_epoch=1.5e-6, usd_per_round=0.2, epochs=25.0)
+@pytest.mark.parametrize("min_images", [0.0, 25.0 * 2500])
+def test_growth_usd_equals_explicit_sum_over_rounds(min_images):
+    model = F.TrainingCostModel(
+        usd_per_image_epoch=1.5e-6, usd_per_round=0.2, epochs=25.0, min_images=min_images
+    )
     rng = np.random.default_rng(2)
     b_from = rng.integers(0, 3000, 50).astype(float)
     b_to = b_from + rng.integers(-500, 8000, 50)
@@ -241,7 +258,7 @@ def test_growth_usd_equals_explicit_sum_over_rounds():
         expected, size = 0.0, b_from[i]
         while size < b_to[i]:
             size = min(size + delta[i], b_to[i])
-            expected += 1.5e-6 * size * 25.0 + 0.2
+            expected += 1.5e-6 * max(size * 25.0, min_images) + 0.2
         assert got[i] == pytest.approx(expected, rel=1e-5, abs=1e-9)
     jitted = jax.jit(lambda bt: _growth_usd(model, b_from, bt, delta))
     np.testing.assert_allclose(jitted(b_to), got, rtol=1e-6)

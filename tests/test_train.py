@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from mcal_jax import parallel, scoring
+from mcal_jax import parallel, recipe, scoring
 from mcal_jax import pool as pool_lib
 from mcal_jax import train as train_lib
 from mcal_jax.data import DEBIAN_FASHION_MNIST_DIR, Dataset, load_dataset
@@ -77,6 +77,26 @@ def test_rounds_reuse_one_compiled_program():
     assert first.images_processed == 2 * 2 * 32
     assert second.images_processed == 7 * 2 * 32
     assert second.device_seconds == pytest.approx(2 * second.wall_seconds)
+
+
+def test_step_floor_trains_small_sets_longer_on_the_same_schedule():
+    pool = pool_lib.upload(_toy_dataset(), parallel.make_mesh(1))
+    config = train_lib.TrainConfig(epochs=2, batch_size=32, min_steps=20, schedule="cosine")
+    labels = _toy_dataset().labels
+    small = train_lib.train("tiny", pool, np.arange(50), labels[:50], config)
+    # 2 epochs of ⌈50 / 32⌉ = 2 steps would be 4 steps: the floor makes it 20.
+    assert (small.steps, small.images_processed, small.epochs) == (20, 20 * 32, 10.0)
+    large = train_lib.train("tiny", pool, np.arange(500), labels[:500], config)
+    assert (large.steps, large.images_processed, large.epochs) == (32, 32 * 32, 2.0)
+    # The schedule spans the steps run: the paper's ÷10 at epoch 80 of 200 comes at 40%.
+    paper = train_lib.TrainConfig(epochs=200, min_steps=1000, learning_rate=0.1)
+    total = paper.steps(256)  # one step per pass: 200 steps, floored to 1000
+    assert total == 1000
+    lrs = [
+        float(train_lib.learning_rate(paper, recipe.schedule_epoch(paper, s, total)))
+        for s in (399, 400, 599, 600)
+    ]
+    np.testing.assert_allclose(lrs, [0.1, 0.01, 0.01, 1e-3], rtol=1e-5)
 
 
 def test_non_finite_loss_stops_with_clear_error():

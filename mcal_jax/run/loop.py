@@ -89,7 +89,7 @@ def run_round(ctx: Context, run: state.RunState) -> state.RunState:
             m.profile.test_errors,
             m.profile.test_counts,
             m.training_usd,
-            m.train.epochs,
+            m.train.images_processed,
             m.scoring_usd,
             labels_usd=labels_usd,
         )

@@ -72,9 +72,7 @@ def measure(
         scores=scores,
         profile=profile,
         train_size=len(train_indices),
-        training_usd=pricing.training_usd(
-            model, len(train_indices), result.epochs, result.device_seconds
-        ),
+        training_usd=pricing.training_usd(model, result.images_processed, result.device_seconds),
         scoring_usd=pricing.scoring_usd(model, len(to_score), scoring_seconds),
         scored_items=len(to_score),
         scoring_seconds=scoring_seconds,

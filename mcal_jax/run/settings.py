@@ -33,6 +33,8 @@ _CONTROLLER_SOURCES = {
     "min_rounds_for_stability": "mcal.min_rounds_for_stability",
     "budget_usd": "mcal.budget_usd",
     "max_rounds": "mcal.max_rounds",
+    "train_epochs": "train.epochs",
+    "train_min_images": "train.min_steps",
 }
 
 
@@ -133,6 +135,8 @@ class Settings:
             human_usd_per_label=usd_per_label,
             delta0=max(1, int(round(m.delta0_fraction * num_items))),
             min_delta=max(1, int(round(m.min_delta_fraction * num_items))),
+            train_epochs=float(config.train.epochs),
+            train_min_images=float(config.train.min_steps * config.train.batch_size),
             stability_tolerance=m.stability_tolerance,
             batch_slack=m.batch_slack,
             min_rounds_for_stability=m.min_rounds_for_stability,

@@ -70,7 +70,7 @@ class ModelRound:
     test_counts: tuple[int, ...]  # per θ: T items above τ_θ
     training_usd: float
     scoring_usd: float
-    epochs: int
+    epochs: float  # passes over B (steps / ⌈|B| / batch⌉)
     images: int  # images through forward + backward
     device_seconds: float  # training, compile excluded
     scoring_seconds: float
@@ -200,7 +200,7 @@ def grow_history(history: History, measured: ModelRound, labels_usd: float) -> H
         np.asarray(measured.test_errors),
         np.asarray(measured.test_counts),
         measured.training_usd,
-        measured.epochs,
+        measured.images,
         measured.scoring_usd,
         labels_usd=labels_usd,
     )
