@@ -29,6 +29,7 @@ machine slows both alike: on a busy CPU the absolute numbers drift, the ratios m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import time
@@ -110,7 +111,8 @@ def planning_problem(num_rounds: int, seed: int = 0):
     """The controller config and a ``num_rounds``-round history with the plans recorded.
 
     Each round is appended and planned in turn (as the MCAL loop does), so the history holds
-    C* of the earlier rounds and the timed plan can take the stable branch (the δ search).
+    C* and B_opt of the earlier rounds and the timed plan takes the stable branch (the δ
+    search).
     """
     config = controller.ControllerConfig(
         num_items=_NUM_ITEMS,
@@ -137,7 +139,11 @@ def planning_problem(num_rounds: int, seed: int = 0):
             scoring_usd=_SCORING_USD_PER_ITEM * (_NUM_ITEMS - sizes[r]),
             labels_usd=_HUMAN_USD * (sizes[r] - (sizes[r - 1] if r else 0.0)),
         )
-    return config, history
+    # Noisy counts move B_opt from round to round; the last plan is recorded as if it had
+    # found today's B_opt, so the timed plan is stable and takes the δ search, the branch
+    # that does the most work.
+    today = controller.plan(config, history).b_opt
+    return config, dataclasses.replace(history, b_opts=(*history.b_opts[:-1], today))
 
 
 def _scoring_benchmark(

@@ -48,6 +48,6 @@ def cpu(config) -> None:
 
 
 def sweep(arg: str = "") -> list[dict]:
-    """The paper's grid, or with `cpu` both services × 2 seeds (see get_config's arguments)."""
+    """The paper's grid, or with `cpu` the CPU variant over seeds 0, 1, 2 (see get_config)."""
     get_config(arg)  # rejects unknown arguments
     return common.paper_sweep(arg)

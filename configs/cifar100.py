@@ -34,6 +34,6 @@ def get_config(arg: str = "") -> "common.ml_collections.ConfigDict":
 
 
 def sweep(arg: str = "") -> list[dict]:
-    """The paper's grid, or with `cpu` both services × 2 seeds (see get_config's arguments)."""
+    """The paper's grid, or with `cpu` the CPU variant over seeds 0, 1, 2 (see get_config)."""
     get_config(arg)  # rejects unknown arguments
     return cifar10.sweep(arg)

@@ -76,6 +76,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.horizontal_flip = True
     config.train.compute_dtype = "float32"
 
+    # The final classifier, trained once on the final B to do the machine labeling: the
+    # fields set here override `train` (e.g. a longer schedule with augmentation, which the
+    # cheap measuring rounds cannot afford). None everywhere: the last round's classifier.
+    config.final_train = ml_collections.ConfigDict()
+    config.final_train.epochs = config_dict.placeholder(int)
+    config.final_train.min_steps = config_dict.placeholder(int)
+    config.final_train.learning_rate = config_dict.placeholder(float)
+    config.final_train.crop_padding = config_dict.placeholder(int)
+    config.final_train.horizontal_flip = config_dict.placeholder(bool)
+
     config.score_batch_size = 1024
     config.num_devices = 0  # 0: all devices
 
@@ -127,7 +137,7 @@ PAPER_SEEDS = [0, 1, 2]
 
 def paper_sweep(arg: str = "") -> list[dict]:
     """Labeling service × ε × model × 3 seeds = 2 × 2 × 3 × 3 = 36 points; with `cpu` in
-    ``arg``, both services × 2 seeds of the CPU variant.
+    ``arg``, the CPU variant over seeds 0, 1, 2 (its other options, e.g. `satyam`, apply).
 
     The δ grid of Figs. 5-7 is not an axis: MCAL adapts δ itself, and with
     ``baselines.run`` every point also runs AL(δ) for each δ in
@@ -137,7 +147,7 @@ def paper_sweep(arg: str = "") -> list[dict]:
     from mcal_jax import sweep as sweep_lib
 
     if "cpu" in arg.split(","):
-        return sweep_lib.seeds(sweep_lib.product({"labeling.service": PAPER_SERVICES}), [0, 1])
+        return sweep_lib.seeds([{}], PAPER_SEEDS)
     axes = {
         "baselines.run": [True],
         "labeling.service": PAPER_SERVICES,

@@ -7,33 +7,40 @@ docs/algorithm.md (steps 6-9) describes it:
 
 - the total cost is Eq. 1 with nothing left out, C = C_h · (|T| + |B| + |R|) + C_train +
   C_score, i.e. C_h · (N − |S|) plus every dollar of device time, spent and predicted;
-- |S| = θ · |X∖(T ∪ B)| for the largest θ whose predicted error ε_θ(b) (Eq. 2) meets the
-  error constraint, searched over a θ × b grid in one jitted, vectorised call;
+- |S| = θ · |X∖(T ∪ B)| for the largest feasible θ, searched over a θ × b grid in one
+  jitted, vectorised call;
 - future training follows Eq. 3 generalised to a per-round overhead, a last, partial round
   and a step floor: growing B from |B| to b in steps of δ costs
   Σ_rounds κ · max(epochs · size, min_images) + overhead.
 
 Choices the paper leaves open, made here:
 
-- Item counts in the cost are continuous (|S| = θ · |U| need not be an integer); `Plan`
-  reports |S| rounded.
-- "Buying more labels no longer pays" (B_opt ≤ |B|) stops the loop only once
-  `min_rounds_for_stability` rounds are in the fit: with fewer points the learning curve is
-  barely determined (a single point fits a flat curve), so the loop keeps buying δ0.
+- Item counts in the cost are continuous; `Plan` reports |S| rounded.
+- θ is feasible when the Clopper–Pearson bound that step 10 will certify meets the
+  constraint, predicted from ε_θ(b) and the number of T items above τ_θ in the latest
+  round (`confidence`; None plans on the point estimate, as the paper does). The plan
+  then promises what the finish can certify.
+- Stability is measured on B_opt, the decision itself (|ΔB_opt| / B_opt < Δ), not on C*:
+  one θ step moves C* by 15-30% at Fashion-MNIST scale, so a C* test flips on noise.
+- "Buying more labels no longer pays" when stopping now, C(|B|), costs at most C*·(1 + β):
+  a gain within the slack β is not worth the labels where the curve is flat and its
+  extrapolation least sure (B_opt ≤ |B| is the case C(|B|) = C*). Stopping is
+  irreversible, so it stops the loop only when the decision holds: the plan is stable, or
+  the previous plan said so too. With fewer than `min_rounds_for_stability` rounds it
+  never stops (a single point fits a flat curve). The loop also stops when the latest
+  model already certifies every remaining item.
 - The floor `min_delta` limits how finely the remaining labels are split into rounds; it
   never makes a round buy past B_opt, so the last round may be smaller than the floor.
 - When the models are unstable δ keeps its current value (Algorithm 1 changes δ only inside
   the stability test, line 19-22), which is δ0 until the first stable round.
-- Every stop and every δ is decided here, the round cap included: once stable, δ is raised
-  so that B reaches B_opt within the rounds `max_rounds` still allows, and it never
-  exceeds the unlabeled pool.
-- The scoring price per item is measured, not configured: the last round scored U ∪ T,
-  N − |B| items, for ``History.scoring_usd[-1]``.
+- Every stop and every δ is decided here: once stable, δ is raised so that B reaches
+  B_opt within the rounds `max_rounds` still allows; δ never exceeds the unlabeled pool.
+- The scoring price per item is measured: the last round scored the N − |B| items of
+  U ∪ T for ``History.scoring_usd[-1]``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Mapping
 
@@ -49,92 +56,8 @@ from mcal_jax.fit import (
     predict_error,
     rounds_to_grow,
 )
-from mcal_jax.history import History, check_field, is_int
-from mcal_jax.profile import CONSTRAINTS
-
-
-@dataclasses.dataclass(frozen=True)
-class ControllerConfig:
-    """What the user asks for and what things cost; docs/algorithm.md, steps 6-9.
-
-    ``constraint`` is "overall" (the paper's: errors(S) / N ≤ ε, human labels count as
-    correct) or "machine_subset" (errors(S) / |S| ≤ ε, what the authors' code enforced).
-    ``max_rounds`` caps the rounds of a run (None: no cap). ``train_epochs`` and
-    ``train_min_images`` describe how a future round trains (its passes over B, and the
-    images of its step floor) for the training-cost model. ``num_b_grid`` is fixed so
-    repeated plans compile once.
-    """
-
-    num_items: int
-    num_test: int
-    epsilon: float
-    constraint: str
-    human_usd_per_label: float
-    delta0: int
-    min_delta: int
-    train_epochs: float
-    train_min_images: float = 0.0
-    stability_tolerance: float = 0.05
-    batch_slack: float = 0.05
-    min_rounds_for_stability: int = 3
-    budget_usd: float | None = None
-    max_rounds: int | None = None
-    num_b_grid: int = 1024
-
-    def __post_init__(self):
-        check = functools.partial(check_field, self)
-        check("num_items", is_int(self.num_items) and self.num_items >= 2, "an integer ≥ 2")
-        n = self.num_items
-        check("num_test", is_int(self.num_test) and 0 <= self.num_test < n, f"in [0, {n})")
-        pool = n - self.num_test
-        check("epsilon", 0.0 < self.epsilon < 1.0, "a target error in (0, 1)")
-        check("constraint", self.constraint in CONSTRAINTS, f"one of {CONSTRAINTS}")
-        check("human_usd_per_label", self.human_usd_per_label > 0.0, "a price > 0 USD")
-        ok = is_int(self.delta0) and 1 <= self.delta0 <= pool
-        check("delta0", ok, f"an integer in [1, N − |T| = {pool}]")
-        check("min_delta", is_int(self.min_delta) and self.min_delta >= 1, "an integer ≥ 1")
-        check("train_epochs", self.train_epochs > 0, "> 0")
-        check("train_min_images", self.train_min_images >= 0, "≥ 0")
-        check("stability_tolerance", self.stability_tolerance > 0.0, "> 0")
-        check("batch_slack", self.batch_slack >= 0.0, "≥ 0")
-        rounds = self.min_rounds_for_stability
-        check("min_rounds_for_stability", is_int(rounds) and rounds >= 1, "an integer ≥ 1")
-        check("budget_usd", self.budget_usd is None or self.budget_usd > 0.0, "None or > 0")
-        ok = self.max_rounds is None or (is_int(self.max_rounds) and self.max_rounds >= 1)
-        check("max_rounds", ok, "None or an integer ≥ 1")
-        check("num_b_grid", is_int(self.num_b_grid) and self.num_b_grid >= 2, "an integer ≥ 2")
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Plan:
-    """The decision after one round; the cost terms add up to ``cost_star_usd`` (Eq. 1).
-
-    ``human_labels_usd`` prices every human label, bought or to buy (T, B_opt and the
-    residual); ``scoring_usd`` is scoring so far plus predicted. ``next_delta`` is the
-    size of the next batch to buy, 0 when ``stop``. ``error_model`` and ``cost_model`` are
-    the fits the plan was made with; the curve ``cost_by_b`` (with ``theta_star_by_b``)
-    over ``b_grid`` is for reports.
-    """
-
-    b_opt: int
-    theta_star: float
-    num_machine: int
-    machine_error: float
-    cost_star_usd: float
-    human_labels_usd: float
-    training_so_far_usd: float
-    future_training_usd: float
-    scoring_usd: float
-    future_rounds: int
-    next_delta: int
-    stable: bool
-    stop: bool
-    reason: str
-    b_grid: np.ndarray
-    cost_by_b: np.ndarray
-    theta_star_by_b: np.ndarray
-    error_model: PowerLawFit
-    cost_model: TrainingCostModel
+from mcal_jax.profile import BOUND_RATES, bound_table
+from mcal_jax.records import ControllerConfig, History, Plan, is_int
 
 
 def _future_usd(b, b_now, delta, cost_model: TrainingCostModel, p: Mapping):
@@ -150,24 +73,33 @@ def _future_usd(b, b_now, delta, cost_model: TrainingCostModel, p: Mapping):
 
 @functools.partial(jax.jit, static_argnames=("num_b_grid", "constraint"))
 def _search_grid(
-    fit: PowerLawFit, cost_model: TrainingCostModel, p: dict, *, num_b_grid: int, constraint: str
+    fit: PowerLawFit,
+    cost_model: TrainingCostModel,
+    bounds: jax.Array,
+    p: dict,
+    *,
+    num_b_grid: int,
+    constraint: str,
 ) -> dict:
     """C(b, θ*(b)) on a fixed grid of b from |B| to N − |T| (Section 3, Eqs. 1-3).
 
     For every (θ, b): |S| = θ · (N − |T| − b), feasible iff θ is trusted and the constraint
-    holds with ε_θ(b); θ*(b) is the largest feasible θ (the cheapest, as C falls with |S|)
-    or 0 when none is. Returns the curve and the index of its minimum.
+    holds with the bound predicted from ε_θ(b) (``bounds``, see `profile.bound_table`); θ*(b) is
+    the largest feasible θ (the cheapest, as C falls with |S|) or 0 when none is. Returns
+    the curve and the index of its minimum.
     """
     pool = p["num_items"] - p["num_test"]
     frac = jnp.arange(num_b_grid, dtype=jnp.float32) / (num_b_grid - 1)
     b = p["b_now"] + jnp.round((pool - p["b_now"]) * frac).astype(jnp.int32)
     error = predict_error(fit, b)  # [Θ, G]
+    rates = jnp.asarray(BOUND_RATES, jnp.float32)
+    bound = jax.vmap(jnp.interp, (0, None, 0))(jnp.clip(error, 0.0, 1.0), rates, bounds)
     unlabeled = (pool - b).astype(jnp.float32)
     machine = fit.thetas[:, None] * unlabeled[None, :]
     if constraint == "overall":
-        feasible = machine * error <= p["epsilon"] * p["num_items"]
+        feasible = machine * bound <= p["epsilon"] * p["num_items"]
     else:
-        feasible = error <= p["epsilon"]
+        feasible = bound <= p["epsilon"]
     feasible = feasible & fit.trusted[:, None]
     theta_index = jnp.argmax(jnp.where(feasible, fit.thetas[:, None], -1.0), axis=0)
     any_feasible = jnp.any(feasible, axis=0)
@@ -181,6 +113,7 @@ def _search_grid(
         "theta_star_by_b": theta_star,
         "theta_index_by_b": jnp.where(any_feasible, theta_index, -1),
         "machine_error_by_b": jnp.where(any_feasible, error[theta_index, jnp.arange(b.size)], 0),
+        "machine_bound_by_b": jnp.where(any_feasible, bound[theta_index, jnp.arange(b.size)], 0),
         "best": jnp.argmin(cost),
     }
 
@@ -195,8 +128,9 @@ def plan_from_models(
 
     B_opt = argmin_b C(b, θ*(b)) with C the full Eq. 1 (human labels of T, B and the
     residual, training and scoring spent and predicted with the current δ). Stable iff at
-    least ``min_rounds_for_stability`` rounds are in the fit and C* moved by less than Δ
-    since the last plan (line 19). Once stable, δ = ⌈(B_opt − |B|)/n⌉ for the largest n
+    least ``min_rounds_for_stability`` rounds are in the fit and B_opt moved by less than
+    Δ (relative) since the last plan (line 19, measured on the decision; see the module
+    docstring). Once stable, δ = ⌈(B_opt − |B|)/n⌉ for the largest n
     whose predicted cost stays ≤ C*·(1 + β) (line 20): as many active-learning rounds as the
     training budget allows (should none fit, e.g. β = 0 and round-off, the cheapest n).
     """
@@ -234,9 +168,15 @@ def plan_from_models(
     fit = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), error_model)
     fit = fit.replace(trusted=jnp.asarray(error_model.trusted, jnp.bool_))
     cost32 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), cost_model)
+    bounds = jnp.asarray(bound_table(history.test_counts[-1], config.confidence))
     grid = jax.device_get(
         _search_grid(
-            fit, cost32, prices, num_b_grid=config.num_b_grid, constraint=config.constraint
+            fit,
+            cost32,
+            bounds,
+            prices,
+            num_b_grid=config.num_b_grid,
+            constraint=config.constraint,
         )
     )
     best = int(grid["best"])
@@ -252,22 +192,27 @@ def plan_from_models(
     fixed_usd = human_usd + training_so_far + scoring_so_far
     cost_star = fixed_usd + float(future_training) + float(future_scoring)
 
-    previous = history.cost_star[-1] if history.cost_star else None
-    change = abs(cost_star - previous) / cost_star if previous is not None else np.inf
+    previous = history.b_opts[-1] if history.b_opts else None
+    moved = abs(b_opt - previous) / max(b_opt, previous, 1) if previous is not None else np.inf
     enough_rounds = history.num_rounds >= config.min_rounds_for_stability
-    stable = bool(enough_rounds and change < config.stability_tolerance)
+    stable = bool(enough_rounds and moved < config.stability_tolerance)
     if not enough_rounds:
         why_unstable = f"{history.num_rounds} of {config.min_rounds_for_stability} rounds fitted"
     elif previous is None:
-        why_unstable = "no earlier C* to compare with"
+        why_unstable = "no earlier B_opt to compare with"
     else:
-        why_unstable = f"C* moved {change:.1%} (tolerance {config.stability_tolerance:.1%})"
+        why_unstable = f"B_opt moved {moved:.1%} (tolerance {config.stability_tolerance:.1%})"
+    # Stopping now (b = |B|, the first point of the curve) against the best plan.
+    cost_now = float(grid["cost_by_b"][0])
+    no_longer_pays = bool(enough_rounds and cost_now <= cost_star * (1.0 + config.batch_slack))
+    repeated = bool(history.no_longer_pays and history.no_longer_pays[-1])
     summary = (
         f"B_opt = {b_opt}, θ* = {theta_star:.2f}, |S| ≈ {machine:.0f}, "
         f"C* = {cost_star:.2f} USD (human-only {config.human_usd_per_label * n_items:.2f})"
     )
 
     stop, next_delta = True, 0
+    certified = history.certified_machine[-1] if history.certified_machine else 0
     if b_now >= pool:
         reason = f"pool exhausted: |B| = {b_now} = N − |T| = {pool}; {summary}"
     elif config.budget_usd is not None and history.spent_usd >= config.budget_usd:
@@ -275,13 +220,21 @@ def plan_from_models(
             f"budget cap reached: spent {history.spent_usd:.2f} ≥ {config.budget_usd:.2f} USD; "
             f"{summary}"
         )
-    elif b_opt <= b_now and enough_rounds:
-        reason = f"buying more labels no longer pays: B_opt = {b_opt} ≤ |B| = {b_now}; {summary}"
     elif config.max_rounds is not None and history.num_rounds >= config.max_rounds:
         reason = f"round cap reached: {history.num_rounds} rounds = max_rounds; {summary}"
+    elif certified >= pool - b_now:
+        reason = f"the latest model already certifies all {pool - b_now} remaining items; {summary}"
+    elif no_longer_pays and (stable or repeated):
+        holds = "the plan is stable" if stable else "and so did the previous plan"
+        reason = (
+            f"buying more labels no longer pays: stopping now costs {cost_now:.2f} ≤ "
+            f"C*·(1+β) = {cost_star * (1 + config.batch_slack):.2f} USD, {holds}; {summary}"
+        )
     elif not stable:
         stop, next_delta = False, history.delta
         reason = f"models not yet stable ({why_unstable}); δ stays {history.delta}; {summary}"
+        if no_longer_pays:
+            reason = f"more labels no longer pay, once: not yet a decision; {reason}"
     else:
         # Line 20, vectorised over the number of remaining rounds n.
         remaining = b_opt - b_now
@@ -291,15 +244,15 @@ def plan_from_models(
             np.int64(b_opt), np.int64(b_now), deltas, cost_model, rates
         )
         total_n = fixed_usd + training_n + scoring_n
-        bound = cost_star * (1.0 + config.batch_slack)
-        within = np.flatnonzero(total_n <= bound)
+        ceiling = cost_star * (1.0 + config.batch_slack)
+        within = np.flatnonzero(total_n <= ceiling)
         pick = int(within[-1]) if within.size else int(np.argmin(total_n))
         stop, next_delta = False, int(deltas[pick])
         relation = "≤" if within.size else "> (none fits; the cheapest)"
         reason = (
-            f"models stable (C* moved {change:.1%} < {config.stability_tolerance:.1%}); "
+            f"models stable (B_opt moved {moved:.1%} < {config.stability_tolerance:.1%}); "
             f"δ = {next_delta}: {-(-remaining // next_delta)} more rounds cost "
-            f"{total_n[pick]:.2f} {relation} C*·(1+β) = {bound:.2f} USD; {summary}"
+            f"{total_n[pick]:.2f} {relation} C*·(1+β) = {ceiling:.2f} USD; {summary}"
         )
         if config.max_rounds is not None:
             # A cap the search does not see: reach B_opt within the rounds still allowed.
@@ -316,7 +269,9 @@ def plan_from_models(
         theta_star=theta_star,
         num_machine=int(round(machine)),
         machine_error=float(grid["machine_error_by_b"][best]),
+        machine_bound=float(grid["machine_bound_by_b"][best]),
         cost_star_usd=float(cost_star),
+        cost_now_usd=cost_now,
         human_labels_usd=float(human_usd),
         training_so_far_usd=float(training_so_far),
         future_training_usd=float(future_training),
@@ -324,6 +279,7 @@ def plan_from_models(
         future_rounds=int(rounds),
         next_delta=next_delta,
         stable=stable,
+        no_longer_pays=no_longer_pays,
         stop=stop,
         reason=reason,
         b_grid=np.asarray(grid["b_grid"]),

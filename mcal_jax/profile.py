@@ -17,8 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-#: Fractions of the pool considered for machine labeling: 0.05, 0.10, ..., 1.00.
+#: Fractions of the pool the learning curves are measured and planned at: 0.05, ..., 1.00.
 THETAS: np.ndarray = (np.arange(1, 21) / 20).astype(np.float32)
+#: The pre-set grid the final certificate tests (step 10): every 0.5% of U's confidence
+#: quantiles. Fixed-sequence testing spends no α per step, so a finer grid costs nothing
+#: but lets the threshold stop closer to where the bound binds.
+CERTIFY_THETAS: np.ndarray = (np.arange(1, 201) / 200).astype(np.float32)
 
 CONSTRAINTS = ("overall", "machine_subset")
 
@@ -173,6 +177,23 @@ def clopper_pearson_upper(
     return np.where(bounded, upper, 1.0)
 
 
+# Error rates at which `bound_table` tabulates the bound (0, then 1e-4 … 1, geometric).
+BOUND_RATES: np.ndarray = np.concatenate([[0.0], np.geomspace(1e-4, 1.0, 255)])
+
+
+def bound_table(test_counts: np.ndarray, confidence: float | None) -> np.ndarray:
+    """[Θ, len(BOUND_RATES)]: the Clopper–Pearson bound step 10 would certify if a fraction
+    r of the ``test_counts`` T items above τ_θ were wrong, for each r in `BOUND_RATES`
+    (r itself when ``confidence`` is None: the point estimate). The plan interpolates it
+    at the predicted error; expected error counts need not be whole."""
+    counts = np.asarray(test_counts, np.float64)[:, None]
+    rates = np.broadcast_to(BOUND_RATES, (counts.shape[0], BOUND_RATES.size))
+    if confidence is None:
+        return rates.astype(np.float32)
+    counts = np.broadcast_to(counts, rates.shape)
+    return clopper_pearson_upper(rates * counts, counts, confidence).astype(np.float32)
+
+
 @dataclasses.dataclass(frozen=True)
 class MachineLabelingChoice:
     """The certified machine-labeling decision of step 10.
@@ -306,10 +327,13 @@ def _nothing_machine_labeled(confidence, constraint, tested, start_theta):
 
 __all__ = [
     "THETAS",
+    "CERTIFY_THETAS",
     "CONSTRAINTS",
     "ErrorProfile",
     "error_profile",
     "clopper_pearson_upper",
+    "BOUND_RATES",
+    "bound_table",
     "MachineLabelingChoice",
     "choose_machine_threshold",
 ]

@@ -9,6 +9,7 @@ from mcal_jax import profile as profile_lib
 from mcal_jax.run import baselines
 from mcal_jax.run.prepare import prepare
 from mcal_jax.run.state import TEST_PURCHASE_KEY, ALResult
+from mcal_jax.scoring import Scores
 
 RATE = 1e-4  # USD per image-epoch of the tiny model, so device dollars are easy to see
 
@@ -25,6 +26,7 @@ def _config(n=600, **mcal):
 
 
 def _result(fraction, prices, sizes):
+    best = int(np.argmin(prices))
     return ALResult(
         delta_fraction=fraction,
         delta=int(fraction * 1000),
@@ -34,6 +36,8 @@ def _result(fraction, prices, sizes):
         machine=0,
         stop_now_usd=tuple(prices),
         train_sizes=tuple(sizes),
+        best_round=best + 1,
+        best_round_usd=prices[best],
     )
 
 
@@ -55,17 +59,29 @@ def test_compare_picks_the_oracle_and_the_hindsight_floor():
 
 
 def test_stop_now_prices_humans_for_everything_not_certified(tmp_path):
-    ctx = prepare(_config(1000), str(tmp_path))
-    settings = ctx.settings  # N = 1000, |T| = 100, 0.04 USD a label, ε = 5%, overall
-    # U of 700 items; T of 100 items, all correct above the 0.5 threshold (60 of them).
-    pool_confidence = np.linspace(0.0, 1.0, 700)
-    test_confidence = np.linspace(0.0, 1.0, 100)
-    correct = test_confidence >= 0.4
-    profile = profile_lib.error_profile(pool_confidence, test_confidence, correct)
+    ctx = prepare(_config(1000), str(tmp_path))  # N = 1000, |T| = 100, 0.04 USD, ε = 5%
+    test, labels = ctx.test_indices, ctx.labeler.label(ctx.test_indices)
+    ctx.ledger.buy(ctx.labeler, test, purpose="test", key=TEST_PURCHASE_KEY)
+    others = ctx.unlabeled()
+    labeled, unlabeled = others[:200], others[200:]  # |B| = 200, |U| = 700
+    confidence = np.zeros(1000, np.float32)
+    confidence[unlabeled] = np.linspace(0.0, 1.0, 700)
+    confidence[test] = np.linspace(0.0, 1.0, 100)
+    # T's predictions are right above confidence 0.4 and wrong below.
+    predicted = np.zeros(1000, np.int32)
+    predicted[test] = np.where(confidence[test] >= 0.4, labels, (labels + 1) % 4)
+    scores = Scores(confidence, predicted)
+    price, machine = baselines.stop_now_usd(ctx, scores, len(labeled), unlabeled, 1.5)
+    # The certificate on the fine grid: every 0.5% of U.
+    profile = profile_lib.error_profile(
+        confidence[unlabeled],
+        confidence[test],
+        predicted[test] == labels,
+        thetas=profile_lib.CERTIFY_THETAS,
+    )
     choice = profile_lib.choose_machine_threshold(
         profile, epsilon=0.05, constraint="overall", num_items=1000, confidence=0.95
     )
-    price, machine = baselines.stop_now_usd(settings, profile, 200, 700, device_usd=1.5)
     assert machine == choice.num_machine > 0
     assert price == pytest.approx((100 + 200 + 700 - machine) * 0.04 + 1.5)
 

@@ -42,19 +42,36 @@ def make_config(**changes) -> ControllerConfig:
         delta0=30,
         min_delta=5,
         train_epochs=200.0,
+        confidence=None,  # plan on the point estimate; the bound has tests of its own
         num_b_grid=2048,
     )
     return ControllerConfig(**{**base, **changes})
 
 
 def make_history(
-    sizes=(40, 70, 100), cost_star=(), delta=30, thetas=THETAS, spent=4.0, scoring=2e-3
+    sizes=(40, 70, 100),
+    b_opts=(),
+    delta=30,
+    thetas=THETAS,
+    spent=4.0,
+    scoring=2e-3,
+    certified=0,
+    counts=50,
+    no_longer_paid=None,
 ):
+    """Rounds on ``sizes`` with ``counts`` T items above every τ_θ (a tenth of them wrong);
+    ``b_opts`` are the B_opt the plans after the last rounds found, ``no_longer_paid``
+    whether they found that more labels no longer pay (default: no)."""
     history = History.start(thetas, delta, spent_usd=spent)
     for size in sizes:
-        errors, counts = np.full(len(thetas), 5), np.full(len(thetas), 50)
-        history = history.append_round(size, errors, counts, 3e-4 * size, 200 * size, scoring, 1.2)
-    return dataclasses.replace(history, cost_star=tuple(cost_star))
+        errors, counts = np.full(len(thetas), counts // 10), np.full(len(thetas), counts)
+        history = history.append_round(
+            size, errors, counts, 3e-4 * size, 200 * size, scoring, 1.2, certified
+        )
+    paid = tuple(no_longer_paid) if no_longer_paid is not None else (False,) * len(b_opts)
+    return dataclasses.replace(
+        history, cost_star=(1.0,) * len(b_opts), b_opts=tuple(b_opts), no_longer_pays=paid
+    )
 
 
 def brute_force(config, history, fit, cost_model, delta=None):
@@ -135,7 +152,7 @@ def test_coarse_grid_within_its_resolution(constraint):
 def test_next_delta_is_the_smallest_within_the_slack():
     config = make_config()
     first = plan_from_models(config, make_history(), make_fit(), COST)
-    history = make_history(cost_star=(first.cost_star_usd * 1.01,))
+    history = make_history(b_opts=(first.b_opt,))
     p = plan_from_models(config, history, make_fit(), COST)
     assert p.stable and not p.stop and p.b_opt == first.b_opt
     remaining = p.b_opt - 100
@@ -156,12 +173,13 @@ def test_next_delta_is_the_smallest_within_the_slack():
 
 
 def test_flat_curve_stops_and_overall_admits_a_larger_theta():
+    """The previous plan already found B_opt = |B| (at 70): the decision holds, so it stops."""
     # ε_θ constant in b; θ ∈ {0.25, 0.5, 0.75, 1}. machine_subset: ε_θ ≤ 0.05 → θ* = 0.5.
     # overall at b = |B| = 100, N = 1000, |T| = 50: θ = 0.75 gives 637.5 · 0.07 / 1000 = 0.045
     # ≤ 0.05 but θ = 1 gives 850 · 0.2 / 1000 = 0.17, so θ* = 0.75.
     thetas = np.array([0.25, 0.5, 0.75, 1.0])
     fit = make_fit(alpha=[0.01, 0.04, 0.07, 0.2], gamma=0.0, inv_k=0.0, thetas=thetas)
-    history = make_history(thetas=thetas)
+    history = make_history(thetas=thetas, b_opts=(70,), no_longer_paid=(True,))
     base = dict(num_items=1000, num_test=50, num_b_grid=512)
     subset = plan_from_models(make_config(**base), history, fit, COST)
     overall = plan_from_models(make_config(**base, constraint="overall"), history, fit, COST)
@@ -171,7 +189,7 @@ def test_flat_curve_stops_and_overall_admits_a_larger_theta():
         assert p.theta_star == theta and p.num_machine == machine
         assert p.cost_star_usd == pytest.approx(0.04 * (1000 - theta * 850) + spent_device)
         assert p.future_training_usd == 0.0
-        assert "no longer pays" in p.reason
+        assert "no longer pays" in p.reason and "so did the previous plan" in p.reason
     assert overall.cost_star_usd == pytest.approx(subset.cost_star_usd - 0.04 * 0.25 * 850)
     # θ = 0.75 untrusted: never chosen, anywhere on the curve.
     untrusted = make_fit(alpha=[0.01, 0.04, 0.07, 0.2], gamma=0.0, inv_k=0.0, thetas=thetas,
@@ -191,7 +209,7 @@ def test_no_stop_on_a_flat_curve_before_enough_rounds():
 
 def test_no_feasible_theta_means_human_only():
     fit = make_fit(alpha=10.0, gamma=0.0, inv_k=0.0)  # error 10 everywhere
-    history = make_history()
+    history = make_history(b_opts=(100,))  # stable: B_opt did not move
     p = plan_from_models(make_config(), history, fit, COST)
     spent_device = sum(history.training_usd) + sum(history.scoring_usd)
     assert p.theta_star == 0.0 and p.b_opt == 100 and p.num_machine == 0
@@ -220,14 +238,14 @@ def test_next_delta_never_exceeds_the_pool():
     assert not p.stop and p.next_delta == 10
 
 
-def test_stability_needs_enough_rounds_and_a_small_change():
+def test_stability_needs_enough_rounds_and_a_small_change_of_b_opt():
     config, fit = make_config(), make_fit()
-    c = plan_from_models(config, make_history(), fit, COST).cost_star_usd
-    two_rounds = plan_from_models(config, make_history((70, 100), (c,)), fit, COST)
+    b = plan_from_models(config, make_history(), fit, COST).b_opt
+    two_rounds = plan_from_models(config, make_history((70, 100), (b,)), fit, COST)
     assert not two_rounds.stable and two_rounds.next_delta == 30
-    assert plan_from_models(config, make_history(cost_star=(c, c * 1.04)), fit, COST).stable
-    moved = plan_from_models(config, make_history(cost_star=(c, c * 1.2)), fit, COST)
-    assert not moved.stable and moved.next_delta == 30 and "C* moved" in moved.reason
+    assert plan_from_models(config, make_history(b_opts=(b, int(b * 1.04))), fit, COST).stable
+    moved = plan_from_models(config, make_history(b_opts=(b, int(b * 1.2))), fit, COST)
+    assert not moved.stable and moved.next_delta == 30 and "B_opt moved" in moved.reason
     assert not plan_from_models(config, make_history(), fit, COST).stable  # nothing to compare
 
 
@@ -277,9 +295,10 @@ def test_history_helpers_and_validation():
     history = make_history()
     assert history.num_rounds == 3 and history.train_size == 100
     assert history.spent_usd == pytest.approx(4.0 + 3e-4 * 210 + 3 * 2e-3 + 3 * 1.2)
-    p = plan_from_models(make_config(), make_history(cost_star=(1.0,)), make_fit(), COST)
+    p = plan_from_models(make_config(), make_history(b_opts=(500,)), make_fit(), COST)
     recorded = history.record_plan(p)
     assert recorded.cost_star == (p.cost_star_usd,) and recorded.delta == p.next_delta
+    assert recorded.b_opts == (p.b_opt,) and recorded.no_longer_pays == (p.no_longer_pays,)
     with pytest.raises(ValueError, match=r"History.test_errors"):
         dataclasses.replace(history, test_errors=np.zeros((2, 20)))
     with pytest.raises(ValueError, match=r"History.test_errors"):
@@ -326,8 +345,8 @@ def test_plan_end_to_end_on_sampled_curves():
 
 def test_round_cap_raises_delta_to_reach_b_opt_and_stops_at_the_cap():
     config, fit = make_config(), make_fit()
-    c = plan_from_models(config, make_history(), fit, COST).cost_star_usd
-    history = make_history(cost_star=(c,))  # stable: C* did not move
+    b = plan_from_models(config, make_history(), fit, COST).b_opt
+    history = make_history(b_opts=(b,))  # stable: B_opt did not move
     free = plan_from_models(config, history, fit, COST)
     assert free.stable and not free.stop
     remaining = free.b_opt - history.train_size
@@ -339,12 +358,90 @@ def test_round_cap_raises_delta_to_reach_b_opt_and_stops_at_the_cap():
     assert capped.next_delta == -(-remaining // rounds_left) > free.next_delta
     assert "to reach B_opt within max_rounds" in capped.reason
     # Unstable models keep δ whatever the cap; the round at the cap stops.
-    unstable = plan_from_models(tight, make_history(cost_star=(2 * c,)), fit, COST)
+    unstable = plan_from_models(tight, make_history(b_opts=(2 * b,)), fit, COST)
     assert not unstable.stable and unstable.next_delta == 30
     at_cap = plan_from_models(make_config(max_rounds=3), history, fit, COST)
     assert at_cap.stop and at_cap.next_delta == 0 and "round cap" in at_cap.reason
     # Never more than the unlabeled pool: 10 items left.
-    near_end = make_history((40, 70, POOL - 10), cost_star=(c,))
+    near_end = make_history((40, 70, POOL - 10), b_opts=(b,))
     p = plan_from_models(make_config(max_rounds=4), near_end, make_fit(alpha=0.5, gamma=0.0,
                          inv_k=0.0), COST)  # fmt: skip
     assert p.next_delta <= 10
+
+
+def test_one_noisy_round_does_not_stop_the_run():
+    """Rounds measured on the true curves, then one lucky round with no test error at all:
+    its fit says B_opt ≤ |B|, which the first version took as the irreversible stop. The
+    decision does not hold yet (B_opt jumped, and the previous plan wanted more labels),
+    so it keeps buying δ."""
+    config, true_fit = make_config(confidence=0.95), make_fit()
+    history = History.start(THETAS, 30)
+    counts = np.round(THETAS * 400 + 20)
+    plans = []
+    for size in (100, 200, 300, 400):
+        rates = np.asarray(fit_module.predict_error(true_fit, np.array([size])))[:, 0]
+        errors = np.zeros(len(THETAS)) if size == 400 else np.round(rates * counts)
+        history = history.append_round(size, errors, counts, 3e-4 * size, 200 * size, 2e-3)
+        plans.append(plan(config, history))
+        history = history.record_plan(plans[-1])
+    noisy = plans[3]
+    assert noisy.b_opt <= 400 and history.num_rounds >= config.min_rounds_for_stability
+    assert not noisy.stop and noisy.next_delta == 30 and "not yet a decision" in noisy.reason
+    assert plans[2].b_opt > 400  # before the lucky round, the plan wanted more labels
+
+
+def test_no_longer_pays_twice_in_a_row_stops():
+    fit = make_fit(alpha=0.01, gamma=0.0, inv_k=0.0)  # flat and feasible: B_opt = |B|
+    once = plan_from_models(make_config(), make_history(b_opts=(900,)), fit, COST)
+    assert once.b_opt == 100 and once.no_longer_pays and not once.stop  # 900 was wanted
+    history = make_history(b_opts=(900,), no_longer_paid=(True,))
+    twice = plan_from_models(make_config(), history, fit, COST)
+    assert twice.stop and "so did the previous plan" in twice.reason
+
+
+def test_stopping_within_the_slack_of_c_star_no_longer_pays():
+    """B_opt lies beyond |B|, but stopping now costs within β of C*: where the curve is
+    this flat, the gain is inside what its extrapolation can tell, so a stable plan stops."""
+    config, fit = make_config(), make_fit()
+    p = plan_from_models(config, make_history(), fit, COST)
+    assert p.b_opt > 100 and p.cost_now_usd == pytest.approx(p.cost_by_b[0])
+    assert p.no_longer_pays == (p.cost_now_usd <= p.cost_star_usd * 1.05)
+    slack = p.cost_now_usd / p.cost_star_usd - 1.0 + 1e-3  # just enough slack
+    wide = dataclasses.replace(config, batch_slack=slack)
+    stable = make_history(b_opts=(p.b_opt,))
+    q = plan_from_models(wide, stable, fit, COST)
+    assert q.b_opt == p.b_opt > 100 and q.no_longer_pays and q.stable and q.stop
+    assert "stopping now costs" in q.reason
+    narrow = dataclasses.replace(config, batch_slack=slack - 2e-3)
+    assert not plan_from_models(narrow, stable, fit, COST).stop
+
+
+def test_latest_model_certifying_every_remaining_item_stops():
+    history = make_history(certified=POOL - 100)  # all of U, after |B| = 100
+    p = plan_from_models(make_config(), history, make_fit(), COST)
+    assert p.stop and "already certifies all 1800 remaining items" in p.reason
+    short = plan_from_models(make_config(), make_history(certified=POOL - 101), make_fit(), COST)
+    assert not short.stop
+
+
+@pytest.mark.parametrize("constraint", ["machine_subset", "overall"])
+def test_plan_promises_what_the_certificate_will_certify(constraint):
+    """θ*(b) is the largest θ whose Clopper–Pearson bound, predicted from ε_θ(b) and the 400
+    test items above each τ_θ, meets the constraint: brute force with scipy's beta."""
+    import scipy.stats
+
+    config = make_config(confidence=0.95, constraint=constraint)
+    history, fit = make_history(counts=400), make_fit()
+    p = plan_from_models(config, history, fit, COST)
+    b = p.b_grid.astype(float)
+    error = np.asarray(fit.alpha)[:, None] * b**-GAMMA * np.exp(-b * INV_K)
+    n = 400.0
+    bound = scipy.stats.beta.ppf(0.95, error * n + 1, n - error * n)
+    machine = THETAS[:, None] * (POOL - b)
+    ok = machine * bound <= 0.05 * N if constraint == "overall" else bound <= 0.05
+    expected = np.where(ok, THETAS[:, None], 0.0).max(axis=0)
+    # Interpolating the tabulated bound can flip θ* only right at a boundary.
+    assert np.mean(np.isclose(p.theta_star_by_b, expected)) > 0.99
+    point = plan_from_models(make_config(constraint=constraint), history, fit, COST)
+    assert p.b_opt > point.b_opt or p.theta_star < point.theta_star  # the bound costs labels
+    assert p.machine_bound > p.machine_error

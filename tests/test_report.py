@@ -95,7 +95,9 @@ def _write_run(workdir, summary=None):
             theta_star=0.7,
             num_machine=1200,
             machine_error=0.02,
+            machine_bound=0.025,
             cost_star_usd=float(usd[best]),
+            cost_now_usd=float(usd[0]),
             human_labels_usd=30.0,
             training_so_far_usd=1.0,
             future_training_usd=0.5,
@@ -103,6 +105,7 @@ def _write_run(workdir, summary=None):
             future_rounds=2,
             next_delta=0 if stop else 100,
             stable=r >= 3,
+            no_longer_pays=stop,
             stop=stop,
             reason="B_opt ≤ |B|" if stop else f"|S| grows, round {r}",
             b_grid=grid.astype(int),
@@ -129,6 +132,7 @@ def _write_run(workdir, summary=None):
             images=8 * b,
             device_seconds=12.5 * r,
             scoring_seconds=1.0,
+            certified_machine=1100,
             plan=plan,
         )
         record = state.RoundRecord(

@@ -170,6 +170,7 @@ def test_synthetic_classifier_learns_and_machine_labels_are_right(finished):
         ("mcal.max_rounds", 0, "mcal.max_rounds=0"),
         ("train.learning_rate", -1.0, "train.learning_rate=-1.0"),
         ("cost.mode", "free", "cost.mode='free'"),
+        ("final_train.min_steps", -1, "final_train.min_steps=-1 is not valid"),
     ],
 )
 def test_invalid_settings_stop_before_anything_is_bought(tmp_path, field, value, message):
@@ -310,3 +311,24 @@ def test_candidate_architectures_run_side_by_side_and_are_all_charged(tmp_path):
     assert summary["cost_usd"]["training"] == pytest.approx(
         sum(r["usd"] for r in charges if r["category"] == "training")
     )
+
+
+def test_final_classifier_labels_and_a_rerun_neither_trains_nor_pays_again(tmp_path):
+    config = synthetic.get_config("1000")
+    with config.unlocked():
+        config.mcal.max_rounds = 2
+        config.final_train.min_steps = 200
+        config.final_train.horizontal_flip = True
+    summary = run.mcal(config, str(tmp_path))
+    final = json.loads((tmp_path / "final.json").read_text())
+    assert final["stage"] == "final" and (tmp_path / "scores" / "final.npz").exists()
+    charges = [r for r in _ledger(tmp_path) if r["kind"] == "charge"]
+    finals = [r for r in charges if r["key"].startswith("final/")]
+    assert [r["key"] for r in finals] == ["final/tiny/training", "final/tiny/scoring"]
+    assert finals[0]["details"]["images"] == 200 * 32  # the floor of the final recipe
+    assert summary["cost_usd"]["training"] == pytest.approx(
+        sum(r["usd"] for r in charges if r["category"] == "training")
+    )
+    os.remove(tmp_path / "final.json")  # killed before the decision was saved
+    assert run.mcal(config, str(tmp_path)) == summary
+    assert [r for r in _ledger(tmp_path) if r["kind"] == "charge"] == charges

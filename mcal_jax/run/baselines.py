@@ -7,8 +7,13 @@
   humans for the rest) and stops when every remaining item can be machine-labeled under
   the bound or the pool is exhausted, paying what it bought by then.
 - Oracle-assisted AL (the paper's): the cheapest AL(δ) over the configured δ grid.
-- Hindsight: the cheapest "stop now" price over every δ and round: the floor no real user
-  can reach, the yardstick for MCAL.
+- Hindsight: AL(δ) stopped at the round whose "stop now" price was the cheapest, for the
+  best δ: the floor no real user can reach, the yardstick for MCAL.
+
+Every price is a final labeling as MCAL's: when the config trains a final classifier
+(``final_train``), AL(δ) trains one at its stop too (and hindsight at its round), so the
+methods are compared on equal terms; the per-round "stop now" prices, which decide when
+AL stops, use the round's own classifier.
 
 The AL runs share MCAL's T (already bought) and its random B0 draw, and their labels are
 simulated through the same labeler without being written to MCAL's ledger: they price
@@ -24,44 +29,40 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from absl import logging
 
-from mcal_jax import profile as profile_lib
-from mcal_jax.run.finish import certified_choice
-from mcal_jax.run.measure import least_confident, measure
+from mcal_jax.run.measure import certified_choice, least_confident, measure
 from mcal_jax.run.prepare import Context
-from mcal_jax.run.settings import Settings
 from mcal_jax.run.state import ALResult
+from mcal_jax.scoring import Scores
 
 
 def stop_now_usd(
-    settings: Settings,
-    profile: profile_lib.ErrorProfile,
-    num_labeled: int,
-    num_unlabeled: int,
-    device_usd: float,
+    ctx: Context, scores: Scores, num_labeled: int, unlabeled: np.ndarray, device_usd: float
 ) -> tuple[float, int]:
     """(price, machine-labeled items) of stopping after this round (step 10 applied now):
     human labels for T, B and every item of U below the certified threshold, plus the
     device time spent so far."""
-    machine = min(certified_choice(settings, profile).num_machine, num_unlabeled)
-    humans = settings.num_test + num_labeled + (num_unlabeled - machine)
-    return humans * settings.usd_per_label + device_usd, machine
+    test_indices, test_labels = ctx.ledger.bought("test")
+    choice = certified_choice(ctx.settings, scores, unlabeled, test_indices, test_labels)
+    machine = min(choice.num_machine, len(unlabeled))
+    humans = ctx.settings.num_test + num_labeled + (len(unlabeled) - machine)
+    return humans * ctx.settings.usd_per_label + device_usd, machine
 
 
 def active_learning(ctx: Context, model: str, fraction: float, max_rounds: int) -> ALResult:
-    """AL(δ = ``fraction`` · N) from MCAL's B0, at most ``max_rounds`` rounds."""
+    """AL(δ = ``fraction`` · N) from MCAL's B0, at most ``max_rounds`` rounds; priced as
+    MCAL is, by a final labeling at its stop (see `final_usd`)."""
     delta = max(1, int(round(fraction * ctx.num_items)))
     labeled = np.asarray(ctx.initial_batch)
     labels = ctx.labeler.label(labeled)
-    device_usd, prices, sizes, machine = 0.0, [], [], 0
+    device_usd, prices, sizes, spent, machine = 0.0, [], [], [], 0
     for round_index in range(1, max_rounds + 1):
         unlabeled = ctx.unlabeled(labeled)
         m = measure(ctx, model, labeled, labels, unlabeled, round_index)
         device_usd += m.training_usd + m.scoring_usd
-        price, machine = stop_now_usd(
-            ctx.settings, m.profile, len(labeled), len(unlabeled), device_usd
-        )
+        price, machine = stop_now_usd(ctx, m.scores, len(labeled), unlabeled, device_usd)
         prices.append(price)
         sizes.append(len(labeled))
+        spent.append(device_usd)
         logging.info(
             "AL(δ=%d) round %d: |B|=%d, stop-now %.2f USD, %d machine-labeled",
             delta, round_index, len(labeled), price, machine,
@@ -71,26 +72,54 @@ def active_learning(ctx: Context, model: str, fraction: float, max_rounds: int) 
         batch = least_confident(m.scores, unlabeled, min(delta, len(unlabeled)))
         labeled = np.concatenate([labeled, batch])
         labels = np.concatenate([labels, ctx.labeler.label(batch)])
+    last, best = len(prices) - 1, int(np.argmin(prices))
+    final = [
+        final_usd(ctx, model, labeled[: sizes[k]], labels[: sizes[k]], spent[k], k + 1)
+        if ctx.settings.final_train is not None
+        else (prices[k], machine)
+        for k in sorted({last, best})
+    ]
+    (total, machine), (at_best, _) = final[-1], final[0]
     return ALResult(
         delta_fraction=float(fraction),
         delta=delta,
-        total_usd=prices[-1],
+        total_usd=total,
         rounds=len(prices),
-        train_size=sizes[-1],
+        train_size=sizes[last],
         machine=machine,
         stop_now_usd=tuple(prices),
         train_sizes=tuple(sizes),
+        best_round=best + 1,
+        best_round_usd=at_best,
     )
 
 
+def final_usd(
+    ctx: Context,
+    model: str,
+    labeled: np.ndarray,
+    labels: np.ndarray,
+    device_usd: float,
+    round_index: int,
+) -> tuple[float, int]:
+    """(price, machine-labeled items) of stopping with ``labeled`` as B and labeling with a
+    final classifier trained on it with the run's ``final_train`` recipe, as MCAL does."""
+    unlabeled = ctx.unlabeled(labeled)
+    recipe = ctx.settings.final_train
+    m = measure(ctx, model, labeled, labels, unlabeled, round_index, recipe)
+    device_usd += m.training_usd + m.scoring_usd
+    return stop_now_usd(ctx, m.scores, len(labeled), unlabeled, device_usd)
+
+
 def compare(al: Mapping[str, ALResult], human_only_usd: float) -> dict:
-    """Oracle-assisted AL (the cheapest AL(δ) total) and hindsight (the cheapest "stop now"
-    over every δ and round), next to every AL(δ) and human-only labeling."""
+    """Oracle-assisted AL (the cheapest AL(δ) total) and hindsight (stopping AL(δ) at its
+    round of cheapest "stop now", for the best δ), next to every AL(δ) and human-only."""
     if not al:
         raise ValueError("compare: no AL(δ) results")
     oracle = min(al.values(), key=lambda r: r.total_usd)
     hindsight = min(
-        ((price, r, i + 1) for r in al.values() for i, price in enumerate(r.stop_now_usd)),
+        [(r.best_round_usd, r, r.best_round) for r in al.values()]
+        + [(r.total_usd, r, r.rounds) for r in al.values()],
         key=lambda item: item[0],
     )
     return {

@@ -1,6 +1,7 @@
-"""The end of a run (docs/algorithm.md, step 10): certify the machine-labeling threshold
-on T, machine-label the items of U above it, buy human labels for the rest, and write
-``labels.npz`` and ``summary.json``.
+"""The end of a run (docs/algorithm.md, step 10): train the final classifier when the
+config asks for one, certify the machine-labeling threshold on T, machine-label the items
+of U above it, buy human labels for the rest, and write ``labels.npz`` and
+``summary.json``.
 
 Idempotent: U is X ∖ (T ∪ B) from the test and training purchases only (never the
 residual), and the decision is saved in ``final.json`` before the residual is bought, so
@@ -15,40 +16,49 @@ from absl import logging
 
 from mcal_jax import profile as profile_lib
 from mcal_jax.run import state
+from mcal_jax.run.measure import certified_choice, charge, measure
 from mcal_jax.run.prepare import Context
-from mcal_jax.run.settings import Settings
+from mcal_jax.scoring import Scores
 
 
-def certified_choice(
-    settings: Settings, profile: profile_lib.ErrorProfile
-) -> profile_lib.MachineLabelingChoice:
-    """The machine-labeling threshold that ``profile`` certifies under the run's ε,
-    constraint and confidence."""
-    return profile_lib.choose_machine_threshold(
-        profile,
-        epsilon=settings.controller.epsilon,
-        constraint=settings.controller.constraint,
-        num_items=settings.num_items,
-        confidence=settings.confidence,
+def final_scores(ctx: Context, run: state.RunState) -> tuple[str, Scores]:
+    """(stage, scores) of the classifier that labels: the last round's lead, or, when the
+    config sets ``final_train``, a final classifier trained once on the final B with that
+    recipe (seeded, charged like any training; its scores are saved, so a rerun neither
+    trains nor pays again). Its recipe is fixed before T is looked at, so the certificate
+    stays valid."""
+    last = run.rounds[-1]
+    recipe = ctx.settings.final_train
+    if recipe is None:
+        return f"round{last.round}", ctx.workdir.load_scores(f"round{last.round}")
+    saved = ctx.workdir.find_scores("final")
+    if saved is not None:
+        return "final", saved
+    train_indices, train_labels = ctx.ledger.bought("train")
+    unlabeled = ctx.unlabeled(train_indices)
+    m = measure(ctx, last.lead, train_indices, train_labels, unlabeled, last.round, recipe)
+    charge(ctx, "final", m)
+    ctx.workdir.save_checkpoint("final", last.lead, m.train.variables)
+    ctx.workdir.save_scores("final", m.scores)
+    logging.info(
+        "final classifier: %d steps on |B|=%d, %d of %d items of U certified",
+        m.train.steps,
+        m.train_size,
+        m.certified_machine,
+        len(unlabeled),
     )
+    return "final", m.scores
 
 
 def certify(ctx: Context, run: state.RunState) -> state.FinalLabeling:
-    """The certified decision with the scores of the last round's lead model."""
-    last = run.rounds[-1]
-    scores = ctx.workdir.load_scores(last.round)
+    """The certified decision with the scores of the labeling classifier."""
+    stage, scores = final_scores(ctx, run)
     train_indices, _ = ctx.ledger.bought("train")
     unlabeled = ctx.unlabeled(train_indices)
-    test = ctx.test_indices
-    _, test_labels = ctx.ledger.bought("test")
-    profile = profile_lib.error_profile(
-        scores.confidence[unlabeled],
-        scores.confidence[test],
-        scores.predicted[test] == test_labels,
-    )
-    choice = certified_choice(ctx.settings, profile)
+    test_indices, test_labels = ctx.ledger.bought("test")
+    choice = certified_choice(ctx.settings, scores, unlabeled, test_indices, test_labels)
     machine = unlabeled[scores.confidence[unlabeled] >= choice.threshold]
-    return state.FinalLabeling(last.round, last.lead, choice, machine.astype(np.int64))
+    return state.FinalLabeling(stage, run.rounds[-1].lead, choice, machine.astype(np.int64))
 
 
 def finish(ctx: Context, run: state.RunState, baselines: dict | None = None) -> dict:
@@ -61,7 +71,7 @@ def finish(ctx: Context, run: state.RunState, baselines: dict | None = None) -> 
     residual = np.setdiff1d(ctx.unlabeled(train_indices), final.machine)
     if len(residual):
         ctx.ledger.buy(ctx.labeler, residual, purpose="residual", key=state.RESIDUAL_PURCHASE_KEY)
-    scores = ctx.workdir.load_scores(final.round)
+    scores = ctx.workdir.load_scores(final.stage)
     n = ctx.num_items
     human_indices, human_labels = ctx.ledger.labels()
     labels = np.full(n, -1, np.int32)
@@ -115,6 +125,10 @@ def _summary(ctx: Context, run: state.RunState, final: state.FinalLabeling, labe
     bound_subset, bound_overall = choice.upper_bound, choice.num_machine * choice.upper_bound / n
     warn_if_at_chance(choice, ctx.num_classes)
     overall = settings.controller.constraint == "overall"
+    # What the last plan expected to machine-label at the final |B| (its curve starts there).
+    last_plan = run.rounds[-1].plan
+    left = n - counts["test"] - counts["train"]
+    predicted = float(last_plan.theta_star_by_b[0]) * left
     true_overall, true_subset = machine_errors / n, machine_errors / max(len(machine), 1)
     estimated_subset = choice.estimated_error
     summary = {
@@ -125,6 +139,7 @@ def _summary(ctx: Context, run: state.RunState, final: state.FinalLabeling, labe
         "model": final.model,
         "counts": counts,
         "fractions": {k: v / n for k, v in counts.items()},
+        "machine_fraction": {"predicted": predicted / n, "certified": len(machine) / n},
         "cost_usd": {
             **{k: totals[k] for k in ("human_labels", "human_labels_test")},
             **{k: totals[k] for k in ("human_labels_train", "human_labels_residual")},

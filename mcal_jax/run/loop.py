@@ -26,7 +26,7 @@ from absl import logging
 from mcal_jax import controller
 from mcal_jax.profile import THETAS
 from mcal_jax.run import baselines, finish, state
-from mcal_jax.run.measure import Measurement, least_confident, measure
+from mcal_jax.run.measure import Measurement, charge, least_confident, measure
 from mcal_jax.run.prepare import Context, prepare
 
 
@@ -77,7 +77,7 @@ def run_round(ctx: Context, run: state.RunState) -> state.RunState:
         for model in run.active
     }
     for m in measured.values():
-        _charge(ctx, r, m)
+        charge(ctx, f"round{r}", m)
     labels_usd = ledger.usd(state.train_purchase_key(r))
     if r == 1:
         labels_usd += ledger.usd(state.TEST_PURCHASE_KEY)
@@ -92,6 +92,7 @@ def run_round(ctx: Context, run: state.RunState) -> state.RunState:
             m.train.images_processed,
             m.scoring_usd,
             labels_usd=labels_usd,
+            certified_machine=m.certified_machine,
         )
         plans[model] = controller.plan(settings.controller, grown)
         histories[model] = grown.record_plan(plans[model])
@@ -107,9 +108,9 @@ def run_round(ctx: Context, run: state.RunState) -> state.RunState:
         () if plan.stop else least_confident(measured[lead].scores, unlabeled, plan.next_delta)
     )
 
-    ctx.workdir.save_scores(r, measured[lead].scores)
+    ctx.workdir.save_scores(f"round{r}", measured[lead].scores)
     for model, m in measured.items():
-        ctx.workdir.save_checkpoint(r, model, m.train.variables)
+        ctx.workdir.save_checkpoint(f"round{r}", model, m.train.variables)
     record = state.RoundRecord(
         round=r,
         lead=lead,
@@ -131,26 +132,6 @@ def run_round(ctx: Context, run: state.RunState) -> state.RunState:
     return run
 
 
-def _charge(ctx: Context, round_index: int, m: Measurement) -> None:
-    ledger = ctx.ledger
-    ledger.charge(
-        category="training",
-        usd=m.training_usd,
-        key=state.charge_key(ledger, round_index, m.model, "training"),
-        device_seconds=m.train.device_seconds,
-        images=m.train.images_processed,
-        model=m.model,
-    )
-    ledger.charge(
-        category="scoring",
-        usd=m.scoring_usd,
-        key=state.charge_key(ledger, round_index, m.model, "scoring"),
-        device_seconds=m.scoring_seconds,
-        items=m.scored_items,
-        model=m.model,
-    )
-
-
 def _model_round(m: Measurement, plan: controller.Plan) -> state.ModelRound:
     return state.ModelRound(
         model=m.model,
@@ -163,6 +144,7 @@ def _model_round(m: Measurement, plan: controller.Plan) -> state.ModelRound:
         images=m.train.images_processed,
         device_seconds=m.train.device_seconds,
         scoring_seconds=m.scoring_seconds,
+        certified_machine=m.certified_machine,
         plan=plan,
     )
 

@@ -1,6 +1,7 @@
 """One model's round of measurement: train D(B) from scratch, score U ∪ T with the metric
-M, measure the error profile on T, and price the device time (docs/algorithm.md, steps
-2-3). MCAL's loop and the AL(δ) baselines measure their rounds through here alike.
+M, measure the error profile on T, see how much of U the model could machine-label under
+the certificate right now, and price the device time (docs/algorithm.md, steps 2-3 and
+10). MCAL's loop, its final labeling and the AL(δ) baselines all measure through here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import numpy as np
 from mcal_jax import profile as profile_lib
 from mcal_jax import scoring
 from mcal_jax import train as train_lib
+from mcal_jax.recipe import TrainConfig
+from mcal_jax.run import state
 from mcal_jax.run.prepare import Context
+from mcal_jax.run.settings import Settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +33,12 @@ class Measurement:
     scoring_usd: float
     scored_items: int
     scoring_seconds: float  # device seconds
+    choice: profile_lib.MachineLabelingChoice  # step 10 applied to this model now
+
+    @property
+    def certified_machine(self) -> int:
+        """Items of U step 10 would machine-label with this model now."""
+        return self.choice.num_machine
 
 
 def measure(
@@ -38,15 +48,18 @@ def measure(
     train_labels: np.ndarray,
     unlabeled: np.ndarray,
     round_index: int,
+    recipe: TrainConfig | None = None,
 ) -> Measurement:
-    """Trains ``model`` on the bought labels, scores U = ``unlabeled`` and T, and measures
-    ε_T(θ) with T's bought labels. Raises `train.DivergedError` (naming
-    ``train.learning_rate``) when the model or its scores are not finite, so nothing is
-    planned or bought from a diverged model."""
+    """Trains ``model`` on the bought labels (with ``recipe``, default the rounds'
+    ``settings.train``), scores U = ``unlabeled`` and T, and measures ε_T(θ) with T's
+    bought labels. Raises `train.DivergedError` (naming ``train.learning_rate``) when the
+    model or its scores are not finite, so nothing is planned or bought from a diverged
+    model."""
     settings = ctx.settings
+    recipe = recipe or settings.train
     seed = settings.round_seed(round_index)
     result = train_lib.train(
-        model, ctx.pool, train_indices, train_labels, settings.train, seed=seed, progress=True
+        model, ctx.pool, train_indices, train_labels, recipe, seed=seed, progress=True
     )
     scorer = scoring.get_scorer(
         model, ctx.pool, settings.metric, settings.score_batch_size, settings.train.compute_dtype
@@ -59,7 +72,7 @@ def measure(
     if not np.all(np.isfinite(scores.confidence[to_score])):
         raise train_lib.DivergedError(
             f"{model} trained on |B|={len(train_indices)} gives non-finite confidences: "
-            f"lower train.learning_rate={settings.train.learning_rate} or check the data"
+            f"lower train.learning_rate={recipe.learning_rate} or check the data"
         )
     _, test_labels = ctx.ledger.bought("test")
     profile = profile_lib.error_profile(
@@ -76,6 +89,53 @@ def measure(
         scoring_usd=pricing.scoring_usd(model, len(to_score), scoring_seconds),
         scored_items=len(to_score),
         scoring_seconds=scoring_seconds,
+        choice=certified_choice(settings, scores, unlabeled, test, test_labels),
+    )
+
+
+def certified_choice(
+    settings: Settings,
+    scores: scoring.Scores,
+    unlabeled: np.ndarray,
+    test_indices: np.ndarray,
+    test_labels: np.ndarray,
+) -> profile_lib.MachineLabelingChoice:
+    """The machine-labeling threshold for U = ``unlabeled`` that T certifies under the
+    run's ε, constraint and confidence, tested on the fine pre-set grid
+    (`profile.CERTIFY_THETAS`, every 0.5% of U's confidence quantiles)."""
+    profile = profile_lib.error_profile(
+        scores.confidence[unlabeled],
+        scores.confidence[test_indices],
+        scores.predicted[test_indices] == test_labels,
+        thetas=profile_lib.CERTIFY_THETAS,
+    )
+    return profile_lib.choose_machine_threshold(
+        profile,
+        epsilon=settings.controller.epsilon,
+        constraint=settings.controller.constraint,
+        num_items=settings.num_items,
+        confidence=settings.confidence,
+    )
+
+
+def charge(ctx: Context, stage: str, m: Measurement) -> None:
+    """Records the device time of a measurement in the ledger, under fresh keys."""
+    ledger = ctx.ledger
+    ledger.charge(
+        category="training",
+        usd=m.training_usd,
+        key=state.charge_key(ledger, stage, m.model, "training"),
+        device_seconds=m.train.device_seconds,
+        images=m.train.images_processed,
+        model=m.model,
+    )
+    ledger.charge(
+        category="scoring",
+        usd=m.scoring_usd,
+        key=state.charge_key(ledger, stage, m.model, "scoring"),
+        device_seconds=m.scoring_seconds,
+        items=m.scored_items,
+        model=m.model,
     )
 
 

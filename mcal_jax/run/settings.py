@@ -16,8 +16,8 @@ import ml_collections
 
 from mcal_jax import costs, labelers, models, scoring
 from mcal_jax.controller import ControllerConfig
-from mcal_jax.history import InvalidFieldError
 from mcal_jax.recipe import TrainConfig
+from mcal_jax.records import InvalidFieldError
 
 # Where each ControllerConfig field comes from in the config file.
 _CONTROLLER_SOURCES = {
@@ -33,6 +33,7 @@ _CONTROLLER_SOURCES = {
     "min_rounds_for_stability": "mcal.min_rounds_for_stability",
     "budget_usd": "mcal.budget_usd",
     "max_rounds": "mcal.max_rounds",
+    "confidence": "mcal.confidence",
     "train_epochs": "train.epochs",
     "train_min_images": "train.min_steps",
 }
@@ -52,6 +53,7 @@ class Settings:
 
     controller: ControllerConfig
     train: TrainConfig
+    final_train: TrainConfig | None  # the final classifier's recipe; None: the last round's
     pricing: costs.Pricing
     models: tuple[str, ...]
     seed: int
@@ -122,10 +124,17 @@ class Settings:
             problems.append(f"score_batch_size={config.score_batch_size} must be ≥ 1")
         pricing = _pricing(config, names, problems)
         baselines = _baselines(config, problems)
+        final_train = None
         try:
             train = TrainConfig(**_train_fields(config))
         except ValueError as error:
             problems.append(str(error))
+        else:  # the final classifier: train's recipe with final_train's fields that are set
+            overrides = {k: v for k, v in config.final_train.items() if v is not None}
+            try:
+                final_train = dataclasses.replace(train, **overrides) if overrides else None
+            except ValueError as error:  # "train.x=… is not valid"
+                problems.append(f"final_{error}")
 
         controller_fields = dict(
             num_items=num_items,
@@ -142,6 +151,7 @@ class Settings:
             min_rounds_for_stability=m.min_rounds_for_stability,
             budget_usd=m.budget_usd,
             max_rounds=m.max_rounds,
+            confidence=m.confidence,
         )
         try:
             controller = ControllerConfig(**controller_fields)
@@ -153,6 +163,7 @@ class Settings:
         return cls(
             controller=controller,
             train=train,
+            final_train=final_train,
             pricing=pricing,
             models=names,
             seed=int(config.seed),

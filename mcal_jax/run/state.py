@@ -23,9 +23,9 @@ import numpy as np
 
 from mcal_jax import controller
 from mcal_jax.fit import PowerLawFit, TrainingCostModel
-from mcal_jax.history import History
 from mcal_jax.ledger import Ledger
 from mcal_jax.profile import MachineLabelingChoice
+from mcal_jax.records import History
 
 
 def ints(values) -> tuple[int, ...]:
@@ -74,6 +74,7 @@ class ModelRound:
     images: int  # images through forward + backward
     device_seconds: float  # training, compile excluded
     scoring_seconds: float
+    certified_machine: int  # items of U the round's model could machine-label right away
     plan: controller.Plan
 
 
@@ -203,6 +204,7 @@ def grow_history(history: History, measured: ModelRound, labels_usd: float) -> H
         measured.images,
         measured.scoring_usd,
         labels_usd=labels_usd,
+        certified_machine=measured.certified_machine,
     )
     return grown.record_plan(measured.plan)
 
@@ -210,16 +212,17 @@ def grow_history(history: History, measured: ModelRound, labels_usd: float) -> H
 @dataclasses.dataclass(frozen=True)
 class FinalLabeling:
     """The certified decision of docs/algorithm.md, step 10, saved before the residual is
-    bought: the scores of ``round``'s lead ``model`` machine-label the items ``machine``."""
+    bought: the scores of ``stage`` (the last round, or the final classifier trained after
+    it) of ``model`` machine-label the items ``machine``."""
 
-    round: int
+    stage: str
     model: str
     choice: MachineLabelingChoice
     machine: np.ndarray  # int64 pool indices
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "round": self.round,
+            "stage": self.stage,
             "model": self.model,
             "choice": dataclasses.asdict(self.choice),
             "machine": np.asarray(self.machine).tolist(),
@@ -228,7 +231,7 @@ class FinalLabeling:
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> FinalLabeling:
         return cls(
-            round=int(value["round"]),
+            stage=str(value["stage"]),
             model=str(value["model"]),
             choice=MachineLabelingChoice(**value["choice"]),
             machine=np.asarray(value["machine"], np.int64),
@@ -237,7 +240,9 @@ class FinalLabeling:
 
 @dataclasses.dataclass(frozen=True)
 class ALResult:
-    """One AL(δ) baseline run: its price and the "stop now" price after every round."""
+    """One AL(δ) baseline run: its price, the "stop now" price after every round (with the
+    round's classifier), and the price of stopping at the cheapest of those rounds. The
+    prices are final labelings (with the final classifier, when the run trains one)."""
 
     delta_fraction: float
     delta: int
@@ -247,6 +252,8 @@ class ALResult:
     machine: int
     stop_now_usd: tuple[float, ...]
     train_sizes: tuple[int, ...]
+    best_round: int
+    best_round_usd: float
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> ALResult:
@@ -265,10 +272,10 @@ TEST_PURCHASE_KEY = "test"
 RESIDUAL_PURCHASE_KEY = "residual"
 
 
-def charge_key(ledger: Ledger, round_index: int, model: str, category: str) -> str:
-    """A fresh key for a device charge: a round redone after a restart really was paid
-    for twice, so a redo charges under ``.../retry1``, ``.../retry2``, …"""
-    key = f"round{round_index}/{model}/{category}"
+def charge_key(ledger: Ledger, stage: str, model: str, category: str) -> str:
+    """A fresh key for a device charge of a stage (``round3``, ``final``): a stage redone
+    after a restart really was paid for twice, so a redo charges under ``.../retry1``, …"""
+    key = f"{stage}/{model}/{category}"
     retry = 0
     while ledger.has(key if not retry else f"{key}/retry{retry}"):
         retry += 1

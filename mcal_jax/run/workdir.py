@@ -104,30 +104,34 @@ class Workdir:
             lines = [json.dumps(r.metrics(THETAS), default=float) + "\n" for r in records]
             files.atomic_write_bytes(self.file("metrics.jsonl"), "".join(lines).encode())
 
-    def save_scores(self, round_index: int, scores: Scores) -> None:
-        """The lead model's scores of a round: the final labeling reads the last ones."""
+    def save_scores(self, stage: str, scores: Scores) -> None:
+        """The lead model's pool scores of a stage (``round3``, ``final``)."""
         if self.writer:
             files.atomic_write_npz(
-                self.file("scores", f"round{round_index}.npz"),
+                self.file("scores", f"{stage}.npz"),
                 confidence=scores.confidence,
                 predicted=scores.predicted,
             )
 
-    def load_scores(self, round_index: int) -> Scores:
-        path = self.file("scores", f"round{round_index}.npz")
-        saved = files.read_npz(path)
-        if saved is None:
-            raise ValueError(
-                f"{path} is missing or unreadable: the scores of round {round_index} are "
-                "needed to finish; restore the file or start a new --workdir"
-            )
-        return Scores(saved["confidence"], saved["predicted"])
+    def find_scores(self, stage: str) -> Scores | None:
+        """The saved scores of a stage, or None when there are none (or they are torn)."""
+        saved = files.read_npz(self.file("scores", f"{stage}.npz"))
+        return None if saved is None else Scores(saved["confidence"], saved["predicted"])
 
-    def save_checkpoint(self, round_index: int, model: str, variables) -> None:
-        """A round's trained variables, with orbax (``checkpoints/round{i}_{model}``)."""
+    def load_scores(self, stage: str) -> Scores:
+        scores = self.find_scores(stage)
+        if scores is None:
+            raise ValueError(
+                f"{self.file('scores', stage + '.npz')} is missing or unreadable: the scores "
+                f"of {stage} are needed to finish; restore the file or start a new --workdir"
+            )
+        return scores
+
+    def save_checkpoint(self, stage: str, model: str, variables) -> None:
+        """A stage's trained variables, with orbax (``checkpoints/{stage}_{model}``)."""
         import orbax.checkpoint as ocp
 
-        path = os.path.abspath(self.file("checkpoints", f"round{round_index}_{model}"))
+        path = os.path.abspath(self.file("checkpoints", f"{stage}_{model}"))
         if os.path.exists(path):
             return  # written before a restart
         verbosity = logging.get_verbosity()
