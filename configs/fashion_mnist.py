@@ -5,7 +5,8 @@ prices, ε = 5%; about an hour on one H100):
 
   python -m launch.mcal --config=configs/fashion_mnist.py --workdir=/tmp/mcal/fmnist
 
-CPU demo (`make demo`; a small ResNet-8, short schedule; about 7 minutes on 2 cores):
+CPU demo (`make demo`; a small ResNet-8, short rounds and one longer final classifier;
+about 7 minutes on 2 cores):
 
   python -m launch.mcal --config=configs/fashion_mnist.py:cpu --workdir=/tmp/mcal/fmnist_cpu
 

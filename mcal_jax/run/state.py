@@ -127,6 +127,8 @@ class RoundRecord:
             "b_opt": plan.b_opt,
             "theta_star": plan.theta_star,
             "stable": plan.stable,
+            "no_longer_pays": plan.no_longer_pays,
+            "certified_machine": lead.certified_machine,
             "stop": self.stop,
             "reason": self.reason,
             "error_profile": {
