@@ -24,6 +24,12 @@ of ``--out`` (overwritten) with:
   compile excluded; ``compile_seconds``, the training step's compile (nonzero on a recipe's
   first training only), is kept apart.
 
+With ``--semi_supervised``, each size is trained a second time semi-supervised
+(``train.semi_supervised``, docs/algorithm.md step 2), its teacher the supervised model just
+trained: the student also fits the teacher's most confident ``train.pseudo_fraction`` of the
+items outside B (H included, as MCAL includes T), and its line says ``"semi_supervised":
+true``.
+
 The end prints the mean (± sample std when several seeds) error at each θ per min_steps and
 size; ``--plot`` draws it against |B| (log-log), one colour per θ, one line style per
 min_steps. Draws use ``numpy.random.default_rng((config.seed, seed))``; training uses seed
@@ -32,6 +38,8 @@ min_steps. Draws use ``numpy.random.default_rng((config.seed, seed))``; training
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import math
 import time
@@ -66,6 +74,7 @@ _THETAS = flags.DEFINE_list("thetas", ["1.0", "0.8"], "Fractions of H, most conf
 # test suite) import both.
 _OUT = flags.DEFINE_string("out", None, "JSONL file (overwritten).", allow_override=True)
 _PLOT = flags.DEFINE_string("plot", None, "PNG of error against |B| (optional).")
+_SEMI = flags.DEFINE_bool("semi_supervised", False, "Also train each size semi-supervised.")
 
 
 def error_at_thetas(
@@ -105,6 +114,7 @@ def measure_curves(
     seeds: Sequence[int] = (0,),
     held_out: int = 10_000,
     thetas: Sequence[float] = (1.0, 0.8),
+    semi_supervised: bool = False,
     out: str | None = None,
     echo: Callable[[str], object] = print,
 ) -> list[dict]:
@@ -132,61 +142,74 @@ def measure_curves(
         f"{model} on {config.data.dataset} ({len(dataset)} items), |H| = {held_out}, "
         f"{first.epochs} epochs of batch {first.batch_size}, {pool.mesh.size} device(s)"
     )
-    header = f"{'size':>6} {'min_steps':>9} {'seed':>4} {'steps':>6} {'passes':>7} " + " ".join(
-        f"{f'err@{t:g}':>9}" for t in thetas
+    header = (
+        f"{'size':>6} {'min_steps':>9} {'':>4} {'seed':>4} {'steps':>6} {'passes':>7} "
+        + " ".join(f"{f'err@{t:g}':>9}" for t in thetas)
     )
     echo(header + f" {'seconds':>8} {'compile':>8}")
     sink = open(out, "w") if out and parallel.is_main_process() else None  # noqa: SIM115
     records = []
+    everything = np.arange(len(dataset))
     try:
-        for seed in seeds:
+        variants = (False, True) if semi_supervised else (False,)
+        teacher = None  # the supervised model just trained on the same B
+        for seed, floor, size, semi in itertools.product(seeds, min_steps, sizes, variants):
             permutation = np.random.default_rng((int(config.seed), seed)).permutation(len(dataset))
             test, rest = permutation[:held_out], permutation[held_out:]
-            for floor in min_steps:
-                for size in sizes:
-                    labeled = rest[:size]
-                    result = train_lib.train(
-                        model,
-                        pool,
-                        labeled,
-                        dataset.labels[labeled],
-                        recipes[floor],
-                        seed=int(config.seed) * 1000 + seed,
-                    )
-                    scores = scorer.score(result.variables, test)
-                    correct = scores.predicted[test] == dataset.labels[test]
-                    errors, wrong, items = error_at_thetas(scores.confidence[test], correct, thetas)
-                    record = {
-                        "dataset": config.data.dataset,
-                        "model": model,
-                        "min_steps": int(floor),
-                        "size": size,
-                        "seed": seed,
-                        "held_out": held_out,
-                        "thetas": thetas,
-                        "errors": errors,
-                        "wrong": wrong,
-                        "items": items,
-                        "steps": result.steps,
-                        "images": result.images_processed,
-                        "passes": result.epochs,
-                        "device_seconds": result.device_seconds,
-                        "wall_seconds": result.wall_seconds,
-                        "compile_seconds": result.compile_seconds,
-                        "final_loss": result.final_loss,
-                        "epochs": recipes[floor].epochs,
-                        "batch_size": recipes[floor].batch_size,
-                        "num_devices": result.num_devices,
-                    }
-                    records.append(record)
-                    if sink:
-                        sink.write(json.dumps(record, allow_nan=False) + "\n")
-                        sink.flush()
-                    echo(
-                        f"{size:>6} {floor:>9} {seed:>4} {result.steps:>6} {result.epochs:>7.1f} "
-                        + " ".join(f"{e:>9.4f}" for e in errors)
-                        + f" {result.wall_seconds:>8.1f} {result.compile_seconds:>8.1f}"
-                    )
+            labeled = rest[:size]
+            pseudo_indices = pseudo_labels = None
+            if semi and teacher is not None:
+                outside = np.setdiff1d(everything, labeled)
+                fraction = recipes[floor].pseudo_fraction
+                pseudo_indices, pseudo_labels = teacher.pseudo_labels(outside, fraction)
+            recipe = dataclasses.replace(recipes[floor], semi_supervised=semi)
+            result = train_lib.train(
+                model,
+                pool,
+                labeled,
+                dataset.labels[labeled],
+                recipe,
+                pseudo_indices=pseudo_indices,
+                pseudo_labels=pseudo_labels,
+                seed=int(config.seed) * 1000 + seed,
+            )
+            scores = scorer.score(result.variables, test if semi else everything)
+            teacher = None if semi else scores
+            correct = scores.predicted[test] == dataset.labels[test]
+            errors, wrong, items = error_at_thetas(scores.confidence[test], correct, thetas)
+            record = {
+                "dataset": config.data.dataset,
+                "model": model,
+                "semi_supervised": semi,
+                "min_steps": int(floor),
+                "size": size,
+                "seed": seed,
+                "held_out": held_out,
+                "thetas": thetas,
+                "errors": errors,
+                "wrong": wrong,
+                "items": items,
+                "steps": result.steps,
+                "images": result.images_processed,
+                "passes": result.epochs,
+                "device_seconds": result.device_seconds,
+                "wall_seconds": result.wall_seconds,
+                "compile_seconds": result.compile_seconds,
+                "final_loss": result.final_loss,
+                "epochs": recipes[floor].epochs,
+                "batch_size": recipes[floor].batch_size,
+                "num_devices": result.num_devices,
+            }
+            records.append(record)
+            if sink:
+                sink.write(json.dumps(record, allow_nan=False) + "\n")
+                sink.flush()
+            echo(
+                f"{size:>6} {floor:>9} {'semi' if semi else '':>4} {seed:>4} {result.steps:>6} "
+                f"{result.epochs:>7.1f} "
+                + " ".join(f"{e:>9.4f}" for e in errors)
+                + f" {result.wall_seconds:>8.1f} {result.compile_seconds:>8.1f}"
+            )
     finally:
         if sink:
             sink.close()
@@ -194,16 +217,18 @@ def measure_curves(
 
 
 def summarize(records: Sequence[dict]) -> list[dict]:
-    """Per (min_steps, size): the seeds, mean steps, and mean and sample std (None for one
-    seed) of the error at each θ."""
-    groups: dict[tuple[int, int], list[dict]] = {}
+    """Per (semi-supervised or not, min_steps, size): the seeds, mean steps, and mean and
+    sample std (None for one seed) of the error at each θ."""
+    groups: dict[tuple[bool, int, int], list[dict]] = {}
     for r in records:
-        groups.setdefault((r["min_steps"], r["size"]), []).append(r)
+        key = (bool(r.get("semi_supervised", False)), r["min_steps"], r["size"])
+        groups.setdefault(key, []).append(r)
     rows = []
-    for (floor, size), group in sorted(groups.items()):
+    for (semi, floor, size), group in sorted(groups.items()):
         errors = np.array([r["errors"] for r in group], np.float64)
         rows.append(
             {
+                "semi_supervised": semi,
                 "min_steps": floor,
                 "size": size,
                 "seeds": len(group),
@@ -217,12 +242,12 @@ def summarize(records: Sequence[dict]) -> list[dict]:
 
 
 def format_summary(rows: Sequence[dict]) -> str:
-    """The summary as a table: one row per (min_steps, size)."""
+    """The summary as a table: one row per (semi-supervised or not, min_steps, size)."""
     if not rows:
         return "no measurements"
     thetas = rows[0]["thetas"]
     width = 17 if any(r["std"] for r in rows) else 9
-    header = f"{'min_steps':>9} {'size':>6} {'seeds':>5} {'steps':>7} " + " ".join(
+    header = f"{'semi':>4} {'min_steps':>9} {'size':>6} {'seeds':>5} {'steps':>7} " + " ".join(
         f"{f'err@{t:g}':>{width}}" for t in thetas
     )
     lines = [header, "-" * len(header)]
@@ -232,6 +257,7 @@ def format_summary(rows: Sequence[dict]) -> str:
             for m, s in zip(r["mean"], r["std"] or r["mean"], strict=True)
         ]
         lines.append(
+            f"{'yes' if r.get('semi_supervised') else 'no':>4} "
             f"{r['min_steps']:>9} {r['size']:>6} {r['seeds']:>5} {r['steps']:>7.0f} "
             + " ".join(f"{c:>{width}}" for c in cells)
         )
@@ -246,18 +272,21 @@ def plot_curves(rows: Sequence[dict], path: str, title: str = "") -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    floors = sorted({r["min_steps"] for r in rows})
+    curves = sorted({(bool(r.get("semi_supervised")), r["min_steps"]) for r in rows})
     styles = ["-", "--", ":", "-."]
     for i, theta in enumerate(rows[0]["thetas"] if rows else []):
-        for j, floor in enumerate(floors):
-            curve = [r for r in rows if r["min_steps"] == floor]
+        for j, (semi, floor) in enumerate(curves):
+            curve = [
+                r for r in rows
+                if (bool(r.get("semi_supervised")), r["min_steps"]) == (semi, floor)
+            ]  # fmt: skip
             ax.plot(
                 [r["size"] for r in curve],
                 [max(r["mean"][i], 1e-4) for r in curve],  # a zero error stays on the plot
                 linestyle=styles[j % len(styles)],
                 marker="o",
                 color=f"C{i}",
-                label=f"θ = {theta:g}, min_steps = {floor}",
+                label=f"θ = {theta:g}, min_steps = {floor}" + (", semi" if semi else ""),
             )
     ax.set(xscale="log", yscale="log", xlabel="|B| (labeled training items)")
     ax.set(ylabel="held-out error among the θ most confident", title=title)
@@ -292,6 +321,7 @@ def main(argv: Sequence[str]) -> None:
         seeds=_parse("seeds", _SEEDS.value, int, 0),
         held_out=_HELD_OUT.value,
         thetas=_parse("thetas", _THETAS.value, float, 1e-9),
+        semi_supervised=_SEMI.value,
         out=_OUT.value,
     )
     rows = summarize(records)

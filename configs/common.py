@@ -75,6 +75,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.crop_padding = 4
     config.train.horizontal_flip = True
     config.train.compute_dtype = "float32"
+    # Semi-supervised rounds (docs/algorithm.md, step 2): each step also fits
+    # `unlabeled_ratio` × batch images outside B (U and T alike, never their labels) to the
+    # previous round's predictions, taking its most confident `pseudo_fraction` of them.
+    config.train.semi_supervised = False
+    config.train.unlabeled_ratio = 1
+    config.train.pseudo_weight = 1.0
+    config.train.pseudo_fraction = 0.5
 
     # The final classifier, trained once on the final B to do the machine labeling: the
     # fields set here override `train` (e.g. a longer schedule with augmentation, which the
@@ -85,6 +92,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.final_train.learning_rate = config_dict.placeholder(float)
     config.final_train.crop_padding = config_dict.placeholder(int)
     config.final_train.horizontal_flip = config_dict.placeholder(bool)
+    config.final_train.semi_supervised = config_dict.placeholder(bool)
+    config.final_train.pseudo_fraction = config_dict.placeholder(float)
 
     config.score_batch_size = 1024
     config.num_devices = 0  # 0: all devices

@@ -31,3 +31,19 @@ def as_int_array(values, what: str, size: int | None = None) -> np.ndarray:
         if bad.size:
             raise IndexError(f"{what}: {bad.size} outside [0, {size}): {shown(bad)}")
     return array
+
+
+def labeled_items(
+    indices, labels, what: str, *, size: int, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, labels) checked as a set of distinct items of a pool of ``size`` with one
+    label in [0, ``num_classes``) each; errors name ``what`` (``labeled``, ``pseudo``)."""
+    indices = as_int_array(indices, f"{what}_indices", size=size)
+    labels = as_int_array(labels, f"{what}_labels", size=num_classes)
+    if indices.shape != labels.shape:
+        raise ValueError(
+            f"{what}_indices {indices.shape} and {what}_labels {labels.shape} must be of one length"
+        )
+    if len(np.unique(indices)) != len(indices):
+        raise ValueError(f"{what}_indices has duplicates")
+    return indices, labels

@@ -37,6 +37,13 @@ class TrainConfig:
     crop_padding: int = 4
     horizontal_flip: bool = True
     compute_dtype: str = "float32"  # "bfloat16" on GPUs: float32 parameters, bf16 compute
+    # Semi-supervised (self-training): each step also fits `unlabeled_ratio` × batch images
+    # outside B to a teacher's predicted labels, with loss weight `pseudo_weight`. The
+    # caller picks the images and labels (docs/algorithm.md, step 2); off by default.
+    semi_supervised: bool = False
+    unlabeled_ratio: int = 1
+    pseudo_weight: float = 1.0
+    pseudo_fraction: float = 0.5  # the teacher's most confident fraction of X ∖ B
 
     def __post_init__(self):
         checks = {
@@ -50,6 +57,9 @@ class TrainConfig:
             "crop_padding": self.crop_padding >= 0,
             "compute_dtype": self.compute_dtype in ("float32", "bfloat16"),
             "warmup_epochs": 0 <= self.warmup_epochs < self.epochs,
+            "unlabeled_ratio": self.unlabeled_ratio >= 1,
+            "pseudo_weight": self.pseudo_weight >= 0,
+            "pseudo_fraction": 0 < self.pseudo_fraction <= 1,
         }
         for name, ok in checks.items():
             if not ok:
@@ -61,9 +71,11 @@ class TrainConfig:
         over B wraps around, so a pass is ⌈|B| / batch⌉ steps)."""
         return max(self.epochs * -(-num_labeled // self.batch_size), self.min_steps)
 
-    def images(self, num_labeled: int) -> int:
-        """Images through forward and backward in a round on ``num_labeled`` items."""
-        return self.steps(num_labeled) * self.batch_size
+    def images(self, num_labeled: int, pseudo: bool = False) -> int:
+        """Images through forward and backward in a round on ``num_labeled`` items; with
+        ``pseudo`` (semi-supervised with a teacher), the pseudo-labeled images as well."""
+        per_step = self.batch_size * (1 + (self.unlabeled_ratio if pseudo else 0))
+        return self.steps(num_labeled) * per_step
 
 
 def schedule_epoch(config: TrainConfig, step: jax.Array, total_steps: jax.Array) -> jax.Array:

@@ -67,6 +67,17 @@ class Scores:
     confidence: np.ndarray  # float32 [N]
     predicted: np.ndarray  # int32 [N]
 
+    def pseudo_labels(self, items: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, predicted labels) of the ⌊``fraction`` · |items|⌋ most confident of
+        ``items`` (which must have been scored), ties broken by item order: the training
+        targets a semi-supervised round takes from its teacher. Uses no label of any item."""
+        if not 0 < fraction <= 1:
+            raise ValueError(f"pseudo_labels: fraction={fraction} must lie in (0, 1]")
+        items = np.asarray(items)
+        order = np.argsort(-self.confidence[items], kind="stable")
+        chosen = np.sort(items[order[: int(fraction * len(items))]])
+        return chosen, self.predicted[chosen]
+
 
 class Scorer:
     """The compiled scoring program for one (model, pool, metric, batch size)."""

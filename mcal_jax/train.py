@@ -1,32 +1,27 @@
 """Data-parallel training of a classifier on a labeled subset B of the device-resident pool.
 
 One call of :func:`train` is one active-learning round's "train D(B_i)" (Algorithm 1,
-line 12): it trains from scratch on the items in B and returns the variables together with
-the measured bill, device seconds and images processed, from which the training-cost model
-of Eq. 3 is fitted.
+line 12): it trains from scratch on B and returns the variables with the measured bill
+(device seconds, images processed) from which the training-cost model of Eq. 3 is fitted.
 
-The design keeps every round on the same compiled programs, with everything on the device:
+Every round runs on the same compiled programs, with everything on the device:
 
-- B enters as a boolean mask over the whole pool, so no shape changes between rounds. Each
-  epoch's random order of B is one small jitted call: an ``argsort`` of random keys with
-  the unlabeled items pushed last.
-- A step is one jitted call with no host transfer at all: the step counter lives in the
-  train state, and from it the step finds its batch in the epoch's order, its
-  augmentation key and its learning rate. The host only dispatches steps (asynchronously)
-  and reads one loss per epoch, an epoch late, so the device never waits on it. (A loop
-  over steps inside one program would save the dispatches, but XLA:CPU runs convolutions
-  inside loops an order of magnitude slower.)
-- Inside the step each device runs its own program (``jax.shard_map``): it gathers its
-  share of the global batch from its replica of the pool, augments it, and averages
-  gradients with an explicit ``lax.pmean`` over the ``data`` axis; BatchNorm averages its
-  batch statistics over the same axis (``axis_name`` in the model), so 8 devices take
-  exactly the step one device would take on the whole global batch.
-- The last batch of an epoch wraps around to the epoch's first items, so every step has
-  the full global batch whatever |B| is.
-- A round runs max(epochs × ⌈|B| / batch⌉, ``min_steps``) steps, in passes over B; the
-  learning rate follows the schedule across the steps actually run (see
-  :mod:`mcal_jax.recipe`), so the paper's ÷10 at epochs 80, 120, 160, 180 of 200 falls at
-  40%, 60%, 80% and 90% of the run whatever |B| is.
+- B enters as a boolean mask over the pool, so no shape changes between rounds; each pass
+  over B takes a fresh random order from one small jitted ``argsort``.
+- A step is one jitted call with no host transfer: from the step counter in the train
+  state it finds its batch, its augmentation key and its learning rate. The host only
+  dispatches steps and reads one loss per pass, a pass late. (XLA:CPU runs convolutions
+  inside a device-side loop an order of magnitude slower, so the loop stays on the host.)
+- Each device runs its own program (``jax.shard_map``): it gathers its share of the global
+  batch from its replica of the pool, augments it, and averages gradients with an explicit
+  ``lax.pmean``; BatchNorm averages its statistics over the same ``data`` axis, so 8
+  devices take exactly the step one device takes on the whole global batch.
+- The last batch of a pass wraps around, so every step has the full global batch.
+- A round runs max(epochs × ⌈|B| / batch⌉, ``min_steps``) steps; the learning rate follows
+  the schedule across the steps actually run (:mod:`mcal_jax.recipe`).
+- Semi-supervised (``semi_supervised``, with pseudo-labeled items given): each step also
+  takes ``unlabeled_ratio`` × batch items outside B with a teacher's labels, in one forward
+  pass with B's; a second compiled variant of the step, used only then.
 """
 
 from __future__ import annotations
@@ -46,7 +41,7 @@ from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
 from mcal_jax import models
-from mcal_jax.indices import as_int_array
+from mcal_jax.indices import labeled_items
 from mcal_jax.parallel import DATA_AXIS
 from mcal_jax.pool import DevicePool, augment, normalize, replicate
 from mcal_jax.recipe import TrainConfig, learning_rate, make_optimizer, schedule_epoch
@@ -109,17 +104,21 @@ class Trainer:
         replicated = NamedSharding(self.mesh, P())
         self._init = jax.jit(self._init_state, out_shardings=replicated)
         self._order = jax.jit(_epoch_order, out_shardings=replicated)
+        self._steps = {pseudo: self._make_step(pseudo) for pseudo in (False, True)}
+        # jax.stages.Compiled per variant (with pseudo-labels or not), after its first use
+        self._compiled_steps: dict[bool, Any] = {}
+
+    def _make_step(self, pseudo: bool):
         step = jax.shard_map(
-            self._per_device_step,
+            functools.partial(self._per_device_step, pseudo=pseudo),
             mesh=self.mesh,
-            in_specs=(P(),) * 10,
+            in_specs=(P(),) * (8 if pseudo else 7),
             out_specs=(P(), P()),
             # Gradients of replicated parameters are averaged by the explicit pmean below,
             # as under pmap; with check_vma they would arrive already summed.
             check_vma=False,
         )
-        self._step = jax.jit(step, donate_argnums=0)
-        self._compiled_step: Any = None  # jax.stages.Compiled, after the first train()
+        return jax.jit(step, donate_argnums=0)
 
     def _init_state(self, key: jax.Array) -> TrainState:
         dummy = jnp.zeros((1, *self.pool.image_shape), jnp.float32)
@@ -130,8 +129,13 @@ class Trainer:
         )
 
     def _per_device_step(
-        self, state, loss_sum, images, labels, mean, std, order, num_labeled, total_steps, key
+        self, state, loss_sum, data, order, num_labeled, total_steps, key, pseudo_data=(), *, pseudo
     ):
+        """One optimizer step on this device's share of the global batch: items of B in
+        ``order``, and with ``pseudo`` also ``unlabeled_ratio`` times as many
+        pseudo-labeled items (``pseudo_data``: their order and count). ``data`` is the
+        pool's (images, labels, mean, std); its labels hold both kinds."""
+        images, labels, mean, std = data
         config = self.config
         global_batch = config.batch_size
         local_batch = global_batch // self.num_devices
@@ -140,6 +144,12 @@ class Trainer:
         device = jax.lax.axis_index(DATA_AXIS)
         position = in_epoch * global_batch + device * local_batch + jnp.arange(local_batch)
         index = order[position % num_labeled]
+        if pseudo:
+            pseudo_order, num_pseudo = pseudo_data
+            ratio = config.unlabeled_ratio
+            extra = state.step * ratio * global_batch + device * ratio * local_batch
+            extra = extra + jnp.arange(ratio * local_batch)
+            index = jnp.concatenate([index, pseudo_order[extra % num_pseudo]])
         batch = augment(
             jax.random.fold_in(jax.random.fold_in(key, state.step), device),
             images[index],
@@ -148,6 +158,12 @@ class Trainer:
         )
         x = normalize(batch, mean, std, jnp.dtype(config.compute_dtype))
         y = labels[index]
+        # Per-item loss weights: the batch mean over B, plus pseudo_weight × the mean over
+        # the pseudo-labeled part.
+        weights = jnp.full((local_batch,), 1.0 / local_batch)
+        if pseudo:
+            share = config.pseudo_weight / (ratio * local_batch)
+            weights = jnp.concatenate([weights, jnp.full((ratio * local_batch,), share)])
 
         def loss_fn(params):
             logits, updated = self.model.apply(
@@ -156,8 +172,8 @@ class Trainer:
                 train=True,
                 mutable=["batch_stats"],
             )
-            loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-            return loss, updated["batch_stats"]
+            losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+            return jnp.sum(weights * losses), updated["batch_stats"]
 
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         grads = jax.lax.pmean(grads, DATA_AXIS)
@@ -171,32 +187,49 @@ class Trainer:
     def init(self, key: jax.Array) -> TrainState:
         return self._init(key)
 
+    def _pseudo_set(
+        self, indices: np.ndarray | None, labels: np.ndarray | None, labeled: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The checked pseudo-labeled items and labels, or None when training is
+        supervised only (not semi-supervised, or no pseudo-labeled item given)."""
+        if (indices is None) != (labels is None):
+            raise ValueError("pseudo_indices and pseudo_labels go together")
+        if indices is None or labels is None or not self.config.semi_supervised:
+            return None
+        sizes = dict(size=len(self.pool), num_classes=self.pool.num_classes)
+        indices, labels = labeled_items(indices, labels, "pseudo", **sizes)
+        if labeled[indices].any():
+            raise ValueError("pseudo_indices must lie outside the labeled set")
+        return (indices, labels) if len(indices) else None
+
     def train(
         self,
         labeled_indices: np.ndarray,
         labels: np.ndarray,
         *,
+        pseudo_indices: np.ndarray | None = None,
+        pseudo_labels: np.ndarray | None = None,
         seed: int = 0,
         progress: bool = False,
     ) -> TrainResult:
-        """Trains from scratch on ``labeled_indices`` (into the pool) with their ``labels``."""
-        labeled_indices = as_int_array(labeled_indices, "labeled_indices", size=len(self.pool))
-        labels = as_int_array(labels, "labels", size=self.pool.num_classes)
-        if labeled_indices.shape != labels.shape:
-            raise ValueError(
-                f"labeled_indices {labeled_indices.shape} and labels {labels.shape} must be "
-                "of one length"
-            )
-        num_labeled = len(np.unique(labeled_indices))
+        """Trains from scratch on ``labeled_indices`` (into the pool) with their ``labels``;
+        with ``train.semi_supervised``, each step also fits pseudo-labeled items outside B
+        (``pseudo_indices`` with a teacher's ``pseudo_labels``; none given or empty:
+        supervised only)."""
+        sizes = dict(size=len(self.pool), num_classes=self.pool.num_classes)
+        labeled_indices, labels = labeled_items(labeled_indices, labels, "labeled", **sizes)
+        num_labeled = len(labeled_indices)
         if num_labeled == 0:
             raise ValueError("cannot train on an empty labeled set")
-        if num_labeled != len(labeled_indices):
-            raise ValueError("labeled_indices has duplicates")
         mask = np.zeros(len(self.pool), bool)
         mask[labeled_indices] = True
-        # Bought labels only, scattered over the pool (-1 elsewhere, never read).
+        # Bought labels (and a teacher's on the pseudo-labeled items), scattered over the
+        # pool; -1 elsewhere, never read.
         pool_labels = np.full(len(self.pool), -1, np.int32)
         pool_labels[labeled_indices] = labels
+        pseudo = self._pseudo_set(pseudo_indices, pseudo_labels, mask)
+        if pseudo is not None:
+            pool_labels[pseudo[0]] = pseudo[1]
         labeled_mask = replicate(self.mesh, mask)
         label_array = replicate(self.mesh, pool_labels)
         count = replicate(self.mesh, np.asarray(num_labeled, np.int32))
@@ -213,18 +246,26 @@ class Trainer:
         steps_per_pass = math.ceil(num_labeled / config.batch_size)
         total_steps = config.steps(num_labeled)
         total = replicate(self.mesh, np.asarray(total_steps, np.int32))
+        extra: tuple = ()  # (the pseudo-labeled items in a random order, their count)
+        if pseudo is not None:
+            pseudo_mask = replicate(self.mesh, np.isin(np.arange(len(self.pool)), pseudo[0]))
+            pseudo_order = self._order(pseudo_mask, jax.random.fold_in(key, 3))
+            extra = ((pseudo_order, replicate(self.mesh, np.asarray(len(pseudo[0]), np.int32))),)
         compile_seconds = 0.0
-        if self._compiled_step is None:
+        variant = pseudo is not None
+        data = (pool.images, label_array, pool.mean, pool.std)
+        if variant not in self._compiled_steps:
             start = time.perf_counter()
             order = self._order(labeled_mask, order_key)
-            args = (state, zero, pool.images, label_array, pool.mean, pool.std, order)
-            self._compiled_step = self._step.lower(*args, count, total, step_key).compile()
+            lowered = self._steps[variant].lower(
+                state, zero, data, order, count, total, step_key, *extra
+            )
+            self._compiled_steps[variant] = lowered.compile()
             compile_seconds = time.perf_counter() - start
-        step = self._compiled_step
+        step = self._compiled_steps[variant]
 
         def run_step(state, loss_sum, order):
-            args = (state, loss_sum, pool.images, label_array, pool.mean, pool.std, order)
-            return step(*args, count, total, step_key)
+            return step(state, loss_sum, data, order, count, total, step_key, *extra)
 
         # Passes over B in a fresh order each; the last one stops at the step count.
         passes = range(-(-total_steps // steps_per_pass))
@@ -262,7 +303,7 @@ class Trainer:
             device_seconds=wall * self.num_devices,
             wall_seconds=wall,
             compile_seconds=compile_seconds,
-            images_processed=config.images(num_labeled),
+            images_processed=config.images(num_labeled, pseudo=variant),
             steps=total_steps,
             epochs=total_steps / steps_per_pass,
             final_loss=final_loss,
@@ -289,12 +330,12 @@ class Trainer:
         The step is compiled by the first :meth:`train`, so call this after it. Empty when
         the backend gives no estimates.
         """
-        if self._compiled_step is None:
+        if False not in self._compiled_steps:
             raise RuntimeError(
                 "Trainer.step_cost_analysis: the training step is not compiled yet; "
                 "it is compiled by the first call of train()"
             )
-        analysis = self._compiled_step.cost_analysis()
+        analysis = self._compiled_steps[False].cost_analysis()
         if isinstance(analysis, list | tuple):  # older JAX: one dict per program
             analysis = analysis[0] if analysis else {}
         return dict(analysis or {})
@@ -337,6 +378,8 @@ def train(
     labels: np.ndarray,
     config: TrainConfig,
     *,
+    pseudo_indices: np.ndarray | None = None,
+    pseudo_labels: np.ndarray | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> TrainResult:
@@ -344,4 +387,11 @@ def train(
     data-parallel over ``pool.mesh``; see the module docstring. Repeated calls reuse the
     compiled program."""
     trainer = get_trainer(model_name, pool, config)
-    return trainer.train(labeled_indices, labels, seed=seed, progress=progress)
+    return trainer.train(
+        labeled_indices,
+        labels,
+        pseudo_indices=pseudo_indices,
+        pseudo_labels=pseudo_labels,
+        seed=seed,
+        progress=progress,
+    )

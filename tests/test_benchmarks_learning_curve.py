@@ -101,6 +101,7 @@ def test_main_parses_flags_then_summarizes_and_plots(monkeypatch, capsys, tmp_pa
         seeds="0,1",
         held_out="100",
         thetas="1,0.5",
+        semi_supervised="true",
         out=str(out),
         plot=str(plot),
     )
@@ -110,8 +111,26 @@ def test_main_parses_flags_then_summarizes_and_plots(monkeypatch, capsys, tmp_pa
     assert config.models == ("tiny",)
     assert kwargs == dict(
         sizes=[50, 100], min_steps=[0, 20], seeds=[0, 1], held_out=100, thetas=[1.0, 0.5],
-        out=str(out),
+        semi_supervised=True, out=str(out),
     )  # fmt: skip
     printed = capsys.readouterr().out
     assert "err@0.5" in printed and "total wall time" in printed
     assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_semi_supervised_curve_trains_each_size_twice(tmp_path):
+    config = synthetic.get_config("600")
+    config.train.epochs = 2
+    config.train.pseudo_fraction = 0.25
+    records = bench.measure_curves(
+        config, sizes=[50], min_steps=[20], seeds=[0], held_out=100, semi_supervised=True,
+        out=str(tmp_path / "c.jsonl"),
+    )  # fmt: skip
+    assert [r["semi_supervised"] for r in records] == [False, True]
+    plain, semi = records
+    assert semi["steps"] == plain["steps"] == 20
+    # Each step also fits one batch of the teacher's pseudo-labels.
+    assert semi["images"] == 2 * plain["images"] == 2 * 32 * 20
+    rows = bench.summarize(records)
+    assert [r["semi_supervised"] for r in rows] == [False, True]
+    assert "yes" in bench.format_summary(rows)

@@ -332,3 +332,31 @@ def test_final_classifier_labels_and_a_rerun_neither_trains_nor_pays_again(tmp_p
     os.remove(tmp_path / "final.json")  # killed before the decision was saved
     assert run.mcal(config, str(tmp_path)) == summary
     assert [r for r in _ledger(tmp_path) if r["kind"] == "charge"] == charges
+
+
+def test_semi_supervised_rounds_learn_from_the_last_round_and_resume_alike(tmp_path):
+    """Round 1 has no teacher; every later round and the final classifier also fit the
+    previous model's pseudo-labels (twice the images per step), and a run cut after a
+    round resumes to the same answer."""
+    config = synthetic.get_config("1000")
+    with config.unlocked():
+        config.mcal.max_rounds = 3
+        config.train.semi_supervised = True
+        config.train.epochs, config.train.min_steps = 1, 30  # 30 steps: |B| ≤ 950 < 30 · 32
+        config.final_train.min_steps = 100
+    summary = run.mcal(config, str(tmp_path / "whole"))
+    charges = [r for r in _ledger(tmp_path / "whole") if r["kind"] == "charge"]
+    images = {r["key"]: r["details"]["images"] for r in charges if r["category"] == "training"}
+    assert images["round1/tiny/training"] == 30 * 32
+    assert images["round2/tiny/training"] == images["round3/tiny/training"] == 30 * 32 * 2
+    assert images["final/tiny/training"] == 100 * 32 * 2
+    # Cut after round 2: the rerun trains round 3 again from round 2's saved scores.
+    rounds = tmp_path / "whole" / "rounds.jsonl"
+    lines = rounds.read_text().splitlines(keepends=True)
+    assert len(lines) == 3
+    rounds.write_text("".join(lines[:2]))
+    for name in ("final.json", "labels.npz", "summary.json", "scores/final.npz"):
+        os.remove(tmp_path / "whole" / name)
+    again = run.mcal(config, str(tmp_path / "whole"))
+    for field in ("counts", "error", "threshold", "rounds", "stop_reason"):
+        assert again[field] == summary[field]

@@ -55,9 +55,12 @@ def active_learning(ctx: Context, model: str, fraction: float, max_rounds: int) 
     labeled = np.asarray(ctx.initial_batch)
     labels = ctx.labeler.label(labeled)
     device_usd, prices, sizes, spent, machine = 0.0, [], [], [], 0
+    teachers: list[Scores] = []  # each round's scores: the next round's or a final's teacher
     for round_index in range(1, max_rounds + 1):
         unlabeled = ctx.unlabeled(labeled)
-        m = measure(ctx, model, labeled, labels, unlabeled, round_index)
+        teacher = teachers[-1] if teachers else None
+        m = measure(ctx, model, labeled, labels, unlabeled, round_index, teacher=teacher)
+        teachers.append(m.scores)
         device_usd += m.training_usd + m.scoring_usd
         price, machine = stop_now_usd(ctx, m.scores, len(labeled), unlabeled, device_usd)
         prices.append(price)
@@ -74,7 +77,7 @@ def active_learning(ctx: Context, model: str, fraction: float, max_rounds: int) 
         labels = np.concatenate([labels, ctx.labeler.label(batch)])
     last, best = len(prices) - 1, int(np.argmin(prices))
     final = [
-        final_usd(ctx, model, labeled[: sizes[k]], labels[: sizes[k]], spent[k], k + 1)
+        final_usd(ctx, model, labeled[: sizes[k]], labels[: sizes[k]], spent[k], k + 1, teachers[k])
         if ctx.settings.final_train is not None
         else (prices[k], machine)
         for k in sorted({last, best})
@@ -101,12 +104,14 @@ def final_usd(
     labels: np.ndarray,
     device_usd: float,
     round_index: int,
+    teacher: Scores | None = None,
 ) -> tuple[float, int]:
     """(price, machine-labeled items) of stopping with ``labeled`` as B and labeling with a
-    final classifier trained on it with the run's ``final_train`` recipe, as MCAL does."""
+    final classifier trained on it with the run's ``final_train`` recipe, as MCAL does
+    (semi-supervised ones learn from ``teacher``, the stopping round's scores)."""
     unlabeled = ctx.unlabeled(labeled)
     recipe = ctx.settings.final_train
-    m = measure(ctx, model, labeled, labels, unlabeled, round_index, recipe)
+    m = measure(ctx, model, labeled, labels, unlabeled, round_index, recipe, teacher)
     device_usd += m.training_usd + m.scoring_usd
     return stop_now_usd(ctx, m.scores, len(labeled), unlabeled, device_usd)
 

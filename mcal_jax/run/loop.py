@@ -72,8 +72,9 @@ def run_round(ctx: Context, run: state.RunState) -> state.RunState:
     settings, ledger, r = ctx.settings, ctx.ledger, run.next_round
     train_indices, train_labels = ledger.bought("train")
     unlabeled = ctx.unlabeled(train_indices)
+    teacher = _teacher(ctx, r)
     measured = {
-        model: measure(ctx, model, train_indices, train_labels, unlabeled, r)
+        model: measure(ctx, model, train_indices, train_labels, unlabeled, r, teacher=teacher)
         for model in run.active
     }
     for m in measured.values():
@@ -130,6 +131,15 @@ def run_round(ctx: Context, run: state.RunState) -> state.RunState:
         key = state.train_purchase_key(r + 1)
         ledger.buy(ctx.labeler, list(next_batch), purpose="train", key=key)
     return run
+
+
+def _teacher(ctx: Context, round_index: int):
+    """The scores a semi-supervised round learns from: the previous round's lead model's
+    (saved with the round, so a resumed run learns from the same); None in round 1 or
+    when the rounds are supervised."""
+    if not ctx.settings.train.semi_supervised or round_index == 1:
+        return None
+    return ctx.workdir.load_scores(f"round{round_index - 1}")
 
 
 def _model_round(m: Measurement, plan: controller.Plan) -> state.ModelRound:

@@ -49,23 +49,38 @@ def measure(
     unlabeled: np.ndarray,
     round_index: int,
     recipe: TrainConfig | None = None,
+    teacher: scoring.Scores | None = None,
 ) -> Measurement:
     """Trains ``model`` on the bought labels (with ``recipe``, default the rounds'
     ``settings.train``), scores U = ``unlabeled`` and T, and measures ε_T(θ) with T's
-    bought labels. Raises `train.DivergedError` (naming ``train.learning_rate``) when the
-    model or its scores are not finite, so nothing is planned or bought from a diverged
-    model."""
+    bought labels. A semi-supervised recipe also fits the ``teacher``'s (an earlier
+    model's) most confident predictions on U ∪ T: the images of U and T are treated alike
+    and no label of either is used, so T stays a fair sample of U (docs/algorithm.md,
+    step 2); without a teacher (round 1) it trains on B alone. Raises
+    `train.DivergedError` (naming ``train.learning_rate``) when the model or its scores
+    are not finite, so nothing is planned or bought from a diverged model."""
     settings = ctx.settings
     recipe = recipe or settings.train
     seed = settings.round_seed(round_index)
+    test = ctx.test_indices
+    to_score = np.concatenate([unlabeled, test])
+    pseudo_indices = pseudo_labels = None
+    if recipe.semi_supervised and teacher is not None:
+        pseudo_indices, pseudo_labels = teacher.pseudo_labels(to_score, recipe.pseudo_fraction)
     result = train_lib.train(
-        model, ctx.pool, train_indices, train_labels, recipe, seed=seed, progress=True
+        model,
+        ctx.pool,
+        train_indices,
+        train_labels,
+        recipe,
+        pseudo_indices=pseudo_indices,
+        pseudo_labels=pseudo_labels,
+        seed=seed,
+        progress=True,
     )
     scorer = scoring.get_scorer(
         model, ctx.pool, settings.metric, settings.score_batch_size, settings.train.compute_dtype
     )
-    test = ctx.test_indices
-    to_score = np.concatenate([unlabeled, test])
     start = time.perf_counter()
     scores = scorer.score(result.variables, to_score, seed=seed)
     scoring_seconds = (time.perf_counter() - start) * ctx.pool.mesh.size

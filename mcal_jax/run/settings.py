@@ -136,6 +136,9 @@ class Settings:
             except ValueError as error:  # "train.x=… is not valid"
                 problems.append(f"final_{error}")
 
+        # Images a future round puts through per labeled image: a semi-supervised round
+        # (after round 1, which has no teacher) adds unlabeled_ratio pseudo-labeled ones.
+        per_image = 1 + (config.train.unlabeled_ratio if config.train.semi_supervised else 0)
         controller_fields = dict(
             num_items=num_items,
             num_test=num_test,
@@ -144,8 +147,8 @@ class Settings:
             human_usd_per_label=usd_per_label,
             delta0=max(1, int(round(m.delta0_fraction * num_items))),
             min_delta=max(1, int(round(m.min_delta_fraction * num_items))),
-            train_epochs=float(config.train.epochs),
-            train_min_images=float(config.train.min_steps * config.train.batch_size),
+            train_epochs=float(config.train.epochs * per_image),
+            train_min_images=float(config.train.min_steps * config.train.batch_size * per_image),
             stability_tolerance=m.stability_tolerance,
             batch_slack=m.batch_slack,
             min_rounds_for_stability=m.min_rounds_for_stability,
