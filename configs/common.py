@@ -43,7 +43,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.mcal = ml_collections.ConfigDict()
     config.mcal.epsilon = 0.05
     config.mcal.constraint = "overall"  # or machine_subset (what the authors' code did)
-    config.mcal.test_fraction = 0.05  # |T| / N
+    config.mcal.test_fraction = 0.05  # |T| / N (the largest, with test_stages)
+    # Sizes (fractions of N, below test_fraction) T starts at and may grow through; () is
+    # a fixed T. The certificate's α is split evenly over every size T may end at.
+    config.mcal.test_stages = ()
     config.mcal.delta0_fraction = 0.01  # δ0 / N
     config.mcal.min_delta_fraction = 0.0025  # floor on δ / N
     config.mcal.stability_tolerance = 0.05  # Δ

@@ -29,6 +29,11 @@ Choices the paper leaves open, made here:
   the previous plan said so too. With fewer than `min_rounds_for_stability` rounds it
   never stops (a single point fits a flat curve). The loop also stops when the latest
   model already certifies every remaining item.
+- |T| is a decision too when the config gives `test_stages`: once enough rounds are fitted,
+  every stage from the current |T| up is planned (its test counts above τ_θ scaled to its
+  size, its extra labels priced) and the cheapest wins; `Plan.test_size` above the
+  current |T| tells the loop to buy T up to it now. The certificate's α is split over the
+  stages by the caller (`confidence`), so the bound holds whichever stage ends the run.
 - The floor `min_delta` limits how finely the remaining labels are split into rounds; it
   never makes a round buy past B_opt, so the last round may be smaller than the floor.
 - When the models are unstable δ keeps its current value (Algorithm 1 changes δ only inside
@@ -144,10 +149,10 @@ def plan_from_models(
             f"plan_from_models: error_model.thetas {np.asarray(error_model.thetas)} "
             f"differ from history.thetas {thetas}"
         )
-    n_items, n_test, b_now = config.num_items, config.num_test, history.train_size
-    pool = n_items - n_test
-    if b_now > pool:
-        raise ValueError(f"plan_from_models: |B| = {b_now} exceeds N − |T| = {pool}")
+    n_items, b_now = config.num_items, history.train_size
+    n_now = history.test_sizes[-1] if history.test_sizes else config.num_test
+    if b_now > n_items - n_now:
+        raise ValueError(f"plan_from_models: |B| = {b_now} exceeds N − |T| = {n_items - n_now}")
     training_so_far, scoring_so_far = sum(history.training_usd), sum(history.scoring_usd)
     # The last round scored U ∪ T, the N − |B| items outside B.
     rates = {
@@ -156,29 +161,40 @@ def plan_from_models(
     }
     given = {
         **rates,
-        "num_test": n_test,
         "b_now": b_now,
         "delta": history.delta,
         "epsilon": float(config.epsilon),
         "human_usd": float(config.human_usd_per_label),
         "so_far_usd": training_so_far + scoring_so_far,
     }
-    # Fixed dtypes, so that new values never trigger a new compile.
-    prices = {k: jnp.asarray(v, jnp.int32 if is_int(v) else jnp.float32) for k, v in given.items()}
     fit = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), error_model)
     fit = fit.replace(trusted=jnp.asarray(error_model.trusted, jnp.bool_))
     cost32 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), cost_model)
-    bounds = jnp.asarray(bound_table(history.test_counts[-1], config.confidence))
-    grid = jax.device_get(
-        _search_grid(
-            fit,
-            cost32,
-            bounds,
-            prices,
-            num_b_grid=config.num_b_grid,
-            constraint=config.constraint,
+    # T may grow to a later stage once the fits rest on enough rounds: each size is
+    # planned with the test counts above τ_θ scaled to it (T is a random sample, so they
+    # grow in proportion), and the cheapest plan, extra test labels included, wins.
+    enough_rounds = history.num_rounds >= config.min_rounds_for_stability
+    sizes = [t for t in config.stages if n_now < t <= n_items - b_now] if enough_rounds else []
+    grids = {}
+    for n_test in (n_now, *sizes):
+        # Fixed dtypes, so that new values never trigger a new compile.
+        prices = {
+            k: jnp.asarray(v, jnp.int32 if is_int(v) else jnp.float32)
+            for k, v in {**given, "num_test": n_test}.items()
+        }
+        counts = np.asarray(history.test_counts[-1], np.float64) * (n_test / max(n_now, 1))
+        grids[n_test] = jax.device_get(
+            _search_grid(
+                fit,
+                cost32,
+                jnp.asarray(bound_table(counts, config.confidence)),
+                prices,
+                num_b_grid=config.num_b_grid,
+                constraint=config.constraint,
+            )
         )
-    )
+    n_test = min(grids, key=lambda t: float(grids[t]["cost_by_b"][grids[t]["best"]]))
+    grid, pool = grids[n_test], n_items - n_test
     best = int(grid["best"])
     b_opt, theta_index = int(grid["b_grid"][best]), int(grid["theta_index_by_b"][best])
     theta_star = float(thetas[theta_index]) if theta_index >= 0 else 0.0
@@ -194,7 +210,6 @@ def plan_from_models(
 
     previous = history.b_opts[-1] if history.b_opts else None
     moved = abs(b_opt - previous) / max(b_opt, previous, 1) if previous is not None else np.inf
-    enough_rounds = history.num_rounds >= config.min_rounds_for_stability
     stable = bool(enough_rounds and moved < config.stability_tolerance)
     if not enough_rounds:
         why_unstable = f"{history.num_rounds} of {config.min_rounds_for_stability} rounds fitted"
@@ -210,6 +225,8 @@ def plan_from_models(
         f"B_opt = {b_opt}, θ* = {theta_star:.2f}, |S| ≈ {machine:.0f}, "
         f"C* = {cost_star:.2f} USD (human-only {config.human_usd_per_label * n_items:.2f})"
     )
+    if n_test > n_now:
+        summary += f"; T grows from {n_now} to {n_test} items"
 
     stop, next_delta = True, 0
     certified = history.certified_machine[-1] if history.certified_machine else 0
@@ -287,6 +304,7 @@ def plan_from_models(
         theta_star_by_b=np.asarray(grid["theta_star_by_b"]),
         error_model=jax.device_get(error_model),
         cost_model=cost_model,
+        test_size=n_test,
     )
 
 

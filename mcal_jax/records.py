@@ -60,6 +60,7 @@ class History:
     certified_machine: tuple[int, ...] = ()
     b_opts: tuple[int, ...] = ()
     no_longer_pays: tuple[bool, ...] = ()
+    test_sizes: tuple[int, ...] = ()  # per round, |T| (empty: the config's num_test)
 
     def __post_init__(self):
         check = functools.partial(check_field, self)
@@ -83,11 +84,14 @@ class History:
         enough = len(machine) == shape[0] and all(m >= 0 for m in machine)
         check("certified_machine", enough, f"one count ≥ 0 per round ({shape[0]})")
         check("delta", is_int(self.delta) and self.delta >= 1, "an integer ≥ 1")
+        tests = self.test_sizes
+        per_round = len(tests) in (0, shape[0]) and all(is_int(t) and t >= 0 for t in tests)
+        check("test_sizes", per_round, f"empty or one integer ≥ 0 per round ({shape[0]})")
         fields: dict[str, object] = {"thetas": thetas, "test_errors": errors, "test_counts": counts}
         fields["train_sizes"] = tuple(int(v) for v in sizes)
         for name in ("training_usd", "images", "scoring_usd", "cost_star"):
             fields[name] = tuple(float(v) for v in getattr(self, name))
-        for name in ("certified_machine", "b_opts"):
+        for name in ("certified_machine", "b_opts", "test_sizes"):
             fields[name] = tuple(int(v) for v in getattr(self, name))
         fields["no_longer_pays"] = tuple(bool(v) for v in self.no_longer_pays)
         for name, value in fields.items():
@@ -121,9 +125,12 @@ class History:
         scoring_usd: float,
         labels_usd: float = 0.0,
         certified_machine: int = 0,
+        test_size: int | None = None,
     ) -> History:
         """The history after one more round; ``labels_usd`` is what its new labels cost,
-        ``certified_machine`` how much of U its model could machine-label right away."""
+        ``certified_machine`` how much of U its model could machine-label right away,
+        ``test_size`` the |T| it was measured on (kept when given for every round)."""
+        test_sizes = (*self.test_sizes, test_size) if test_size is not None else ()
         return dataclasses.replace(
             self,
             train_sizes=(*self.train_sizes, train_size),
@@ -134,6 +141,7 @@ class History:
             scoring_usd=(*self.scoring_usd, scoring_usd),
             spent_usd=self.spent_usd + training_usd + scoring_usd + labels_usd,
             certified_machine=(*self.certified_machine, certified_machine),
+            test_sizes=test_sizes if len(test_sizes) == self.num_rounds + 1 else (),
         )
 
     def record_plan(self, plan: PlanOutcome) -> History:
@@ -175,7 +183,8 @@ class ControllerConfig:
     certificate the plan predicts (None: plan on the point estimate). ``train_epochs`` and
     ``train_min_images`` describe how a future round trains (its passes over B, and the
     images of its step floor) for the training-cost model. ``num_b_grid`` is fixed so
-    repeated plans compile once.
+    repeated plans compile once. T starts with ``num_test`` items and may grow to each of
+    ``test_stages`` in turn; ``confidence`` is then the level of each stage's test.
     """
 
     num_items: int
@@ -194,6 +203,7 @@ class ControllerConfig:
     max_rounds: int | None = None
     confidence: float | None = 0.95
     num_b_grid: int = 1024
+    test_stages: tuple[int, ...] = ()  # |T| it may grow to, after num_test (step 6)
 
     def __post_init__(self):
         check = functools.partial(check_field, self)
@@ -219,6 +229,15 @@ class ControllerConfig:
         ok = self.confidence is None or 0.0 < self.confidence < 1.0
         check("confidence", ok, "None or a level in (0, 1)")
         check("num_b_grid", is_int(self.num_b_grid) and self.num_b_grid >= 2, "an integer ≥ 2")
+        stages = (self.num_test, *self.test_stages)
+        ok = all(is_int(t) for t in stages) and all(np.diff(stages) > 0) and stages[-1] < n
+        check("test_stages", ok, f"increasing integers above num_test and below N = {n}")
+        object.__setattr__(self, "test_stages", tuple(int(t) for t in self.test_stages))
+
+    @property
+    def stages(self) -> tuple[int, ...]:
+        """Every size T may have: num_test, then the stages it may grow to."""
+        return (self.num_test, *self.test_stages)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -228,10 +247,10 @@ class Plan:
     ``human_labels_usd`` prices every human label, bought or to buy (T, B_opt and the
     residual); ``scoring_usd`` is scoring so far plus predicted. ``machine_error`` and
     ``machine_bound`` are the predicted error at B_opt and θ* and the bound step 10 would
-    certify there. ``cost_now_usd`` is C(|B|), the price of stopping now. ``next_delta``
-    is the next batch, 0 when ``stop``. ``error_model`` and ``cost_model`` are the fits
-    the plan used; the curve ``cost_by_b`` (with ``theta_star_by_b``) over ``b_grid``
-    is for reports.
+    certify there with ``test_size`` test items (T grows to it now when it is larger).
+    ``cost_now_usd`` is C(|B|), the price of stopping now. ``next_delta`` is the next
+    batch, 0 when ``stop``. ``error_model`` and ``cost_model`` are the fits the plan used;
+    the curve ``cost_by_b`` (with ``theta_star_by_b``) over ``b_grid`` is for reports.
     """
 
     b_opt: int
@@ -256,3 +275,4 @@ class Plan:
     theta_star_by_b: np.ndarray
     error_model: PowerLawFit
     cost_model: TrainingCostModel
+    test_size: int = 0  # the |T| planned with: above the current |T|, buy up to it now

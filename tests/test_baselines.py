@@ -60,7 +60,8 @@ def test_compare_picks_the_oracle_and_the_hindsight_floor():
 
 def test_stop_now_prices_humans_for_everything_not_certified(tmp_path):
     ctx = prepare(_config(1000), str(tmp_path))  # N = 1000, |T| = 100, 0.04 USD, ε = 5%
-    test, labels = ctx.test_indices, ctx.labeler.label(ctx.test_indices)
+    test = ctx.test_stage(ctx.settings.num_test)
+    labels = ctx.labeler.label(test)
     ctx.ledger.buy(ctx.labeler, test, purpose="test", key=TEST_PURCHASE_KEY)
     others = ctx.unlabeled()
     labeled, unlabeled = others[:200], others[200:]  # |B| = 200, |U| = 700
@@ -88,7 +89,8 @@ def test_stop_now_prices_humans_for_everything_not_certified(tmp_path):
 
 def test_active_learning_pays_exactly_what_its_rounds_bought(tmp_path):
     ctx = prepare(_config(), str(tmp_path))
-    ctx.ledger.buy(ctx.labeler, ctx.test_indices, purpose="test", key=TEST_PURCHASE_KEY)
+    test = ctx.test_stage(ctx.settings.num_test)
+    ctx.ledger.buy(ctx.labeler, test, purpose="test", key=TEST_PURCHASE_KEY)
     n, num_test, train = ctx.num_items, ctx.settings.num_test, ctx.settings.train
     result = baselines.active_learning(ctx, "tiny", fraction=0.1, max_rounds=3)
     assert result.delta == 60
@@ -115,7 +117,8 @@ def test_run_baselines_saves_each_delta_and_resumes(tmp_path, monkeypatch):
         config.baselines.delta_fractions = (0.1, 0.3)
         config.baselines.max_rounds = 2
     ctx = prepare(config, str(tmp_path))
-    ctx.ledger.buy(ctx.labeler, ctx.test_indices, purpose="test", key=TEST_PURCHASE_KEY)
+    test = ctx.test_stage(ctx.settings.num_test)
+    ctx.ledger.buy(ctx.labeler, test, purpose="test", key=TEST_PURCHASE_KEY)
     first = baselines.run_baselines(ctx, "tiny")
     assert set(first["al"]) == {"0.1", "0.3"}
     totals = {k: r["total_usd"] for k, r in first["al"].items()}

@@ -445,3 +445,53 @@ def test_plan_promises_what_the_certificate_will_certify(constraint):
     point = plan_from_models(make_config(constraint=constraint), history, fit, COST)
     assert p.b_opt > point.b_opt or p.theta_star < point.theta_star  # the bound costs labels
     assert p.machine_bound > p.machine_error
+
+
+def _fixed_t_costs(history, fit, sizes, **changes):
+    """C* planned with T fixed at each size (T's counts above τ_θ scaled to it)."""
+    costs = {}
+    for size in sizes:
+        scale = size / NUM_TEST
+        grown = dataclasses.replace(
+            history, test_counts=history.test_counts * scale,
+            test_errors=history.test_errors * scale,
+        )  # fmt: skip
+        config = make_config(num_test=size, **changes)
+        costs[size] = plan_from_models(config, grown, fit, COST).cost_star_usd
+    return costs
+
+
+def test_t_grows_to_the_stage_whose_tighter_bound_pays():
+    """Few test items make the bound loose: the plan buys T up to the stage with the
+    cheapest total, the same C* a plan with T fixed at that size finds."""
+    history = make_history(counts=50)
+    staged = make_config(confidence=0.95, test_stages=(400, 1000))
+    p = plan_from_models(staged, history, make_fit(), COST)
+    costs = _fixed_t_costs(history, make_fit(), (100, 400, 1000), confidence=0.95)
+    assert p.test_size == min(costs, key=costs.get) > NUM_TEST, costs
+    assert p.cost_star_usd == pytest.approx(costs[p.test_size], rel=1e-6)
+    assert f"T grows from {NUM_TEST} to {p.test_size}" in p.reason
+    # Without stages, or before enough rounds are fitted, T stays.
+    assert (
+        plan_from_models(make_config(confidence=0.95), history, make_fit(), COST).test_size == 100
+    )
+    early = make_history(sizes=(40, 70), counts=50)
+    assert plan_from_models(staged, early, make_fit(), COST).test_size == NUM_TEST
+
+
+def test_t_stays_when_more_test_labels_cannot_pay():
+    """A near-perfect classifier: the first stage already certifies almost everything."""
+    fit = make_fit(alpha=1e-4 + 0 * THETAS)
+    history = make_history(counts=90)
+    history = dataclasses.replace(history, test_errors=np.zeros_like(history.test_errors))
+    staged = make_config(confidence=0.95, test_stages=(400, 1000))
+    assert plan_from_models(staged, history, fit, COST).test_size == NUM_TEST
+
+
+def test_test_stages_must_grow():
+    with pytest.raises(ValueError, match="test_stages"):
+        make_config(test_stages=(400, 300))
+    with pytest.raises(ValueError, match="test_stages"):
+        make_config(test_stages=(NUM_TEST,))
+    with pytest.raises(ValueError, match="test_stages"):
+        make_config(test_stages=(N,))

@@ -360,3 +360,49 @@ def test_semi_supervised_rounds_learn_from_the_last_round_and_resume_alike(tmp_p
     again = run.mcal(config, str(tmp_path / "whole"))
     for field in ("counts", "error", "threshold", "rounds", "stop_reason"):
         assert again[field] == summary[field]
+
+
+def _staged_config():
+    config = synthetic.get_config("1500")
+    with config.unlocked():
+        config.mcal.test_fraction = 0.1
+        config.mcal.test_stages = (0.02, 0.05)  # |T| may be 30, 75 or 150
+    return config
+
+
+def test_staged_t_starts_small_grows_from_its_reserve_and_resumes(tmp_path):
+    from mcal_jax.run.prepare import prepare
+
+    config = _staged_config()
+    summary = run.mcal(config, str(tmp_path / "run"))
+    ctx = prepare(config, str(tmp_path / "run"))
+    assert ctx.settings.confidence == pytest.approx(1 - 0.05 / 3)  # α over 3 sizes
+    purchases = _purchases(tmp_path / "run")
+    tests = [r for r in purchases if r["purpose"] == "test"]
+    assert tests[0]["key"] == "test" and len(tests[0]["indices"]) == 30
+    # On this pool the plan grows T (to the last stage), from the reserve in its order.
+    assert len(tests) == 2 and re.fullmatch(r"round\d+/test", tests[1]["key"])
+    bought = np.concatenate([r["indices"] for r in tests])
+    np.testing.assert_array_equal(np.sort(bought), np.sort(ctx.reserve[:150]))
+    assert summary["counts"]["test"] == 150
+    # Active learning never trains on an item T might still take.
+    train_items = np.concatenate([r["indices"] for r in purchases if r["purpose"] == "train"])
+    assert not np.isin(train_items, ctx.reserve).any()
+    records = Workdir(tmp_path / "run").read_rounds()
+    grew = int(tests[1]["key"].split("/")[0][5:])
+    assert [r.candidates[r.lead].test_size for r in records][grew - 1 : grew + 1] == [30, 150]
+    # Cut after the round that grew T, before its test labels were bought: the rerun buys
+    # them and ends where the whole run did.
+    cut = tmp_path / "cut"
+    shutil.copytree(tmp_path / "run", cut)
+    lines = (cut / "rounds.jsonl").read_text().splitlines(keepends=True)
+    (cut / "rounds.jsonl").write_text("".join(lines[:grew]))
+    ledger = (cut / "ledger.jsonl").read_text().splitlines(keepends=True)
+    position = next(i for i, line in enumerate(ledger) if f'"key":"round{grew}/test"' in line)
+    (cut / "ledger.jsonl").write_text("".join(ledger[:position]))
+    for name in ("final.json", "labels.npz", "summary.json"):
+        if (cut / name).exists():
+            os.remove(cut / name)
+    again = run.mcal(config, str(cut))
+    for field in ("counts", "error", "threshold", "rounds", "stop_reason"):
+        assert again[field] == summary[field]

@@ -41,10 +41,10 @@ def stop_now_usd(
     """(price, machine-labeled items) of stopping after this round (step 10 applied now):
     human labels for T, B and every item of U below the certified threshold, plus the
     device time spent so far."""
-    test_indices, test_labels = ctx.ledger.bought("test")
+    test_indices, test_labels = ctx.test_set()
     choice = certified_choice(ctx.settings, scores, unlabeled, test_indices, test_labels)
     machine = min(choice.num_machine, len(unlabeled))
-    humans = ctx.settings.num_test + num_labeled + (len(unlabeled) - machine)
+    humans = len(test_indices) + num_labeled + (len(unlabeled) - machine)
     return humans * ctx.settings.usd_per_label + device_usd, machine
 
 

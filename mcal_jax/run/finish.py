@@ -56,7 +56,7 @@ def certify(ctx: Context, run: state.RunState) -> state.FinalLabeling:
     stage, scores = final_scores(ctx, run)
     train_indices, _ = ctx.ledger.bought("train")
     unlabeled = ctx.unlabeled(train_indices)
-    test_indices, test_labels = ctx.ledger.bought("test")
+    test_indices, test_labels = ctx.test_set()
     choice = certified_choice(ctx.settings, scores, unlabeled, test_indices, test_labels)
     machine = unlabeled[scores.confidence[unlabeled] >= choice.threshold]
     return state.FinalLabeling(stage, run.rounds[-1].lead, choice, machine.astype(np.int64))

@@ -55,7 +55,10 @@ def resume(ctx: Context) -> state.RunState:
     records = ctx.workdir.read_rounds()
     ctx.workdir.write_metrics(records)
     run = state.RunState.replay(records, settings.models, THETAS, settings.delta0)
-    ctx.ledger.buy(ctx.labeler, ctx.test_indices, purpose="test", key=state.TEST_PURCHASE_KEY)
+    first_stage = ctx.test_stage(settings.num_test)
+    ctx.ledger.buy(ctx.labeler, first_stage, purpose="test", key=state.TEST_PURCHASE_KEY)
+    if records:
+        _grow_test(ctx, records[-1])
     if not records:
         batch, key = ctx.initial_batch, state.train_purchase_key(1)
     elif not run.stopped:
@@ -82,6 +85,9 @@ def run_round(ctx: Context, run: state.RunState) -> state.RunState:
     labels_usd = ledger.usd(state.train_purchase_key(r))
     if r == 1:
         labels_usd += ledger.usd(state.TEST_PURCHASE_KEY)
+    elif ledger.has(state.test_growth_key(r - 1)):
+        labels_usd += ledger.usd(state.test_growth_key(r - 1))
+    test_size = len(ctx.test_set()[0])
 
     histories, plans = dict(run.histories), {}
     for model, m in measured.items():
@@ -94,6 +100,7 @@ def run_round(ctx: Context, run: state.RunState) -> state.RunState:
             m.scoring_usd,
             labels_usd=labels_usd,
             certified_machine=m.certified_machine,
+            test_size=test_size,
         )
         plans[model] = controller.plan(settings.controller, grown)
         histories[model] = grown.record_plan(plans[model])
@@ -105,8 +112,9 @@ def run_round(ctx: Context, run: state.RunState) -> state.RunState:
             kept = (chosen,)
     lead = min(kept, key=lambda model: plans[model].cost_star_usd)
     plan = plans[lead]
+    selectable = ctx.selectable(unlabeled)
     next_batch = (
-        () if plan.stop else least_confident(measured[lead].scores, unlabeled, plan.next_delta)
+        () if plan.stop else least_confident(measured[lead].scores, selectable, plan.next_delta)
     )
 
     ctx.workdir.save_scores(f"round{r}", measured[lead].scores)
@@ -116,7 +124,9 @@ def run_round(ctx: Context, run: state.RunState) -> state.RunState:
         round=r,
         lead=lead,
         kept=kept,
-        candidates={model: _model_round(m, plans[model]) for model, m in measured.items()},
+        candidates={
+            model: _model_round(m, plans[model], test_size) for model, m in measured.items()
+        },
         labels_usd=labels_usd,
         spent_usd=ledger.totals()["total"],
         stop=plan.stop,
@@ -127,6 +137,7 @@ def run_round(ctx: Context, run: state.RunState) -> state.RunState:
     run = run.after(record, histories)
     ctx.workdir.write_metrics(run.rounds)
     _log_round(record)
+    _grow_test(ctx, record)
     if not plan.stop:
         key = state.train_purchase_key(r + 1)
         ledger.buy(ctx.labeler, list(next_batch), purpose="train", key=key)
@@ -142,7 +153,18 @@ def _teacher(ctx: Context, round_index: int):
     return ctx.workdir.load_scores(f"round{round_index - 1}")
 
 
-def _model_round(m: Measurement, plan: controller.Plan) -> state.ModelRound:
+def _grow_test(ctx: Context, record: state.RoundRecord) -> None:
+    """Buys T up to the size the round's plan chose (docs/algorithm.md, step 6), from the
+    reserve in its drawn order; nothing when T is that large already."""
+    bought = ctx.test_set()[0]
+    size = record.plan.test_size
+    if size > len(bought):
+        grown = np.setdiff1d(ctx.test_stage(size), bought)
+        key = state.test_growth_key(record.round)
+        ctx.ledger.buy(ctx.labeler, grown, purpose="test", key=key)
+
+
+def _model_round(m: Measurement, plan: controller.Plan, test_size: int) -> state.ModelRound:
     return state.ModelRound(
         model=m.model,
         train_size=m.train_size,
@@ -156,6 +178,7 @@ def _model_round(m: Measurement, plan: controller.Plan) -> state.ModelRound:
         scoring_seconds=m.scoring_seconds,
         certified_machine=m.certified_machine,
         plan=plan,
+        test_size=test_size,
     )
 
 

@@ -62,7 +62,7 @@ def measure(
     settings = ctx.settings
     recipe = recipe or settings.train
     seed = settings.round_seed(round_index)
-    test = ctx.test_indices
+    test, test_labels = ctx.test_set()
     to_score = np.concatenate([unlabeled, test])
     pseudo_indices = pseudo_labels = None
     if recipe.semi_supervised and teacher is not None:
@@ -89,7 +89,6 @@ def measure(
             f"{model} trained on |B|={len(train_indices)} gives non-finite confidences: "
             f"lower train.learning_rate={recipe.learning_rate} or check the data"
         )
-    _, test_labels = ctx.ledger.bought("test")
     profile = profile_lib.error_profile(
         scores.confidence[unlabeled], scores.confidence[test], scores.predicted[test] == test_labels
     )

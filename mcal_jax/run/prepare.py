@@ -24,14 +24,17 @@ from mcal_jax.run.workdir import Workdir, dataset_fingerprint
 @dataclasses.dataclass(frozen=True, eq=False)
 class Context:
     """A prepared run: its settings, files, pool, labeler and ledger, and the random draws
-    of T and B0 (docs/algorithm.md, step 1; seeded, so a rerun draws the same)."""
+    of T's reserve and B0 (docs/algorithm.md, step 1; seeded, so a rerun draws the same).
+    T is the first |T| items of ``reserve`` (in its random order): all of it with a fixed
+    T, a first stage that may grow otherwise. The items of T are the ledger's test
+    purchases (`test_set`)."""
 
     settings: Settings
     workdir: Workdir
     ledger: Ledger
     pool: pool_lib.DevicePool
     labeler: labelers.SimulatedLabeler
-    test_indices: np.ndarray
+    reserve: np.ndarray
     initial_batch: np.ndarray
     dataset_name: str
     num_classes: int
@@ -40,13 +43,26 @@ class Context:
     def num_items(self) -> int:
         return self.settings.num_items
 
+    def test_set(self) -> tuple[np.ndarray, np.ndarray]:
+        """T as bought so far: (indices, labels)."""
+        return self.ledger.bought("test")
+
+    def test_stage(self, size: int) -> np.ndarray:
+        """The items T holds at ``size``: the first ``size`` of the reserve, sorted."""
+        return np.sort(self.reserve[:size])
+
     def unlabeled(self, *bought: np.ndarray) -> np.ndarray:
         """U = X ∖ (T ∪ ``bought``): the sorted items outside T and the given sets."""
         mask = np.ones(self.num_items, bool)
-        mask[self.test_indices] = False
+        mask[self.test_set()[0]] = False
         for indices in bought:
             mask[indices] = False
         return np.flatnonzero(mask)
+
+    def selectable(self, unlabeled: np.ndarray) -> np.ndarray:
+        """The items of U active learning may buy for B: all but the reserve of T (an item
+        T may still take must not be trained on)."""
+        return np.setdiff1d(unlabeled, self.reserve, assume_unique=True)
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> Context:
@@ -64,7 +80,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Context:
     files = Workdir(workdir)
     files.claim(config, dataset_fingerprint(dataset))
 
-    n, num_test = settings.num_items, settings.num_test
+    n, reserve = settings.num_items, settings.max_test
     order = rng.permutation(n)
     labeler = labelers.SimulatedLabeler(
         dataset.labels,
@@ -79,8 +95,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Context:
         ledger=files.open_ledger(),
         pool=pool_lib.upload(dataset, mesh),
         labeler=labeler,
-        test_indices=np.sort(order[:num_test]),
-        initial_batch=np.sort(order[num_test : num_test + settings.delta0]),
+        reserve=order[:reserve],
+        initial_batch=np.sort(order[reserve : reserve + settings.delta0]),
         dataset_name=dataset.name,
         num_classes=dataset.num_classes,
     )

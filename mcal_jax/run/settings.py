@@ -34,6 +34,7 @@ _CONTROLLER_SOURCES = {
     "budget_usd": "mcal.budget_usd",
     "max_rounds": "mcal.max_rounds",
     "confidence": "mcal.confidence",
+    "test_stages": "mcal.test_stages",
     "train_epochs": "train.epochs",
     "train_min_images": "train.min_steps",
 }
@@ -59,7 +60,7 @@ class Settings:
     seed: int
     metric: str
     score_batch_size: int
-    confidence: float  # 1 − α of the certified bound
+    confidence: float  # 1 − α of the certified bound (α split over T's possible sizes)
     selection_rounds: int
     usd_per_label: float
     label_error_rate: float
@@ -71,7 +72,13 @@ class Settings:
 
     @property
     def num_test(self) -> int:
+        """|T| at the start."""
         return self.controller.num_test
+
+    @property
+    def max_test(self) -> int:
+        """The largest |T|: the size of the reserve T is drawn from."""
+        return self.controller.stages[-1]
 
     @property
     def delta0(self) -> int:
@@ -98,12 +105,24 @@ class Settings:
         fraction("mcal.confidence", m.confidence)
         if m.test_fraction + m.delta0_fraction >= 1:
             problems.append("mcal.test_fraction + mcal.delta0_fraction must be below 1")
-        num_test = int(round(m.test_fraction * num_items))
+        stages = tuple(m.test_stages)
+        if any(not 0 < f < m.test_fraction for f in stages) or list(stages) != sorted(set(stages)):
+            problems.append(
+                f"mcal.test_stages={stages}: increasing fractions of N below "
+                f"mcal.test_fraction={m.test_fraction}"
+            )
+            stages = ()
+        # T starts at the first stage and may grow to each later one, up to test_fraction.
+        test_sizes = [int(round(f * num_items)) for f in (*stages, m.test_fraction)]
+        num_test = test_sizes[0]
         if num_test < m.min_test_items:
             problems.append(
-                f"mcal.test_fraction={m.test_fraction} gives |T| = {num_test} of N = "
-                f"{num_items} items, fewer than mcal.min_test_items={m.min_test_items}"
+                f"mcal.test_fraction={m.test_fraction} and mcal.test_stages={stages} give "
+                f"|T| = {num_test} of N = {num_items} items at the start, fewer than "
+                f"mcal.min_test_items={m.min_test_items}"
             )
+        # α is split evenly over the sizes T may end at, so the bound holds at any of them.
+        confidence = 1.0 - (1.0 - m.confidence) / len(test_sizes)
         if m.metric not in scoring.METRICS:
             problems.append(f"mcal.metric={m.metric!r}: use one of {scoring.METRICS}")
         if not (isinstance(m.selection_rounds, int) and m.selection_rounds >= 1):
@@ -154,7 +173,8 @@ class Settings:
             min_rounds_for_stability=m.min_rounds_for_stability,
             budget_usd=m.budget_usd,
             max_rounds=m.max_rounds,
-            confidence=m.confidence,
+            confidence=confidence,
+            test_stages=tuple(test_sizes[1:]),
         )
         try:
             controller = ControllerConfig(**controller_fields)
@@ -172,7 +192,7 @@ class Settings:
             seed=int(config.seed),
             metric=m.metric,
             score_batch_size=int(config.score_batch_size),
-            confidence=float(m.confidence),
+            confidence=confidence,
             selection_rounds=int(m.selection_rounds),
             usd_per_label=usd_per_label,
             label_error_rate=float(config.labeling.error_rate),

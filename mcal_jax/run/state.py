@@ -76,6 +76,7 @@ class ModelRound:
     scoring_seconds: float
     certified_machine: int  # items of U the round's model could machine-label right away
     plan: controller.Plan
+    test_size: int = 0  # |T| the round measured on
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +123,8 @@ class RoundRecord:
             "round": self.round,
             "model": self.lead,
             "train_size": lead.train_size,
+            "test_size": lead.test_size,
+            "planned_test_size": plan.test_size,
             "delta": len(self.next_batch),
             "cost_star_usd": plan.cost_star_usd,
             "b_opt": plan.b_opt,
@@ -207,6 +210,7 @@ def grow_history(history: History, measured: ModelRound, labels_usd: float) -> H
         measured.scoring_usd,
         labels_usd=labels_usd,
         certified_machine=measured.certified_machine,
+        test_size=measured.test_size or None,
     )
     return grown.record_plan(measured.plan)
 
@@ -271,6 +275,13 @@ def train_purchase_key(round_index: int) -> str:
 
 
 TEST_PURCHASE_KEY = "test"
+
+
+def test_growth_key(round_index: int) -> str:
+    """The ledger key of the test labels a round's plan added to T (a later stage)."""
+    return f"round{round_index}/test"
+
+
 RESIDUAL_PURCHASE_KEY = "residual"
 
 
