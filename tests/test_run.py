@@ -335,9 +335,9 @@ def test_final_classifier_labels_and_a_rerun_neither_trains_nor_pays_again(tmp_p
 
 
 def test_semi_supervised_rounds_learn_from_the_last_round_and_resume_alike(tmp_path):
-    """Round 1 has no teacher; every later round and the final classifier also fit the
-    previous model's pseudo-labels (twice the images per step), and a run cut after a
-    round resumes to the same answer."""
+    """Round 1 has no teacher; every later round also fits the previous model's
+    pseudo-labels (twice the images per step), the final classifier its own supervised
+    teacher's, and a run cut after a round resumes to the same answer."""
     config = synthetic.get_config("1000")
     with config.unlocked():
         config.mcal.max_rounds = 3
@@ -349,6 +349,8 @@ def test_semi_supervised_rounds_learn_from_the_last_round_and_resume_alike(tmp_p
     images = {r["key"]: r["details"]["images"] for r in charges if r["category"] == "training"}
     assert images["round1/tiny/training"] == 30 * 32
     assert images["round2/tiny/training"] == images["round3/tiny/training"] == 30 * 32 * 2
+    # The final recipe inherits semi_supervised: a supervised teacher, then its student.
+    assert images["final_teacher/tiny/training"] == 100 * 32
     assert images["final/tiny/training"] == 100 * 32 * 2
     # Cut after round 2: the rerun trains round 3 again from round 2's saved scores.
     rounds = tmp_path / "whole" / "rounds.jsonl"

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from absl import logging
 
-from mcal_jax.run.measure import certified_choice, least_confident, measure
+from mcal_jax.run.measure import certified_choice, least_confident, measure, measure_final
 from mcal_jax.run.prepare import Context
 from mcal_jax.run.state import ALResult
 from mcal_jax.scoring import Scores
@@ -55,12 +55,11 @@ def active_learning(ctx: Context, model: str, fraction: float, max_rounds: int) 
     labeled = np.asarray(ctx.initial_batch)
     labels = ctx.labeler.label(labeled)
     device_usd, prices, sizes, spent, machine = 0.0, [], [], [], 0
-    teachers: list[Scores] = []  # each round's scores: the next round's or a final's teacher
+    teacher: Scores | None = None  # the previous round's scores, for a semi-supervised round
     for round_index in range(1, max_rounds + 1):
         unlabeled = ctx.unlabeled(labeled)
-        teacher = teachers[-1] if teachers else None
         m = measure(ctx, model, labeled, labels, unlabeled, round_index, teacher=teacher)
-        teachers.append(m.scores)
+        teacher = m.scores
         device_usd += m.training_usd + m.scoring_usd
         price, machine = stop_now_usd(ctx, m.scores, len(labeled), unlabeled, device_usd)
         prices.append(price)
@@ -77,7 +76,7 @@ def active_learning(ctx: Context, model: str, fraction: float, max_rounds: int) 
         labels = np.concatenate([labels, ctx.labeler.label(batch)])
     last, best = len(prices) - 1, int(np.argmin(prices))
     final = [
-        final_usd(ctx, model, labeled[: sizes[k]], labels[: sizes[k]], spent[k], k + 1, teachers[k])
+        final_usd(ctx, model, labeled[: sizes[k]], labels[: sizes[k]], spent[k], k + 1)
         if ctx.settings.final_train is not None
         else (prices[k], machine)
         for k in sorted({last, best})
@@ -104,15 +103,15 @@ def final_usd(
     labels: np.ndarray,
     device_usd: float,
     round_index: int,
-    teacher: Scores | None = None,
 ) -> tuple[float, int]:
     """(price, machine-labeled items) of stopping with ``labeled`` as B and labeling with a
     final classifier trained on it with the run's ``final_train`` recipe, as MCAL does
-    (semi-supervised ones learn from ``teacher``, the stopping round's scores)."""
+    (`measure.measure_final`)."""
     unlabeled = ctx.unlabeled(labeled)
     recipe = ctx.settings.final_train
-    m = measure(ctx, model, labeled, labels, unlabeled, round_index, recipe, teacher)
-    device_usd += m.training_usd + m.scoring_usd
+    assert recipe is not None
+    *teachers, m = measure_final(ctx, model, labeled, labels, unlabeled, round_index, recipe)
+    device_usd += sum(t.training_usd + t.scoring_usd for t in (*teachers, m))
     return stop_now_usd(ctx, m.scores, len(labeled), unlabeled, device_usd)
 
 

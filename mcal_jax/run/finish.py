@@ -16,7 +16,7 @@ from absl import logging
 
 from mcal_jax import profile as profile_lib
 from mcal_jax.run import state
-from mcal_jax.run.measure import certified_choice, charge, measure
+from mcal_jax.run.measure import certified_choice, charge, measure_final
 from mcal_jax.run.prepare import Context
 from mcal_jax.scoring import Scores
 
@@ -26,7 +26,8 @@ def final_scores(ctx: Context, run: state.RunState) -> tuple[str, Scores]:
     config sets ``final_train``, a final classifier trained once on the final B with that
     recipe (seeded, charged like any training; its scores are saved, so a rerun neither
     trains nor pays again). Its recipe is fixed before T is looked at, so the certificate
-    stays valid; a semi-supervised recipe learns from the last round's scores as well."""
+    stays valid; a semi-supervised recipe trains a supervised teacher first (charged as
+    ``final_teacher``), see `measure.measure_final`."""
     last = run.rounds[-1]
     recipe = ctx.settings.final_train
     if recipe is None:
@@ -36,8 +37,11 @@ def final_scores(ctx: Context, run: state.RunState) -> tuple[str, Scores]:
         return "final", saved
     train_indices, train_labels = ctx.ledger.bought("train")
     unlabeled = ctx.unlabeled(train_indices)
-    teacher = ctx.workdir.load_scores(f"round{last.round}") if recipe.semi_supervised else None
-    m = measure(ctx, last.lead, train_indices, train_labels, unlabeled, last.round, recipe, teacher)
+    *teachers, m = measure_final(
+        ctx, last.lead, train_indices, train_labels, unlabeled, last.round, recipe
+    )
+    for teacher in teachers:
+        charge(ctx, "final_teacher", teacher)
     charge(ctx, "final", m)
     ctx.workdir.save_checkpoint("final", last.lead, m.train.variables)
     ctx.workdir.save_scores("final", m.scores)

@@ -107,6 +107,27 @@ def measure(
     )
 
 
+def measure_final(
+    ctx: Context,
+    model: str,
+    train_indices: np.ndarray,
+    train_labels: np.ndarray,
+    unlabeled: np.ndarray,
+    round_index: int,
+    recipe: TrainConfig,
+) -> list[Measurement]:
+    """The final classifier trained on the final B with ``recipe`` (docs/algorithm.md, step
+    10): one measurement, or, for a semi-supervised recipe, a supervised teacher with the
+    same recipe and then its student, which also fits the teacher's confident predictions
+    on U ∪ T. The teacher is as strong as the student (a round's classifier, trained on a
+    short recipe, is weaker and teaches little). The last measurement labels."""
+    args = (ctx, model, train_indices, train_labels, unlabeled, round_index)
+    if not recipe.semi_supervised:
+        return [measure(*args, recipe)]
+    teacher = measure(*args, dataclasses.replace(recipe, semi_supervised=False))
+    return [teacher, measure(*args, recipe, teacher.scores)]
+
+
 def certified_choice(
     settings: Settings,
     scores: scoring.Scores,
