@@ -117,7 +117,7 @@ def get_config() -> ml_collections.ConfigDict:
     return config
 
 
-OPTIONS = ("cpu", "satyam", "select")
+OPTIONS = ("cpu", "satyam", "select", "ablation")  # ablation: only the sweep differs
 CANDIDATE_MODELS = ("cnn18", "resnet20", "resnet56")  # the paper's CNN18, RESNET18, RESNET50
 
 
@@ -147,9 +147,19 @@ PAPER_MODELS = [(name,) for name in CANDIDATE_MODELS]
 PAPER_SEEDS = [0, 1, 2]
 
 
+# What the additions beyond the paper bring (docs/algorithm.md, steps 1, 2 and 10): a
+# semi-supervised final classifier, and a test set grown in stages from 1% of N.
+ABLATION_AXES = {
+    "final_train.semi_supervised": [False, True],
+    "mcal.test_stages": [(), (0.01, 0.02, 0.035)],
+}
+
+
 def paper_sweep(arg: str = "") -> list[dict]:
     """Labeling service × ε × model × 3 seeds = 2 × 2 × 3 × 3 = 36 points; with `cpu` in
-    ``arg``, the CPU variant over seeds 0, 1, 2 (its other options, e.g. `satyam`, apply).
+    ``arg``, the CPU variant over seeds 0, 1, 2 (its other options, e.g. `satyam`, apply);
+    with `ablation`, {supervised, semi-supervised final classifier} × {fixed, staged T} ×
+    3 seeds = 12 points (`ABLATION_AXES`, with the other options, e.g. `cpu`).
 
     The δ grid of Figs. 5-7 is not an axis: MCAL adapts δ itself, and with
     ``baselines.run`` every point also runs AL(δ) for each δ in
@@ -158,7 +168,10 @@ def paper_sweep(arg: str = "") -> list[dict]:
     """
     from mcal_jax import sweep as sweep_lib
 
-    if "cpu" in arg.split(","):
+    options = arg.split(",")
+    if "ablation" in options:
+        return sweep_lib.seeds(sweep_lib.product(ABLATION_AXES), PAPER_SEEDS)
+    if "cpu" in options:
         return sweep_lib.seeds([{}], PAPER_SEEDS)
     axes = {
         "baselines.run": [True],

@@ -27,6 +27,7 @@ _SWEEP_COLUMNS = (
     ("total USD", "cost_usd.total", "usd"),
     ("human-only USD", "cost_usd.human_only", "usd"),
     ("saved %", "savings_vs_human_only", "pct"),
+    ("T %", "fractions.test", "pct"),
     ("B %", "fractions.train", "pct"),
     ("S %", "fractions.machine", "pct"),
     ("true error %", "error.true", "pct"),

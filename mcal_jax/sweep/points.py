@@ -67,7 +67,7 @@ def _check_axis(key: str, values) -> None:
 
 def _format_value(value) -> str:
     if isinstance(value, (tuple, list)):
-        return "+".join(_format_value(v) for v in value)
+        return "+".join(_format_value(v) for v in value) if value else "none"
     return repr(value) if isinstance(value, float) else str(value)
 
 
