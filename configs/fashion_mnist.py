@@ -5,8 +5,8 @@ prices, ε = 5%; about an hour on one H100):
 
   python -m launch.mcal --config=configs/fashion_mnist.py --workdir=/tmp/mcal/fmnist
 
-CPU demo (`make demo`; a small ResNet-8, short rounds and one longer final classifier;
-about 7 minutes on 2 cores):
+CPU demo (`make demo`; a small ResNet-8, short rounds and a longer, semi-supervised final
+classifier; about 12 minutes on 2 cores):
 
   python -m launch.mcal --config=configs/fashion_mnist.py:cpu --workdir=/tmp/mcal/fmnist_cpu
 
@@ -23,7 +23,9 @@ The first is the paper's ablation grid: 36 runs, each MCAL plus the AL(δ) basel
 `configs.common.paper_sweep`); on a machine with several GPUs `--config.num_devices=1`
 runs one point per GPU. The second, the CPU demo over seeds 0, 1 and 2, takes about 40
 minutes on 2 cores (`launch.report --sweep` then gives mean ± std); `configs/synthetic.py`'s
-sweep is the one that fits in a few minutes.
+sweep is the one that fits in a few minutes. `:cpu,ablation` crosses the semi-supervised
+final classifier (on/off) with a staged T (1, 2, 3.5, 5% of N, or fixed at 5%), 3 seeds
+each: 12 demos, about 2.5 hours on 2 cores.
 """
 
 from configs import common
@@ -41,13 +43,18 @@ def cpu(config) -> None:
     epochs alone leave 27.5% test error, 800 steps 17.0%) and from final classifiers
     retrained on a run's B (2,800 labels: 3,200 steps with crops and flips certify 56,700
     items of U against 53,200 for the round's classifier; without augmentation the long
-    schedule overfits and certifies no more)."""
+    schedule overfits and certifies no more). The final classifier is semi-supervised
+    (a supervised teacher on the same recipe, then a student that also fits the teacher's
+    most confident 80% of U ∪ T): on the demo's own B (seed 0, 4,200 labels) it certifies
+    58,251 items against 56,693, 470.04 USD against 532.29."""
     config.models = ("small",)
     config.train.epochs = 8
     config.train.min_steps = 800
     config.final_train.min_steps = 3200
     config.final_train.crop_padding = 2
     config.final_train.horizontal_flip = True
+    config.final_train.semi_supervised = True
+    config.final_train.pseudo_fraction = 0.8
     config.train.batch_size = 64
     config.train.optimizer = "sgd"
     config.train.learning_rate = 0.1
