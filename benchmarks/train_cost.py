@@ -20,9 +20,13 @@ For every model and global batch size it prints one table row and writes one JSO
   image, at ``--usd_per_device_hour`` (default: :data:`mcal_jax.costs.USD_PER_DEVICE_HOUR`
   by device kind, else platform: the price a measured-cost MCAL run charges). This is the
   per-image training price c_T of Eq. 3, measured instead of taken from the paper's Table 1.
-- ``flops_per_image``: XLA's cost analysis of the compiled training step (one device's
-  program, times the devices, over the global batch): forward, backward, augmentation and
-  optimizer update, as the compiler sees them.
+- ``flops_per_image``: the model FLOPs of one training image, counted from the
+  architecture (:func:`mcal_jax.flops.model_flops_per_image`: the convolutions and dense
+  layers of the forward and backward passes). This is the numerator of MFU.
+- ``xla_flops_per_image``: XLA's cost analysis of the compiled training step (one device's
+  program, times the devices, over the global batch), as the compiler sees it. On a GPU it
+  leaves out the cuDNN convolutions and comes out about 100× low; on a CPU it counts them,
+  plus augmentation and the optimizer update.
 - ``mfu``: model FLOP utilisation, ``flops_per_image × train_images_per_s`` over the
   peak: the dense bfloat16 peak of each accelerator times the devices (:data:`PEAK_FLOPS`,
   whatever ``--compute_dtype``), or on a CPU ``--cpu_peak_flops`` for the whole host, since
@@ -46,7 +50,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from mcal_jax import costs, data, models, parallel, scoring
+from mcal_jax import costs, data, flops, models, parallel, scoring
 from mcal_jax import pool as pool_lib
 from mcal_jax import train as train_lib
 
@@ -76,6 +80,7 @@ REQUIRED_KEYS = (
     "device_seconds_per_image_epoch",
     "usd_per_image",
     "flops_per_image",
+    "xla_flops_per_image",
     "mfu",
 )
 
@@ -122,7 +127,7 @@ def peak_flops(device: jax.Device, num_devices: int, cpu_peak_flops: float) -> f
     return None
 
 
-def step_flops_per_image(trainer: train_lib.Trainer) -> float | None:
+def xla_flops_per_image(trainer: train_lib.Trainer) -> float | None:
     """FLOPs of one training step per image, from XLA's cost analysis of the compiled step.
 
     The compiled program is one device's share of the SPMD step, so its count is scaled by
@@ -222,7 +227,7 @@ def measure(
     device_seconds = statistics.median(run.device_seconds for run in runs)
     train_rate = images / wall
     per_image_epoch = device_seconds / images
-    flops = step_flops_per_image(trainer)
+    model_flops = flops.model_flops_per_image(model, image_shape, num_classes)
     peak = peak_flops(device, trainer.num_devices, cpu_peak_flops)
     usd = None
     if usd_per_device_hour is not None:
@@ -249,9 +254,10 @@ def measure(
         "full_training_epochs": full_training_epochs,
         "usd_per_device_hour": usd_per_device_hour,
         "usd_per_image": usd,
-        "flops_per_image": flops,
+        "flops_per_image": model_flops,
+        "xla_flops_per_image": xla_flops_per_image(trainer),
         "peak_flops": peak,
-        "mfu": flops * train_rate / peak if flops and peak else None,
+        "mfu": model_flops * train_rate / peak if peak else None,
         "jax_version": jax.__version__,
     }
 
@@ -275,7 +281,7 @@ def format_table(records: Sequence[dict]) -> str:
     with_torch = any("jax_vs_torch" in r for r in records)
     header = (
         f"{'model':<10} {'batch':>6} {'train img/s':>12} {'score img/s':>12} "
-        f"{'dev-s/img-ep':>13} {'USD/img':>10} {'GFLOP/img':>10} {'MFU':>7}"
+        f"{'dev-s/img-ep':>13} {'USD/img':>10} {'GFLOP/img':>10} {'XLA GFLOP':>10} {'MFU':>7}"
     )
     header += f" {'torch img/s':>12} {'JAX/torch':>10}" if with_torch else ""
     lines = []
@@ -291,13 +297,15 @@ def format_table(records: Sequence[dict]) -> str:
         )
     lines += [header, "-" * len(header)]
     for r in records:
-        gflops = None if r["flops_per_image"] is None else r["flops_per_image"] / 1e9
+        gflops = r["flops_per_image"] / 1e9
+        xla = r.get("xla_flops_per_image")
+        xla_gflops = None if xla is None else xla / 1e9
         mfu = None if r["mfu"] is None else 100 * r["mfu"]
         row = (
             f"{r['model']:<10} {r['batch_size']:>6} {r['train_images_per_s']:>12,.0f} "
             f"{r['score_images_per_s']:>12,.0f} {r['device_seconds_per_image_epoch']:>13.3g} "
-            f"{shown(r['usd_per_image'], '.3g'):>10} {shown(gflops, '.4g'):>10} "
-            f"{shown(mfu, '.3g') + '%':>7}"
+            f"{shown(r['usd_per_image'], '.3g'):>10} {gflops:>10.4g} "
+            f"{shown(xla_gflops, '.4g'):>10} {shown(mfu, '.3g') + '%':>7}"
         )
         if with_torch:
             torch_rate, ratio = r.get("torch_train_images_per_s"), r.get("jax_vs_torch")

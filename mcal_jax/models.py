@@ -168,7 +168,7 @@ _CIFAR_WIDTHS = (16, 32, 64)
 _IMAGENET_WIDTHS = (64, 128, 256, 512)
 
 # name -> (stage_sizes, stage_widths, block_cls, shortcut)
-_ARCHITECTURES: dict[str, tuple[tuple[int, ...], tuple[int, ...], ModuleDef, str]] = {
+ARCHITECTURES: dict[str, tuple[tuple[int, ...], tuple[int, ...], ModuleDef, str]] = {
     "tiny": ((1, 1, 1), (4, 8, 16), BasicBlock, "zero_pad"),
     "small": ((1, 1, 1), _CIFAR_WIDTHS, BasicBlock, "zero_pad"),
     "resnet20": ((3, 3, 3), _CIFAR_WIDTHS, BasicBlock, "zero_pad"),
@@ -178,7 +178,7 @@ _ARCHITECTURES: dict[str, tuple[tuple[int, ...], tuple[int, ...], ModuleDef, str
     "resnet34": ((3, 4, 6, 3), _IMAGENET_WIDTHS, BasicBlock, "projection"),
     "resnet50": ((3, 4, 6, 3), _IMAGENET_WIDTHS, BottleneckBlock, "projection"),
 }
-assert tuple(_ARCHITECTURES) == MODEL_NAMES
+assert tuple(ARCHITECTURES) == MODEL_NAMES
 
 
 def create_model(
@@ -198,7 +198,7 @@ def create_model(
     `axis_name` names the mesh axis over which BatchNorm averages batch statistics when
     the model runs inside `jax.shard_map`; None keeps them per device.
     """
-    if name not in _ARCHITECTURES:
+    if name not in ARCHITECTURES:
         raise ValueError(
             f"mcal_jax.models: unknown model name {name!r}; expected one of {MODEL_NAMES}"
         )
@@ -206,7 +206,7 @@ def create_model(
         raise ValueError(
             f"mcal_jax.models: num_classes must be an integer >= 2; got {num_classes!r}"
         )
-    stage_sizes, stage_widths, block_cls, shortcut = _ARCHITECTURES[name]
+    stage_sizes, stage_widths, block_cls, shortcut = ARCHITECTURES[name]
     return ResNet(
         stage_sizes=stage_sizes,
         stage_widths=stage_widths,
