@@ -14,7 +14,8 @@ with the numbers, so that scripts can read ``tail -n 1``. What is measured, and 
   end). Both divide the same item count (the pool; the padding of the last batch is paid by
   both), so ``scoring_fraction_of_forward`` is the share of the bare forward's speed that
   scoring keeps. Target ≥ 0.9.
-- ``fit_ms``: ``fit_truncated_power_laws`` for all 20 θ in one call, on error counts drawn
+- ``fit_ms``: ``fit_truncated_power_laws`` for all 20 θ in one call (on the host CPU, as
+  every fit and plan runs: ``fit_device``), on error counts drawn
   from known truncated power laws (Eq. 2) over ``--rounds`` rounds; ``scipy_fit_ms``: the
   per-θ scipy loop on the same data. Target ≥ 20× faster.
 - ``plan_ms``: ``controller.plan`` (both fits included) on a ``--rounds``-round history of a
@@ -260,6 +261,7 @@ def run_benchmark(
     result.update(
         device_kind=device.device_kind,
         platform=device.platform,
+        fit_device=parallel.host_device().device_kind,  # fits and plans run on the host
         jax_version=jax.__version__,
         targets_met={name: meets_target(name, result[name]) for name in TARGETS},
     )
@@ -290,7 +292,8 @@ def format_table(result: dict) -> str:
         f"mcal_jax core benchmark: {result['model']} on {result['pool_size']} items "
         f"(batch {result['global_batch']}, {result['num_batches']} batches), metric "
         f"{result['metric']}, {result['num_devices']} × {result['device_kind']}, "
-        f"jax {result['jax_version']}; {result['rounds']} rounds; median of "
+        f"jax {result['jax_version']}; fits and plans on the host {result['fit_device']}; "
+        f"{result['rounds']} rounds; median of "
         f"{result['repeats']} after a warm-up",
         header,
         "-" * len(header),

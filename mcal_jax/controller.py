@@ -61,6 +61,7 @@ from mcal_jax.fit import (
     predict_error,
     rounds_to_grow,
 )
+from mcal_jax.parallel import on_host
 from mcal_jax.profile import BOUND_RATES, bound_table
 from mcal_jax.records import ControllerConfig, History, Plan, is_int
 
@@ -123,6 +124,7 @@ def _search_grid(
     }
 
 
+@on_host
 def plan_from_models(
     config: ControllerConfig,
     history: History,
@@ -167,9 +169,10 @@ def plan_from_models(
         "human_usd": float(config.human_usd_per_label),
         "so_far_usd": training_so_far + scoring_so_far,
     }
-    fit = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), error_model)
-    fit = fit.replace(trusted=jnp.asarray(error_model.trusted, jnp.bool_))
-    cost32 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), cost_model)
+    # Through numpy: a model left on an accelerator would pull the search back there.
+    fit = jax.tree.map(lambda x: jnp.asarray(np.asarray(x), jnp.float32), error_model)
+    fit = fit.replace(trusted=jnp.asarray(np.asarray(error_model.trusted), jnp.bool_))
+    cost32 = jax.tree.map(lambda x: jnp.asarray(np.asarray(x), jnp.float32), cost_model)
     # T may grow to a later stage once the fits rest on enough rounds: each size is
     # planned with the test counts above τ_θ scaled to it (T is a random sample, so they
     # grow in proportion), and the cheapest plan, extra test labels included, wins.
@@ -308,6 +311,7 @@ def plan_from_models(
     )
 
 
+@on_host
 def plan(config: ControllerConfig, history: History) -> Plan:
     """Fit both models to the whole history (Algorithm 1, lines 13 and 16), then plan."""
     sizes = np.asarray(history.train_sizes, np.float64)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from mcal_jax.parallel import on_host
 from mcal_jax.profile import THETAS
 
 with warnings.catch_warnings():
@@ -78,6 +79,7 @@ def log_error_targets(errors: Arrays, counts: Arrays, pseudo_count: float) -> tu
     return xp.where(has_items, xp.log(rate), 0.0), xp.where(has_items, counts, 0)
 
 
+@on_host
 def fit_truncated_power_laws(
     train_sizes: np.ndarray,
     errors: np.ndarray,

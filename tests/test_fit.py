@@ -131,6 +131,17 @@ def test_one_compile_per_round_bucket():
     assert F._fit_power_laws_padded._cache_size() == before + 1
 
 
+def test_fits_run_on_the_host_whatever_the_default_device():
+    # The suite's 8 simulated devices stand in for accelerators: with device 3 as the
+    # default, the fit still runs on (and returns arrays of) the host's first CPU device.
+    errors, counts = _noisy_rounds(seed=1)
+    with jax.default_device(jax.devices()[3]):
+        assert jnp.zeros(1).devices() == {jax.devices()[3]}
+        fit = F.fit_truncated_power_laws(SIZES, errors, counts)
+    host = jax.local_devices(backend="cpu")[0]
+    assert fit.alpha.devices() == fit.trusted.devices() == {host} != {jax.devices()[3]}
+
+
 def test_fit_rejects_bad_inputs():
     errors, counts = _noisy_rounds(seed=9)
     with pytest.raises(ValueError, match=r"errors has shape \(10, 19\)"):
