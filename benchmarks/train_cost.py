@@ -35,7 +35,9 @@ For every model and global batch size it prints one table row and writes one JSO
 Training and scoring run once untimed (compile and warm-up), then ``--repeats`` times in
 alternation, so that a change of load on a shared machine slows both alike; the median
 counts. ``--vs_torch`` trains the same architecture in PyTorch in the same process
-(:mod:`benchmarks.torch_resnets`) and adds ``torch_train_images_per_s`` and ``jax_vs_torch``.
+(:mod:`benchmarks.torch_resnets`), twice: with only the model compiled
+(``torch_train_images_per_s``, ``jax_vs_torch``) and tuned, the whole step compiled with
+CUDA graphs and a fused optimizer (``torch_tuned_train_images_per_s``, ``jax_vs_torch_tuned``).
 """
 
 from __future__ import annotations
@@ -271,6 +273,33 @@ def torch_unavailable_reason() -> str | None:
     return None
 
 
+def vs_torch(record: dict, **work) -> dict:
+    """The PyTorch twins' rates for the model and batch of ``record``, and JAX's rate over
+    each: ``torch_*`` for the twin with only the model compiled, ``torch_tuned_*`` for the
+    whole step compiled (CUDA graphs, fused optimizer; :mod:`benchmarks.torch_resnets`)."""
+    from benchmarks import torch_resnets
+
+    out = {}
+    for prefix, tuned in (("torch", False), ("torch_tuned", True)):
+        rate = torch_resnets.train_images_per_s(
+            record["model"],
+            batch_size=record["batch_size"],
+            compute_dtype=record["compute_dtype"],
+            tuned=tuned,
+            **work,
+        )
+        out[f"{prefix}_train_images_per_s"] = rate
+        out[f"jax_vs_{prefix}"] = record["train_images_per_s"] / rate
+    print(
+        f"{record['model']} batch {record['batch_size']}: JAX "
+        f"{record['train_images_per_s']:,.0f} img/s, PyTorch {out['torch_train_images_per_s']:,.0f}"
+        f" (tuned {out['torch_tuned_train_images_per_s']:,.0f}); JAX/PyTorch "
+        f"{out['jax_vs_torch']:.2f} (tuned {out['jax_vs_torch_tuned']:.2f})",
+        flush=True,
+    )
+    return out
+
+
 def format_table(records: Sequence[dict]) -> str:
     """One row per measurement: the numbers of :data:`REQUIRED_KEYS`, and the PyTorch
     comparison where there is one."""
@@ -283,7 +312,11 @@ def format_table(records: Sequence[dict]) -> str:
         f"{'model':<10} {'batch':>6} {'train img/s':>12} {'score img/s':>12} "
         f"{'dev-s/img-ep':>13} {'USD/img':>10} {'GFLOP/img':>10} {'XLA GFLOP':>10} {'MFU':>7}"
     )
-    header += f" {'torch img/s':>12} {'JAX/torch':>10}" if with_torch else ""
+    header += (
+        f" {'torch img/s':>12} {'JAX/torch':>10} {'tuned img/s':>12} {'JAX/tuned':>10}"
+        if with_torch
+        else ""
+    )
     lines = []
     if records:
         first = records[0]
@@ -308,8 +341,9 @@ def format_table(records: Sequence[dict]) -> str:
             f"{shown(xla_gflops, '.4g'):>10} {shown(mfu, '.3g') + '%':>7}"
         )
         if with_torch:
-            torch_rate, ratio = r.get("torch_train_images_per_s"), r.get("jax_vs_torch")
-            row += f" {shown(torch_rate, ',.0f'):>12} {shown(ratio, '.2f'):>10}"
+            for prefix in ("torch", "torch_tuned"):
+                rate, ratio = r.get(f"{prefix}_train_images_per_s"), r.get(f"jax_vs_{prefix}")
+                row += f" {shown(rate, ',.0f'):>12} {shown(ratio, '.2f'):>10}"
         lines.append(row)
     return "\n".join(lines)
 
@@ -360,24 +394,15 @@ def main(argv: Sequence[str]) -> None:
                 pool=pool,
             )
             if run_torch:
-                from benchmarks import torch_resnets
-
-                torch_rate = torch_resnets.train_images_per_s(
-                    model,
-                    batch_size=batch_size,
-                    image_shape=image_shape,
-                    num_classes=_NUM_CLASSES.value,
-                    train_images=train_images,
-                    epochs=epochs,
-                    repeats=_REPEATS.value,
-                    compute_dtype=compute_dtype,
-                )
-                record["torch_train_images_per_s"] = torch_rate
-                record["jax_vs_torch"] = record["train_images_per_s"] / torch_rate
-                print(
-                    f"{model} batch {batch_size}: JAX {record['train_images_per_s']:,.0f} vs "
-                    f"PyTorch {torch_rate:,.0f} img/s, ratio {record['jax_vs_torch']:.2f}",
-                    flush=True,
+                record.update(
+                    vs_torch(
+                        record,
+                        image_shape=image_shape,
+                        num_classes=_NUM_CLASSES.value,
+                        train_images=train_images,
+                        epochs=epochs,
+                        repeats=_REPEATS.value,
+                    )
                 )
             records.append(record)
     print(format_table(records), flush=True)

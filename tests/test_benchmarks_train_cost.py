@@ -194,8 +194,21 @@ def test_torch_twins_have_the_flax_parameter_counts():
     for name in models.MODEL_NAMES:
         flax_model = models.create_model(name, num_classes=10)
         shapes = jax.eval_shape(
-            flax_model.init, jax.random.key(0), jax.numpy.zeros((1, 32, 32, 3)), train=False
+            lambda x, m=flax_model: m.init(jax.random.key(0), x, train=False),
+            jax.ShapeDtypeStruct((1, 32, 32, 3), jax.numpy.float32),
         )
         twin = torch_resnets.ResNet(name, in_channels=3, num_classes=10)
         count = sum(p.numel() for p in twin.parameters())
         assert count == models.count_params(shapes["params"]), name
+
+
+def test_vs_torch_times_both_twins_and_compares_them(record):
+    pytest.importorskip("torch")
+    work = dict(image_shape=(28, 28, 1), num_classes=10, train_images=128, epochs=1, repeats=1)
+    out = bench.vs_torch(record, **work)
+    for prefix in ("torch", "torch_tuned"):
+        rate = out[f"{prefix}_train_images_per_s"]
+        assert math.isfinite(rate) and rate > 0
+        assert out[f"jax_vs_{prefix}"] == pytest.approx(record["train_images_per_s"] / rate)
+    table = bench.format_table([record | out])
+    assert "JAX/tuned" in table and f"{out['jax_vs_torch_tuned']:.2f}" in table
