@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_WORKDIR ?= workdirs/demo
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data test lint typecheck check demo bench clean
+.PHONY: install data test lint typecheck check demo bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,12 @@ demo: install data
 
 bench: install
 	$(PY) -m benchmarks.core
+
+# Every GPU measurement in one command, on a GPU machine that may have no network and no
+# virtualenv: it uses $(PYTHON) as it is (BUILD.md, "The GPU check").
+GPU_CHECK_OUT ?= gpu-check
+gpu-check:
+	$(PYTHON) -m benchmarks.gpu_check --out=$(GPU_CHECK_OUT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

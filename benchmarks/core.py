@@ -2,6 +2,8 @@ r"""Speed of MCAL's per-round core: pool scoring, the batched learning-curve fit
 
     python -m benchmarks.core                       # defaults: small model, 20,000 items
     python -m benchmarks.core --model=tiny --pool_size=2048 --repeats=3
+    python -m benchmarks.core --model=resnet18 --pool_size=50000 --batch_size=2048 \
+        --image_shape=32x32x3                       # a GPU: scoring in bfloat16
 
 Prints a table (measurement, value, target, ok?) and, as its very last line, one JSON object
 with the numbers, so that scripts can read ``tail -n 1``. What is measured, and why:
@@ -49,7 +51,11 @@ from mcal_jax.fit_reference import fit_truncated_power_laws_scipy
 from mcal_jax.profile import THETAS
 
 _MODEL = flags.DEFINE_string("model", "small", "Classifier to score with (mcal_jax.models).")
-_POOL_SIZE = flags.DEFINE_integer("pool_size", 20_000, "Items in the synthetic 28x28x1 pool.")
+_POOL_SIZE = flags.DEFINE_integer("pool_size", 20_000, "Items in the synthetic pool.")
+_IMAGE_SHAPE = flags.DEFINE_string("image_shape", "28x28x1", "Pool images, HxWxC.")
+_COMPUTE_DTYPE = flags.DEFINE_enum(
+    "compute_dtype", None, ["bfloat16", "float32"], "Default: bfloat16 on accelerators."
+)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 1024, "Global scoring batch size.")
 _METRIC = flags.DEFINE_enum("metric", "margin", scoring.METRICS, "Active-learning metric M.")
 _ROUNDS = flags.DEFINE_integer("rounds", 10, "Rounds (points per θ curve) in the fit and plan.")
@@ -148,14 +154,23 @@ def planning_problem(num_rounds: int, seed: int = 0):
 
 
 def _scoring_benchmark(
-    model: str, pool_size: int, batch_size: int, metric: str, repeats: int, num_devices
+    model: str,
+    pool_size: int,
+    batch_size: int,
+    metric: str,
+    repeats: int,
+    num_devices,
+    image_shape: str,
+    compute_dtype: str,
 ) -> dict:
     mesh = parallel.make_mesh(num_devices)
-    pool = pool_lib.upload(make_synthetic(f"n={pool_size},shape=28x28x1,classes=10"), mesh)
+    pool = pool_lib.upload(make_synthetic(f"n={pool_size},shape={image_shape},classes=10"), mesh)
     trainer = train_lib.Trainer(model, pool, train_lib.TrainConfig(batch_size=mesh.size))
     state = trainer.init(jax.random.key(0))
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    scorer = scoring.Scorer(model, pool, metric=metric, batch_size=batch_size)
+    scorer = scoring.Scorer(
+        model, pool, metric=metric, batch_size=batch_size, compute_dtype=compute_dtype
+    )
     indices = np.arange(pool_size)
 
     forward = scorer.forward_fn()
@@ -233,8 +248,14 @@ def run_benchmark(
     rounds: int = 10,
     repeats: int = 5,
     num_devices: int | None = None,
+    image_shape: str = "28x28x1",
+    compute_dtype: str | None = None,
 ) -> dict:
-    """Runs every measurement (see the module docstring) and returns the JSON-ready record."""
+    """Runs every measurement (see the module docstring) and returns the JSON-ready record.
+    ``image_shape`` is HxWxC of the synthetic pool; ``compute_dtype`` of scoring defaults
+    to bfloat16 on accelerators, float32 on CPUs."""
+    if compute_dtype is None:
+        compute_dtype = "float32" if jax.devices()[0].platform == "cpu" else "bfloat16"
     for name, value, low in (
         ("pool_size", pool_size, 1),
         ("batch_size", batch_size, 1),
@@ -250,8 +271,14 @@ def run_benchmark(
         "metric": metric,
         "rounds": rounds,
         "repeats": repeats,
+        "image_shape": image_shape,
+        "compute_dtype": compute_dtype,
     }
-    result.update(_scoring_benchmark(model, pool_size, batch_size, metric, repeats, num_devices))
+    result.update(
+        _scoring_benchmark(
+            model, pool_size, batch_size, metric, repeats, num_devices, image_shape, compute_dtype
+        )
+    )
     result["scoring_fraction_of_forward"] = (
         result["scoring_items_per_s"] / result["forward_items_per_s"]
     )
@@ -289,7 +316,8 @@ def format_table(result: dict) -> str:
     ]
     header = f"{'measurement':<42} {'value':>14} {'target':>10}  ok?"
     lines = [
-        f"mcal_jax core benchmark: {result['model']} on {result['pool_size']} items "
+        f"mcal_jax core benchmark: {result['model']} on {result['pool_size']} "
+        f"{result['image_shape']} items ({result['compute_dtype']}) "
         f"(batch {result['global_batch']}, {result['num_batches']} batches), metric "
         f"{result['metric']}, {result['num_devices']} × {result['device_kind']}, "
         f"jax {result['jax_version']}; fits and plans on the host {result['fit_device']}; "
@@ -324,6 +352,8 @@ def main(argv: Sequence[str]) -> None:
         rounds=_ROUNDS.value,
         repeats=_REPEATS.value,
         num_devices=_NUM_DEVICES.value,
+        image_shape=_IMAGE_SHAPE.value,
+        compute_dtype=_COMPUTE_DTYPE.value,
     )
     print(format_table(result))
     print(json.dumps(result), flush=True)
