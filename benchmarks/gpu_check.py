@@ -16,9 +16,11 @@ within ``--budget_s`` (a step that would start with under 20 s left is skipped):
 2. ``core``: scoring a 50,000-item 32×32×3 pool with ResNet-18 in bfloat16 (batch 2,048),
    the all-θ fit against scipy and the plan (``benchmarks.core``);
 3. ``fashion_mnist``: the paper's configuration, ``configs/fashion_mnist.py``;
-4. ``train_cost_resnet50``: ResNet-50 (batch 256) against both twins;
-5. ``select``: ``configs/fashion_mnist.py:select``, MCAL choosing among three architectures;
-6. ``baselines``: the paper's configuration with the AL(δ) baselines.
+4. ``profile_resnet20``, ``profile_resnet18``: where a bf16 training step's time goes, by
+   kind of op (``benchmarks.profile_step``, batch 512);
+5. ``train_cost_resnet50``: ResNet-50 (batch 256) against both twins;
+6. ``select``: ``configs/fashion_mnist.py:select``, MCAL choosing among three architectures;
+7. ``baselines``: the paper's configuration with the AL(δ) baselines.
 
 ``--out`` gets ``results.jsonl`` (one line a step, written as each ends: its status, wall
 seconds and numbers), each step's own JSON lines, its log, and the report PNGs of the
@@ -70,7 +72,7 @@ class Step:
     name: str
     argv: tuple[str, ...]
     cap_s: int
-    kind: str  # "train_cost", "core" or "mcal": how its numbers are read back
+    kind: str  # "train_cost", "core" (a JSON last line) or "mcal": how its numbers are read
 
 
 def steps(out: str, workdir_root: str, dataset: str, tiny: bool) -> list[Step]:
@@ -105,10 +107,20 @@ def steps(out: str, workdir_root: str, dataset: str, tiny: bool) -> list[Step]:
         workdir = f"--workdir={os.path.join(workdir_root, name)}"
         return Step(name, (*py, "launch.mcal", *config, *overrides, workdir), cap, "mcal")
 
+    def profile(name: str, model: str) -> Step:
+        work = ("--model=tiny", "--batch_size=64", "--image_shape=28x28x1", "--steps=2")
+        if not tiny:
+            work = (f"--model={model}", "--batch_size=512", "--image_shape=32x32x3")
+            work += ("--compute_dtype=bfloat16", "--steps=20")
+        trace = f"--trace_dir={os.path.join(workdir_root, name)}"
+        return Step(name, (*py, "benchmarks.profile_step", *work, trace), 45, "core")
+
     return [
         train_cost("train_cost", "resnet18,resnet20", 512, 170),
         Step("core", (*py, "benchmarks.core", *core), 60, "core"),
         mcal("fashion_mnist", "", 120),
+        profile("profile_resnet20", "resnet20"),
+        profile("profile_resnet18", "resnet18"),
         train_cost("train_cost_resnet50", "resnet50", 256, 120),
         mcal("select", ":select", 150),
         mcal("baselines", "", 200, "--config.baselines.run=True"),

@@ -52,6 +52,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from benchmarks.pools import make_pool, parse_image_shape
 from mcal_jax import costs, data, flops, models, parallel, scoring
 from mcal_jax import pool as pool_lib
 from mcal_jax import train as train_lib
@@ -107,17 +108,6 @@ _REPEATS = flags.DEFINE_integer(
 _VS_TORCH = flags.DEFINE_bool("vs_torch", False, "Also time the same ResNet in PyTorch.")
 
 
-def parse_image_shape(text: str) -> tuple[int, int, int]:
-    """The shape ``"HxWxC"`` of ``--image_shape`` as a tuple, e.g. (32, 32, 3)."""
-    try:
-        shape = tuple(int(d) for d in text.lower().split("x"))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"--image_shape={text!r}: expected HxWxC with positive integers")
-    return shape  # type: ignore[return-value]
-
-
 def peak_flops(device: jax.Device, num_devices: int, cpu_peak_flops: float) -> float | None:
     """Peak FLOP/s of the mesh: the per-device dense bf16 peak × devices; on a CPU the
     host's figure, once. None for an accelerator not in :data:`PEAK_FLOPS`."""
@@ -139,16 +129,6 @@ def xla_flops_per_image(trainer: train_lib.Trainer) -> float | None:
     if not flops > 0:
         return None
     return flops * trainer.num_devices / trainer.config.batch_size
-
-
-def make_pool(
-    num_items: int, image_shape: Sequence[int], num_classes: int, num_devices: int | None = None
-) -> tuple[data.Dataset, pool_lib.DevicePool]:
-    """A synthetic dataset of ``num_items`` and its pool on the devices."""
-    height, width, channels = image_shape
-    spec = f"synthetic:n={num_items},shape={height}x{width}x{channels},classes={num_classes}"
-    dataset = data.load_dataset(spec)
-    return dataset, pool_lib.upload(dataset, parallel.make_mesh(num_devices))
 
 
 def measure(

@@ -68,6 +68,8 @@ def test_the_full_plan_measures_what_the_issue_asks_for(tmp_path):
         "train_cost",
         "core",
         "fashion_mnist",
+        "profile_resnet20",
+        "profile_resnet18",
         "train_cost_resnet50",
         "select",
         "baselines",
@@ -77,6 +79,8 @@ def test_the_full_plan_measures_what_the_issue_asks_for(tmp_path):
     assert "--vs_torch" in commands["train_cost_resnet50"]
     assert "--pool_size=50000" in commands["core"] and "--image_shape=32x32x3" in commands["core"]
     assert "configs/fashion_mnist.py:select" in commands["select"]
+    assert "--model=resnet18 --batch_size=512" in commands["profile_resnet18"]
+    assert "--model=resnet18 --batch_size=512" in commands["profile_resnet18"]
     assert "--config.baselines.run=True" in commands["baselines"]
     assert all(
         "--config.data.dataset=idx:/data" in commands[n] for n in ("fashion_mnist", "select")
@@ -112,3 +116,51 @@ def test_tiny_steps_run_and_write_results_logs_and_pngs(tmp_path):
     assert sum(run["counts"].values()) == 600
     assert "baselines.png" in run["pngs"] and (out / "baselines" / "baselines.png").exists()
     assert (out / "train_cost.log").read_text() and (out / "baselines.log").exists()
+
+
+HLO = """
+%fused_conv (p0: f32[2,8,8,4], p1: f32[3,3,4,4]) -> f32[2,8,8,4] {
+  %p0 = f32[2,8,8,4]{3,2,1,0} parameter(0)
+  %p1 = f32[3,3,4,4]{3,2,1,0} parameter(1)
+  ROOT %conv.1 = f32[2,8,8,4]{3,2,1,0} convolution(%p0, %p1), window={size=3x3}
+}
+
+%fused_relayout (p0: f32[2,8,8,4]) -> f32[4,8,8,2] {
+  %p0 = f32[2,8,8,4]{3,2,1,0} parameter(0)
+  %max = f32[2,8,8,4]{3,2,1,0} maximum(%p0, %p0)
+  ROOT %t = f32[4,8,8,2]{3,2,1,0} transpose(%max), dimensions={3,1,2,0}
+}
+
+ENTRY %main (a: f32[2,8,8,4], k: f32[3,3,4,4], i: s32[2]) -> f32[4,8,8,2] {
+  %a = f32[2,8,8,4]{3,2,1,0} parameter(0)
+  %k = f32[3,3,4,4]{3,2,1,0} parameter(1)
+  %i = s32[2]{0} parameter(2)
+  %g = f32[2,8,8,4]{3,2,1,0} gather(%a, %i), offset_dims={1,2,3}
+  %fusion.1 = f32[2,8,8,4]{3,2,1,0} fusion(%g, %k), kind=kCustom, calls=%fused_conv
+  %r = f32[4]{0} reduce(%fusion.1, %zero), dimensions={0,1,2}, to_apply=%add
+  %m = f32[2,8,8,4]{3,2,1,0} multiply(%fusion.1, %fusion.1)
+  ROOT %relayout_fusion.2 = f32[4,8,8,2]{3,2,1,0} fusion(%m), kind=kLoop, calls=%fused_relayout
+}
+"""
+
+
+def test_profile_ops_are_classified_by_what_their_hlo_computes():
+    from benchmarks import profile_step
+
+    kinds = profile_step.classify_hlo(HLO)
+    assert kinds["fusion.1"] == "convolution"  # through the fused computation it calls
+    assert kinds["g"] == "data (gather, crop, flip)"
+    assert kinds["r"] == "normalisation (reductions)"
+    assert kinds["relayout_fusion.2"] == "layout (transposes + fused)"
+    assert kinds["m"] == "elementwise and update"
+
+
+def test_profile_of_a_tiny_step_accounts_its_op_time():
+    from benchmarks import profile_step
+
+    record = profile_step.profile("tiny", 32, (28, 28, 1), steps=2)
+    shares = record["op_share"]
+    assert set(shares) == set(profile_step.CATEGORIES)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert record["matched_events"] > 0 and shares["convolution"] > 0.1
+    assert 0 < sum(record["op_ms_per_step"].values()) < 2 * record["step_ms"]

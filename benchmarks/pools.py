@@ -1,0 +1,29 @@
+"""Synthetic data on the devices, for the benchmarks: the pool and the image shape flag."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mcal_jax import data, parallel
+from mcal_jax import pool as pool_lib
+
+
+def parse_image_shape(text: str) -> tuple[int, int, int]:
+    """The shape ``"HxWxC"`` of ``--image_shape`` as a tuple, e.g. (32, 32, 3)."""
+    try:
+        shape = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"--image_shape={text!r}: expected HxWxC with positive integers")
+    return shape  # type: ignore[return-value]
+
+
+def make_pool(
+    num_items: int, image_shape: Sequence[int], num_classes: int, num_devices: int | None = None
+) -> tuple[data.Dataset, pool_lib.DevicePool]:
+    """A synthetic dataset of ``num_items`` and its pool on the devices."""
+    height, width, channels = image_shape
+    spec = f"synthetic:n={num_items},shape={height}x{width}x{channels},classes={num_classes}"
+    dataset = data.load_dataset(spec)
+    return dataset, pool_lib.upload(dataset, parallel.make_mesh(num_devices))
