@@ -49,10 +49,12 @@ bench: install
 	$(PY) -m benchmarks.core
 
 # Every GPU measurement in one command, on a GPU machine that may have no network and no
-# virtualenv: it uses $(PYTHON) as it is (BUILD.md, "The GPU check").
+# virtualenv: the virtualenv's Python if there is one, else $(PYTHON) as it is (BUILD.md,
+# "The GPU check").
 GPU_CHECK_OUT ?= gpu-check
+GPU_CHECK_PYTHON ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 gpu-check:
-	$(PYTHON) -m benchmarks.gpu_check --out=$(GPU_CHECK_OUT)
+	$(GPU_CHECK_PYTHON) -m benchmarks.gpu_check --out=$(GPU_CHECK_OUT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
