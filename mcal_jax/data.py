@@ -1,4 +1,4 @@
-"""Loading the pool X that MCAL labels from a spec string: IDX, npz and TFDS readers.
+"""Loading the pool X that MCAL labels from a spec string: IDX, npz, TFDS and image folders.
 
 ``load_dataset`` reads the spec string and returns a ``Dataset`` (``mcal_jax.dataset``);
 bad input raises ``DataError``. Spec strings:
@@ -14,6 +14,8 @@ bad input raises ``DataError``. Spec strings:
   optionally a scalar ``num_classes``; pickled arrays are refused.
 - ``synthetic:KEY=VAL,...``: a learnable synthetic dataset (see ``make_synthetic`` in
   ``mcal_jax.synthetic``).
+- ``folder:DIR``: every PNG and JPEG under DIR, converted to ``image_shape`` (``HxWxC``);
+  class subfolders, when there are any, are its ground truth (see ``mcal_jax.folder``).
 
 ``split="all"`` joins train then test into one pool, as the paper does (its X for
 Fashion-MNIST is all 70,000 items).
@@ -30,6 +32,7 @@ import numpy as np
 from absl import logging
 
 from mcal_jax.dataset import DataError, Dataset
+from mcal_jax.folder import load_folder
 from mcal_jax.synthetic import make_synthetic, synthetic_split
 
 __all__ = [
@@ -47,7 +50,14 @@ __all__ = [
 
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 SPLITS = ("train", "test", "all")
-SCHEMES = ("fashion_mnist", "tfds:NAME", "idx:DIR", "npz:PATH", "synthetic:KEY=VAL,...")
+SCHEMES = (
+    "fashion_mnist",
+    "tfds:NAME",
+    "idx:DIR",
+    "npz:PATH",
+    "synthetic:KEY=VAL,...",
+    "folder:DIR",
+)
 
 # IDX type codes (third magic byte) and the big-endian numpy dtypes they denote.
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -56,7 +66,12 @@ _TFDS_CHUNK = 4096
 
 
 def load_dataset(
-    spec: str, *, split: str = "all", data_dir: str | None = None, download: bool = True
+    spec: str,
+    *,
+    split: str = "all",
+    data_dir: str | None = None,
+    download: bool = True,
+    image_shape: str = "",
 ) -> Dataset:
     """Loads the dataset named by ``spec`` (forms in the module docstring).
 
@@ -67,10 +82,17 @@ def load_dataset(
         TFDS's default.
       download: whether a TFDS dataset that is not prepared yet may be downloaded and
         prepared (needs network access, and possibly TensorFlow).
+      image_shape: ``HxWxC`` that every image of a ``folder:`` is converted to (required
+        there, refused elsewhere: other pools keep their own shape).
     """
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r} for {spec!r}; valid splits: {', '.join(SPLITS)}")
     scheme, _, arg = spec.partition(":")
+    if image_shape and scheme != "folder":
+        raise DataError(
+            f"data.image_shape={image_shape!r} applies to folder:DIR datasets only; "
+            f"{spec!r} keeps its own image shape"
+        )
     if spec == "fashion_mnist":
         files = [_find_idx_file(DEBIAN_FASHION_MNIST_DIR, f) for f in _idx_names(split)]
         if all(files):
@@ -79,7 +101,7 @@ def load_dataset(
         else:
             ds = _load_tfds("fashion_mnist", split, data_dir, download, name="fashion_mnist")
             source = "TFDS"
-    elif scheme in ("tfds", "idx", "npz") and not arg:
+    elif scheme in ("tfds", "idx", "npz", "folder") and not arg:
         raise DataError(f"dataset spec {spec!r} has nothing after {scheme + ':'!r}")
     elif scheme == "tfds":
         ds, source = _load_tfds(arg, split, data_dir, download, name=spec), "TFDS"
@@ -91,9 +113,14 @@ def load_dataset(
         ds, source = _load_npz(arg), arg
     elif scheme == "synthetic":
         ds, source = synthetic_split(make_synthetic(arg), split), "generator"
+    elif scheme == "folder":
+        if split != "all":
+            raise DataError(f"{spec!r}: an image folder holds one pool; split must be 'all'")
+        ds, source = load_folder(arg, image_shape), arg
     else:
         raise DataError(f"unknown dataset spec {spec!r}; valid forms: {', '.join(SCHEMES)}")
-    summary = f"{len(ds)} items of shape {ds.image_shape}, {ds.num_classes} classes"
+    classes = f"{ds.num_classes} classes" if ds.labels is not None else "no ground truth"
+    summary = f"{len(ds)} items of shape {ds.image_shape}, {classes}"
     logging.info("Loaded %s split=%s from %s: %s", ds.name, split, source, summary)
     return ds
 
@@ -229,6 +256,8 @@ def _load_npz(path: str) -> Dataset:
 
 def save_npz(path: str | os.PathLike, dataset: Dataset) -> None:
     """Writes ``dataset`` so that ``load_dataset("npz:" + path)`` reads it back."""
+    if dataset.labels is None:
+        raise DataError(f"dataset {dataset.name!r} has no labels; an npz pool needs them")
     np.savez(path, images=dataset.images, labels=dataset.labels, num_classes=dataset.num_classes)
 
 

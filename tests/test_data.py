@@ -106,6 +106,24 @@ def test_dataset_subset_and_shape():
     assert len(ds.subset(ds.labels == 1)) == 2
 
 
+def test_a_pool_without_ground_truth_or_with_paths_and_names():
+    images = _images(3)[..., None]
+    bare = Dataset(images, None, 0, "flat", paths=("a.png", "b.png", "c.png"))
+    assert (
+        len(bare) == 3 and bare.labels is None and bare.subset([2, 0]).paths == ("c.png", "a.png")
+    )
+    named = Dataset(images, np.array([1, 0, 1]), 2, "named", class_names=("cat", "dog"))
+    assert named.subset([1]).class_names == ("cat", "dog")
+    with pytest.raises(DataError, match="num_classes 2 without labels"):
+        Dataset(images, None, 2, "x")
+    with pytest.raises(DataError, match="2 paths for 3 images"):
+        Dataset(images, None, 0, "x", paths=("a", "b"))
+    with pytest.raises(DataError, match="1 class names for 2 classes"):
+        Dataset(images, np.array([1, 0, 1]), 2, "x", class_names=("cat",))
+    with pytest.raises(DataError, match="has no labels; an npz pool needs them"):
+        data.save_npz("unused.npz", bare)
+
+
 def test_data_reexports_the_pool_type_and_the_generator():
     assert data.Dataset is dataset.Dataset and data.DataError is dataset.DataError
     assert data.make_synthetic is synthetic.make_synthetic

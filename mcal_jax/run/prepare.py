@@ -76,6 +76,11 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Context:
     if config.data.max_items and config.data.max_items < len(dataset):
         dataset = dataset.subset(np.sort(rng.choice(len(dataset), config.data.max_items, False)))
     settings = Settings.from_config(config, len(dataset))
+    if dataset.labels is None:
+        raise ValueError(
+            f"invalid config: {dataset.name} has no ground truth (no class subfolders) to "
+            "simulate labels with"
+        )
     mesh = parallel.make_mesh(config.num_devices or None)
     files = Workdir(workdir)
     files.claim(config, dataset_fingerprint(dataset))
