@@ -3,9 +3,13 @@
 MCAL buys every human label through a `Labeler`, at C_h dollars each (the C_h of Eq. 1 of
 the paper). A run never reads the ground truth any other way: in simulation the ground
 truth sits behind a `SimulatedLabeler`, which sells it at a price per label and can add
-annotator noise; with real annotators another `Labeler` would send the items to a
-labeling service. The one exception is the simulation-only "true error" report
-(`SimulatedLabeler.true_labels_for_report`), which no decision of the run may use.
+annotator noise; with real people, `mcal_jax.queue.QueueLabeler` sends the items out as
+request files and reads their answers back. The one exception is the "true error" report
+(`true_labels_for_report`, where a ground truth is known), which no decision of the run
+may use.
+
+A labeler whose people have not answered yet raises `LabelsAwaited` from ``label``: the
+ledger then records nothing, and the run stops until the same command is run again.
 """
 
 from __future__ import annotations
@@ -61,14 +65,34 @@ def usd_per_label(service: str | float) -> float:
 _price_from = usd_per_label  # `SimulatedLabeler.__init__` has a parameter of the same name.
 
 
+class LabelsAwaited(Exception):
+    """The labels of a purchase were asked of people and are not in yet.
+
+    Raised by ``Labeler.label`` before it returns anything, so the ledger records nothing;
+    the message says how many labels are awaited and where to put them. Rerunning the same
+    command asks again for the same purchase (same key, same items) and goes on once the
+    answers are there.
+    """
+
+    def __init__(self, message: str, *, key: str, count: int):
+        super().__init__(message)
+        self.key = key
+        self.count = count
+
+
 @runtime_checkable
 class Labeler(Protocol):
     """Anything that sells labels for items of the pool, identified by their pool indices."""
 
     usd_per_label: float
 
-    def label(self, indices: np.ndarray) -> np.ndarray:
-        """Human labels (int32, one per index, in the same order) for those pool indices."""
+    def label(self, indices: np.ndarray, *, key: str = "") -> np.ndarray:
+        """Human labels (int32, one per index, in the same order) for those pool indices.
+
+        ``key`` names the purchase (the ledger's key, e.g. ``round3/train``), so that a
+        labeler that sends the items out can name its request after it. Raises
+        `LabelsAwaited` when the labels are not in yet.
+        """
         ...
 
 
@@ -156,8 +180,10 @@ class SimulatedLabeler:
     def __len__(self) -> int:
         return len(self._truth)
 
-    def label(self, indices) -> np.ndarray:
-        """Labels (int32) for the given pool indices, with this labeler's noise."""
+    def label(self, indices, *, key: str = "") -> np.ndarray:
+        """Labels (int32) for the given pool indices, with this labeler's noise (``key``,
+        the purchase's name, changes nothing here)."""
+        del key
         indices = as_int_array(indices, "pool indices", size=len(self._truth))
         labels = self._truth[indices]
         if self.error_rate > 0:

@@ -233,7 +233,9 @@ class Ledger:
         the same key and gets the stored labels, without calling the labeler, provided it
         asks for the same indices and purpose (anything else raises). A new purchase is
         written and fsync-ed before its labels are returned. No item is ever bought twice:
-        an index already bought under another key raises ValueError.
+        an index already bought under another key raises ValueError. The labeler is asked
+        with ``label(indices, key=key)``; when it raises (`labelers.LabelsAwaited`: people
+        have not answered yet), nothing is recorded.
 
         Returns:
           int32 labels, one per index, in the order of `indices`.
@@ -270,7 +272,9 @@ class Ledger:
                 f"{type(labeler).__name__}.usd_per_label = {labeler.usd_per_label!r}: "
                 "must be a finite number >= 0"
             )
-        labels = as_int_array(labeler.label(indices), f"labels from {type(labeler).__name__}")
+        # A labeler still waiting for people raises LabelsAwaited here: nothing is recorded.
+        labels = labeler.label(indices, key=key)
+        labels = as_int_array(labels, f"labels from {type(labeler).__name__}")
         if len(labels) != len(indices):
             raise ValueError(
                 f"{type(labeler).__name__}.label returned {len(labels)} labels for "

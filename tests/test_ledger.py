@@ -19,10 +19,12 @@ class CountingLabeler:
         self.usd_per_label = usd_per_label
         self.calls = 0
         self.items = 0
+        self.keys = []  # the purchases it was asked for
 
-    def label(self, indices):
+    def label(self, indices, *, key=""):
         self.calls += 1
         self.items += len(indices)
+        self.keys.append(key)
         return (np.asarray(indices) % 7).astype(np.int32)
 
 
@@ -44,6 +46,7 @@ def test_buy_persists_across_reopen(path):
         ledger.buy(labeler, test_idx, purpose="test", key="test"), [5, 3, 4]
     )
     ledger.buy(labeler, train_idx, purpose="train", key="round0/train")
+    assert labeler.keys == ["test", "round0/train"]  # a labeler knows which purchase it sells
     ledger.charge(category="training", usd=0.25, key="round0/training", device_seconds=12.5)
     # Everything is on disk already: a second Ledger reads the same state.
     reopened = Ledger(path)
@@ -182,8 +185,8 @@ def test_bad_arguments_are_refused_before_anything_is_bought(path):
 
 def test_labeler_returning_the_wrong_number_of_labels_records_nothing(path):
     class Short(CountingLabeler):
-        def label(self, indices):
-            return super().label(indices)[:-1]
+        def label(self, indices, *, key=""):
+            return super().label(indices, key=key)[:-1]
 
     ledger = Ledger(path)
     with pytest.raises(ValueError, match="2 labels for 3 indices"):
