@@ -35,9 +35,19 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.split = "all"  # X = train + test joined, as in the paper
     config.data.data_dir = config_dict.placeholder(str)  # TFDS data_dir
     config.data.max_items = 0  # > 0: use a random subset of this size (quick runs)
+    config.data.image_shape = ""  # folder:DIR only: HxWxC every image becomes, e.g. 28x28x1
+    # Class names, comma-separated ("cat,dog"); "": the data's own (class subfolders) or
+    # numbers, and with people (a queue) the labels of their first answers.
+    config.data.classes = ""
 
     config.labeling = ml_collections.ConfigDict()
-    config.labeling.service = "amazon"  # amazon (0.04 USD), satyam (0.003 USD) or a number
+    # Simulated (the ground truth, sold at a price): amazon (0.04 USD), satyam (0.003 USD)
+    # or a number. People: queue:QDIR, request files out and answers in (README, "Label
+    # your own images"; "queue" alone is the workdir's queue/), at usd_per_label each.
+    config.labeling.service = "amazon"
+    config.labeling.usd_per_label = config_dict.placeholder(float)  # queue only
+    config.labeling.wait = False  # queue: wait for answers instead of exiting with status 3
+    config.labeling.poll_seconds = 10.0  # queue with wait: how often to look for answers
     config.labeling.error_rate = 0.0  # simulated human label noise
 
     config.mcal = ml_collections.ConfigDict()

@@ -4,36 +4,45 @@ r"""Labels a whole dataset at minimum cost with MCAL.
   python -m launch.mcal --config=configs/cifar10.py --workdir=/tmp/mcal/c10 \
       --config.labeling.service=satyam --config.seed=1
 
-Rerunning the same command resumes an interrupted run. See README.md for the outputs.
+Rerunning the same command resumes an interrupted run. With labels from people
+(`--config.labeling.service=queue:QDIR`, see configs/folder.py), the run stops with exit
+status 3 while their answers are awaited, saying how many in which file; rerun it once they
+are in. See README.md for the outputs.
 """
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mcal_jax import parallel, run
+from mcal_jax import labelers, parallel, run
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the run's outputs.")
 flags.mark_flags_as_required(["config", "workdir"])
+AWAITING_LABELS = 3  # the exit status while labels from people are awaited
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     parallel.maybe_initialize_distributed()
-    summary = run.mcal(_CONFIG.value, _WORKDIR.value)
-    cost = summary["cost_usd"]
+    try:
+        summary = run.mcal(_CONFIG.value, _WORKDIR.value)
+    except labelers.LabelsAwaited as awaited:
+        logging.warning("%s", awaited)
+        return AWAITING_LABELS
+    cost, error = summary["cost_usd"], summary["error"]
     logging.info(
         "done: %d items, %.1f%% machine-labeled, total %.2f USD vs %.2f USD human-only "
-        "(%.0f%% saved); error bound %.4f, true error %.4f",
+        "(%.0f%% saved); error bound %.4f%s",
         summary["num_items"],
         100 * summary["fractions"]["machine"],
         cost["total"],
         cost["human_only"],
         100 * summary["savings_vs_human_only"],
-        summary["error"]["upper_bound"],
-        summary["error"]["true"],
+        error["upper_bound"],
+        "" if error["true"] is None else f", true error {error['true']:.4f}",
     )
+    return 0
 
 
 if __name__ == "__main__":

@@ -52,8 +52,9 @@ def replicate(mesh: Mesh, array: np.ndarray) -> jax.Array:
     return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
-def upload(dataset: Dataset, mesh: Mesh) -> DevicePool:
-    """Uploads ``dataset`` once; the normalisation statistics use images only, never labels."""
+def upload(dataset: Dataset, mesh: Mesh, num_classes: int | None = None) -> DevicePool:
+    """Uploads ``dataset`` once; the normalisation statistics use images only, never labels.
+    ``num_classes`` (the models' outputs) defaults to the dataset's."""
     images = np.ascontiguousarray(dataset.images, dtype=np.uint8)
     # Per-channel statistics in float64 on the host, one pass, chunked to bound memory.
     channels = images.shape[-1]
@@ -70,7 +71,7 @@ def upload(dataset: Dataset, mesh: Mesh) -> DevicePool:
         images=replicate(mesh, images),
         mean=replicate(mesh, mean.astype(np.float32)),
         std=replicate(mesh, std.astype(np.float32)),
-        num_classes=dataset.num_classes,
+        num_classes=dataset.num_classes if num_classes is None else num_classes,
         name=dataset.name,
         mesh=mesh,
     )

@@ -131,6 +131,14 @@ def test_outputs_and_summary(finished):
     labels = np.load(workdir / "labels.npz")
     assert np.all(labels["label"] >= 0) and len(labels["label"]) == n
     assert int(np.sum(labels["source"] == "machine")) == counts["machine"]
+    # labels.csv says the same, an item's index standing for its path, numbers for names.
+    header, *rows = (workdir / "labels.csv").read_text().splitlines()
+    assert header == "path,label,source,confidence" and len(rows) == n
+    assert summary["classes"] == ["0", "1", "2", "3"]
+    for i in (0, 77, n - 1):
+        path, label, source, confidence = rows[i].split(",")
+        assert (path, label, source) == (str(i), str(labels["label"][i]), labels["source"][i])
+        assert float(confidence) == pytest.approx(labels["confidence"][i], rel=1e-5)
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == summary["rounds"]
     first = json.loads(lines[0])

@@ -1,7 +1,7 @@
 """The end of a run (docs/algorithm.md, step 10): train the final classifier when the
 config asks for one, certify the machine-labeling threshold on T, machine-label the items
-of U above it, buy human labels for the rest, and write ``labels.npz`` and
-``summary.json``.
+of U above it, buy human labels for the rest, and write ``labels.npz``, ``labels.csv``
+and ``summary.json``.
 
 Idempotent: U is X ∖ (T ∪ B) from the test and training purchases only (never the
 residual), and the decision is saved in ``final.json`` before the residual is bought, so
@@ -10,6 +10,10 @@ and writes the same files (a finished run's files are left untouched).
 """
 
 from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
 
 import numpy as np
 from absl import logging
@@ -89,11 +93,32 @@ def finish(ctx: Context, run: state.RunState, baselines: dict | None = None) -> 
     ctx.workdir.write_labels(
         index=np.arange(n), label=labels, source=source, confidence=scores.confidence
     )
+    ctx.workdir.write_labels_csv(
+        labels_csv(ctx.paths, ctx.classes, labels, source, scores.confidence)
+    )
     summary = _summary(ctx, run, final, labels)
     if baselines is not None:
         summary["baselines"] = baselines
     ctx.workdir.write_summary(summary)
     return summary
+
+
+def labels_csv(
+    paths: Sequence[str],
+    classes: Sequence[str],
+    labels: np.ndarray,
+    source: np.ndarray,
+    confidence: np.ndarray,
+) -> str:
+    """``labels.csv``, one row an item in pool order: ``path`` (the item's file, or its
+    index when the pool was not read from files), ``label`` (the class name), ``source``
+    (human or machine) and ``confidence`` (the labeling classifier's, by the metric M)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["path", "label", "source", "confidence"])
+    for i, (label, by, score) in enumerate(zip(labels, source, confidence, strict=True)):
+        writer.writerow([paths[i] if paths else i, classes[label], by, f"{float(score):.6g}"])
+    return out.getvalue()
 
 
 def warn_if_at_chance(choice: profile_lib.MachineLabelingChoice, num_classes: int) -> bool:
@@ -116,8 +141,8 @@ def warn_if_at_chance(choice: profile_lib.MachineLabelingChoice, num_classes: in
 def _summary(ctx: Context, run: state.RunState, final: state.FinalLabeling, labels) -> dict:
     settings, ledger = ctx.settings, ctx.ledger
     n, choice, machine = ctx.num_items, final.choice, final.machine
-    truth = ctx.labeler.true_labels_for_report(machine)  # simulation only
-    machine_errors = int(np.sum(labels[machine] != truth))
+    truth = ctx.labeler.true_labels_for_report(machine)  # when a ground truth is known
+    machine_errors = None if truth is None else int(np.sum(labels[machine] != truth))
     totals = ledger.totals()
     human_only = n * settings.usd_per_label
     counts = {
@@ -134,11 +159,14 @@ def _summary(ctx: Context, run: state.RunState, final: state.FinalLabeling, labe
     last_plan = run.rounds[-1].plan
     left = n - counts["test"] - counts["train"]
     predicted = float(last_plan.theta_star_by_b[0]) * left
-    true_overall, true_subset = machine_errors / n, machine_errors / max(len(machine), 1)
+    true_overall = true_subset = None  # no ground truth: people labeled a pool of their own
+    if machine_errors is not None:
+        true_overall, true_subset = machine_errors / n, machine_errors / max(len(machine), 1)
     estimated_subset = choice.estimated_error
     summary = {
         "dataset": ctx.dataset_name,
         "num_items": n,
+        "classes": list(ctx.classes),
         "epsilon": settings.controller.epsilon,
         "constraint": settings.controller.constraint,
         "model": final.model,

@@ -1,9 +1,10 @@
 """Preparing a run: everything it needs, built and checked before anything is paid for.
 
-`prepare` loads the data, checks the settings against it, claims the workdir (the config
-and the dataset's fingerprint must match an earlier start), uploads the pool and opens
-the ledger, in that order: a start that fails leaves no file behind that would block the
-corrected command.
+`prepare` loads the data, checks the settings and the class names against it, claims the
+workdir (the config and the dataset's fingerprint must match an earlier start), learns the
+class names from the people's first answers when nothing else names them, uploads the
+pool and opens the ledger, in that order: a start that fails leaves no file behind that
+would block the corrected command.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import dataclasses
 import ml_collections
 import numpy as np
 
-from mcal_jax import labelers, parallel
+from mcal_jax import parallel
 from mcal_jax import pool as pool_lib
 from mcal_jax.data import load_dataset
 from mcal_jax.ledger import Ledger
+from mcal_jax.run import labeling
 from mcal_jax.run.settings import Settings
 from mcal_jax.run.workdir import Workdir, dataset_fingerprint
 
@@ -33,15 +35,20 @@ class Context:
     workdir: Workdir
     ledger: Ledger
     pool: pool_lib.DevicePool
-    labeler: labelers.SimulatedLabeler
+    labeler: labeling.RunLabeler
     reserve: np.ndarray
     initial_batch: np.ndarray
     dataset_name: str
-    num_classes: int
+    classes: tuple[str, ...]  # class k is classes[k]
+    paths: tuple[str, ...]  # each item's file in its folder; () when not read from files
 
     @property
     def num_items(self) -> int:
         return self.settings.num_items
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
 
     def test_set(self) -> tuple[np.ndarray, np.ndarray]:
         """T as bought so far: (indices, labels)."""
@@ -68,7 +75,10 @@ class Context:
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> Context:
     """Loads the data, builds the settings, claims ``workdir`` and opens the ledger."""
     dataset = load_dataset(
-        config.data.dataset, split=config.data.split, data_dir=config.data.data_dir
+        config.data.dataset,
+        split=config.data.split,
+        data_dir=config.data.data_dir,
+        image_shape=config.data.image_shape,
     )
     rng = np.random.default_rng(config.seed)
     if config.data.max_items < 0:
@@ -76,32 +86,27 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Context:
     if config.data.max_items and config.data.max_items < len(dataset):
         dataset = dataset.subset(np.sort(rng.choice(len(dataset), config.data.max_items, False)))
     settings = Settings.from_config(config, len(dataset))
-    if dataset.labels is None:
-        raise ValueError(
-            f"invalid config: {dataset.name} has no ground truth (no class subfolders) to "
-            "simulate labels with"
-        )
+    classes = labeling.check_classes(settings, dataset, config.data.classes)
     mesh = parallel.make_mesh(config.num_devices or None)
     files = Workdir(workdir)
     files.claim(config, dataset_fingerprint(dataset))
 
     n, reserve = settings.num_items, settings.max_test
     order = rng.permutation(n)
-    labeler = labelers.SimulatedLabeler(
-        dataset.labels,
-        dataset.num_classes,
-        usd_per_label=settings.usd_per_label,
-        error_rate=settings.label_error_rate,
-        seed=settings.seed,
-    )
+    if classes is None:  # T's first stage is the first purchase: its answers name them
+        first_test = np.sort(order[: settings.num_test])
+        classes = labeling.classes_from_first_answers(settings, files, dataset, first_test)
     return Context(
         settings=settings,
         workdir=files,
         ledger=files.open_ledger(),
-        pool=pool_lib.upload(dataset, mesh),
-        labeler=labeler,
+        pool=pool_lib.upload(dataset, mesh, num_classes=len(classes)),
+        labeler=labeling.make_labeler(
+            settings, files, dataset, classes, configured=bool(config.data.classes.strip())
+        ),
         reserve=order[:reserve],
         initial_batch=np.sort(order[reserve : reserve + settings.delta0]),
         dataset_name=dataset.name,
-        num_classes=dataset.num_classes,
+        classes=classes,
+        paths=dataset.paths,
     )

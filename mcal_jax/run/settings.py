@@ -11,6 +11,7 @@ on N) and before it opens the ledger or writes a file.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import ml_collections
 
@@ -49,6 +50,19 @@ class BaselineSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class LabelingSettings:
+    """Who sells the human labels: a simulated labeler that reads the ground truth
+    (``queue`` None), or people answering the request files of a queue folder
+    (``queue``; "" is the workdir's ``queue/``), checked again every ``poll_seconds``
+    when the run should ``wait`` for them instead of stopping (README, "Label your own
+    images")."""
+
+    queue: str | None = None
+    wait: bool = False
+    poll_seconds: float = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """Everything a run decides with, typed and checked."""
 
@@ -65,6 +79,7 @@ class Settings:
     usd_per_label: float
     label_error_rate: float
     baselines: BaselineSettings | None  # None: no baselines
+    labeling: LabelingSettings
 
     @property
     def num_items(self) -> int:
@@ -129,12 +144,7 @@ class Settings:
             problems.append(f"mcal.selection_rounds={m.selection_rounds} must be an integer ≥ 1")
         if not 0 <= config.labeling.error_rate < 1:
             problems.append(f"labeling.error_rate={config.labeling.error_rate} must lie in [0, 1)")
-        usd_per_label, priced = 1.0, True  # a stand-in while the service is unknown
-        try:
-            usd_per_label = labelers.usd_per_label(config.labeling.service)
-        except (TypeError, ValueError) as error:
-            problems.append(f"labeling.service: {error}")
-            priced = False
+        labeling, usd_per_label, priced = _labeling(config, problems)
         names = tuple(config.models)
         unknown = [name for name in names if name not in models.MODEL_NAMES]
         if unknown or not names:
@@ -197,7 +207,46 @@ class Settings:
             usd_per_label=usd_per_label,
             label_error_rate=float(config.labeling.error_rate),
             baselines=baselines,
+            labeling=labeling,
         )
+
+
+def _labeling(config, problems: list[str]) -> tuple[LabelingSettings, float, bool]:
+    """(who labels, USD per label, whether the price is valid) of ``config.labeling``."""
+    lab = config.labeling
+    service, price = lab.service, lab.usd_per_label
+    if not (isinstance(service, str) and service.split(":")[0] == "queue"):
+        if price is not None:
+            problems.append(
+                f"labeling.usd_per_label={price}: the price of labels from people (a queue: "
+                "service); a simulated service's price is labeling.service"
+            )
+        try:
+            return LabelingSettings(), labelers.usd_per_label(service), True
+        except (TypeError, ValueError) as error:
+            problems.append(f"labeling.service: {error}")
+            return LabelingSettings(), 1.0, False  # a stand-in price
+    priced = isinstance(price, int | float) and math.isfinite(price) and price > 0
+    if not priced:
+        problems.append(
+            f"labeling.usd_per_label={price}: set the price of one label from people in USD "
+            "(a number > 0, e.g. 0.04) with labeling.service=queue"
+        )
+    if lab.error_rate:
+        problems.append(
+            f"labeling.error_rate={lab.error_rate}: simulated label noise needs a simulated "
+            "labeling.service, not a queue"
+        )
+    if config.baselines.run:
+        problems.append(
+            "baselines.run=True: the baselines simulate labelers; with labeling.service=queue "
+            "set baselines.run=False"
+        )
+    if not (isinstance(lab.poll_seconds, int | float) and lab.poll_seconds > 0):
+        problems.append(f"labeling.poll_seconds={lab.poll_seconds} must be > 0")
+    queue = service.partition(":")[2]
+    settings = LabelingSettings(queue, bool(lab.wait), float(lab.poll_seconds))
+    return settings, float(price) if priced else 1.0, priced
 
 
 def _controller_problem(config: ml_collections.ConfigDict, error: InvalidFieldError) -> str:

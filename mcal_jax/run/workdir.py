@@ -30,15 +30,19 @@ from mcal_jax.scoring import Scores
 
 
 def dataset_fingerprint(dataset: Dataset) -> dict[str, Any]:
-    """What identifies a pool: its size, image shape, classes and a hash of its images."""
+    """What identifies a pool: its size, image shape, classes, a hash of its images and,
+    for a folder, of its files' paths (which file is which item)."""
     digest = hashlib.sha256(np.ascontiguousarray(dataset.images).data).hexdigest()
-    return {
+    fingerprint = {
         "name": dataset.name,
         "num_items": len(dataset),
         "image_shape": list(dataset.image_shape),
         "num_classes": dataset.num_classes,
         "images_sha256": digest,
     }
+    if dataset.paths:  # people answer by index: the index of each file must not change
+        fingerprint["paths_sha256"] = hashlib.sha256("\n".join(dataset.paths).encode()).hexdigest()
+    return fingerprint
 
 
 class Workdir:
@@ -170,9 +174,30 @@ class Workdir:
         if self.writer:
             files.atomic_write_json(self.file("baselines.json"), value)
 
+    def read_classes(self) -> tuple[str, ...] | None:
+        """The class names learned from the people's first answers (``classes.json``), or
+        None when they were not learned here (the config or the data names them)."""
+        value = files.read_json(self.file("classes.json"))
+        if value is None:
+            return None
+        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise ValueError(f"{self.file('classes.json')}: expected a list of class names")
+        return tuple(value)
+
+    def write_classes(self, classes: Sequence[str]) -> None:
+        """Records the class names learned from the first answers, durably and once,
+        before any label numbered by them is in the ledger."""
+        if self.writer:
+            files.atomic_write_json(self.file("classes.json"), list(classes))
+
     def write_labels(self, **arrays: np.ndarray) -> None:
         if self.writer:
             files.atomic_write_npz(self.file("labels.npz"), **arrays)
+
+    def write_labels_csv(self, text: str) -> None:
+        """``labels.csv``: the final labels for people (see `finish.labels_csv`)."""
+        if self.writer:
+            files.atomic_write_bytes(self.file("labels.csv"), text.encode("utf-8"))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         if self.writer:
