@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_WORKDIR ?= workdirs/demo
+FASHION_FOLDER ?= workdirs/fashion_folder
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data test lint typecheck check demo bench gpu-check clean
+.PHONY: install data test lint typecheck check demo fashion-folder bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +45,11 @@ check: lint typecheck test
 
 demo: install data
 	$(PY) -m launch.mcal --config=configs/fashion_mnist.py:cpu --workdir=$(DEMO_WORKDIR)
+
+# A folder of 3,000 real Fashion-MNIST PNGs to label with people (README, "Label your own
+# images"); their ground truth goes apart, to truth.csv, for the script that plays the people.
+fashion-folder: install data
+	$(PY) -m examples.fashion_folder --out=$(FASHION_FOLDER) --count=3000
 
 bench: install
 	$(PY) -m benchmarks.core
