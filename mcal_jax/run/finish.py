@@ -112,7 +112,8 @@ def labels_csv(
 ) -> str:
     """``labels.csv``, one row an item in pool order: ``path`` (the item's file, or its
     index when the pool was not read from files), ``label`` (the class name), ``source``
-    (human or machine) and ``confidence`` (the labeling classifier's, by the metric M)."""
+    (human or machine) and ``confidence`` (the labeling classifier's, by the metric M; 0
+    for the items of B, which it was trained on and did not score)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["path", "label", "source", "confidence"])
