@@ -60,7 +60,7 @@ bench: install
 GPU_CHECK_OUT ?= gpu-check
 GPU_CHECK_PYTHON ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 gpu-check:
-	$(GPU_CHECK_PYTHON) -m benchmarks.gpu_check --out=$(GPU_CHECK_OUT)
+	$(GPU_CHECK_PYTHON) -m benchmarks.gpu_check --out_dir=$(GPU_CHECK_OUT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -50,13 +50,25 @@ from mcal_jax.fit import fit_training_cost, fit_truncated_power_laws, predict_er
 from mcal_jax.fit_reference import fit_truncated_power_laws_scipy
 from mcal_jax.profile import THETAS
 
-_MODEL = flags.DEFINE_string("model", "small", "Classifier to score with (mcal_jax.models).")
-_POOL_SIZE = flags.DEFINE_integer("pool_size", 20_000, "Items in the synthetic pool.")
-_IMAGE_SHAPE = flags.DEFINE_string("image_shape", "28x28x1", "Pool images, HxWxC.")
-_COMPUTE_DTYPE = flags.DEFINE_enum(
-    "compute_dtype", None, ["bfloat16", "float32"], "Default: bfloat16 on accelerators."
+# Flags that other benchmarks define too (one process, the test suite, imports them all):
+# allow_override shares one flag, so their defaults are None and resolved in main().
+_MODEL = flags.DEFINE_string(
+    "model", None, "Classifier (mcal_jax.models); default small.", allow_override=True
 )
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 1024, "Global scoring batch size.")
+_POOL_SIZE = flags.DEFINE_integer("pool_size", 20_000, "Items in the synthetic pool.")
+_IMAGE_SHAPE = flags.DEFINE_string(
+    "image_shape", None, "Images, HxWxC; default 28x28x1.", allow_override=True
+)
+_COMPUTE_DTYPE = flags.DEFINE_enum(
+    "compute_dtype",
+    None,
+    ["bfloat16", "float32"],
+    "Default: bfloat16 on accelerators.",
+    allow_override=True,
+)
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", None, "Global batch size; default 1024.", allow_override=True
+)
 _METRIC = flags.DEFINE_enum("metric", "margin", scoring.METRICS, "Active-learning metric M.")
 _ROUNDS = flags.DEFINE_integer("rounds", 10, "Rounds (points per θ curve) in the fit and plan.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per measurement; the median counts.")
@@ -345,14 +357,14 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"benchmarks.core takes no positional arguments, got {argv[1:]}")
     result = run_benchmark(
-        model=_MODEL.value,
+        model=_MODEL.value or "small",
         pool_size=_POOL_SIZE.value,
-        batch_size=_BATCH_SIZE.value,
+        batch_size=_BATCH_SIZE.value or 1024,
         metric=_METRIC.value,
         rounds=_ROUNDS.value,
         repeats=_REPEATS.value,
         num_devices=_NUM_DEVICES.value,
-        image_shape=_IMAGE_SHAPE.value,
+        image_shape=_IMAGE_SHAPE.value or "28x28x1",
         compute_dtype=_COMPUTE_DTYPE.value,
     )
     print(format_table(result))

@@ -1,7 +1,7 @@
 r"""Every GPU measurement the project reports, in one command (``make gpu-check``).
 
-    python -m benchmarks.gpu_check --out=gpu-check            # on a GPU machine
-    python -m benchmarks.gpu_check --out=/tmp/gc --tiny --allow_cpu   # the plumbing, on a CPU
+    python -m benchmarks.gpu_check --out_dir=gpu-check            # on a GPU machine
+    python -m benchmarks.gpu_check --out_dir=/tmp/gc --tiny --allow_cpu   # the plumbing, on a CPU
 
 Made for a GPU machine lent for minutes, without network: it first checks that JAX sees a
 GPU, that jaxopt and ml-collections import (else it installs them from the wheels in
@@ -22,7 +22,7 @@ within ``--budget_s`` (a step that would start with under 20 s left is skipped):
 6. ``select``: ``configs/fashion_mnist.py:select``, MCAL choosing among three architectures;
 7. ``baselines``: the paper's configuration with the AL(δ) baselines.
 
-``--out`` gets ``results.jsonl`` (one line a step, written as each ends: its status, wall
+``--out_dir`` gets ``results.jsonl`` (one line a step, written as each ends: its status, wall
 seconds and numbers), each step's own JSON lines, its log, and the report PNGs of the
 three runs; the runs' workdirs (checkpoints, scores) stay under ``--workdir_root``.
 ``--tiny`` swaps every step for a seconds-long one on the ``tiny`` model and synthetic
@@ -43,7 +43,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-_OUT = flags.DEFINE_string("out", None, "Folder for results.jsonl, logs and PNGs.")
+_OUT = flags.DEFINE_string("out_dir", "gpu-check", "Folder for results.jsonl, logs and PNGs.")
 _WHEELS = flags.DEFINE_string("wheels", ".gpu/wheels", "Wheels of jaxopt and ml-collections.")
 _DEPS = flags.DEFINE_string("deps", ".gpu/site", "Where those wheels are installed.")
 _FASHION_MNIST = flags.DEFINE_string(
@@ -56,7 +56,6 @@ _BUDGET = flags.DEFINE_integer("budget_s", 450, "Seconds for all steps together.
 _TINY = flags.DEFINE_bool("tiny", False, "Seconds-long steps on the tiny model (plumbing).")
 _ALLOW_CPU = flags.DEFINE_bool("allow_cpu", False, "Run without a GPU (with --tiny).")
 _ONLY = flags.DEFINE_list("only", None, "Run only these steps.")
-flags.mark_flags_as_required(["out"])
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 MIN_STEP_SECONDS = 20

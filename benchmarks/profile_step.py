@@ -40,11 +40,18 @@ from benchmarks.pools import make_pool, parse_image_shape
 from mcal_jax import models
 from mcal_jax import train as train_lib
 
-_MODEL = flags.DEFINE_string("model", "resnet20", "Model to profile (mcal_jax.models).")
-_BATCH = flags.DEFINE_integer("batch_size", 128, "Global batch size.")
-_SHAPE = flags.DEFINE_string("image_shape", "32x32x3", "Synthetic images, HxWxC.")
+# Shared with other benchmarks (see benchmarks.core): default None, resolved in main().
+_MODEL = flags.DEFINE_string("model", None, "Model; default resnet20.", allow_override=True)
+_BATCH = flags.DEFINE_integer(
+    "batch_size", None, "Global batch size; default 128.", allow_override=True
+)
+_SHAPE = flags.DEFINE_string(
+    "image_shape", None, "Images, HxWxC; default 32x32x3.", allow_override=True
+)
 _STEPS = flags.DEFINE_integer("steps", 8, "Steps traced.")
-_DTYPE = flags.DEFINE_enum("compute_dtype", "float32", ["bfloat16", "float32"], "Compute dtype.")
+_DTYPE = flags.DEFINE_enum(
+    "compute_dtype", None, ["bfloat16", "float32"], "Default: float32.", allow_override=True
+)
 _TRACE_DIR = flags.DEFINE_string("trace_dir", None, "Where the trace is kept (default: a temp).")
 
 CATEGORIES = (
@@ -192,11 +199,11 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"benchmarks.profile_step takes no positional arguments: {argv[1:]}")
     record = profile(
-        _MODEL.value,
-        _BATCH.value,
-        parse_image_shape(_SHAPE.value),
+        _MODEL.value or "resnet20",
+        _BATCH.value or 128,
+        parse_image_shape(_SHAPE.value or "32x32x3"),
         _STEPS.value,
-        _DTYPE.value,
+        _DTYPE.value or "float32",
         _TRACE_DIR.value,
     )
     print(format_table(record))

@@ -90,10 +90,17 @@ REQUIRED_KEYS = (
 _MODELS = flags.DEFINE_list("models", ["resnet20"], "Models to measure (mcal_jax.models).")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["256"], "Global batch sizes to measure.")
 _OUT = flags.DEFINE_string("out", None, "JSONL file for the measurements (overwritten).")
-_IMAGE_SHAPE = flags.DEFINE_string("image_shape", "32x32x3", "Synthetic images, HxWxC.")
+# Shared with other benchmarks (see benchmarks.core): default None, resolved in main().
+_IMAGE_SHAPE = flags.DEFINE_string(
+    "image_shape", None, "Images, HxWxC; default 32x32x3.", allow_override=True
+)
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", 10, "Classes of the synthetic data.")
 _COMPUTE_DTYPE = flags.DEFINE_enum(
-    "compute_dtype", None, ["bfloat16", "float32"], "Default: bfloat16 on accelerators."
+    "compute_dtype",
+    None,
+    ["bfloat16", "float32"],
+    "Default: bfloat16 on accelerators.",
+    allow_override=True,
 )
 _TRAIN_IMAGES = flags.DEFINE_integer("train_images", None, "Labeled items per training.")
 _EPOCHS = flags.DEFINE_integer("epochs", None, "Epochs per timed training.")
@@ -345,7 +352,7 @@ def main(argv: Sequence[str]) -> None:
     if unknown or not _MODELS.value:
         raise app.UsageError(f"--models: unknown {unknown}; choose from {models.MODEL_NAMES}")
     batch_sizes = _positive_ints("batch_sizes", _BATCH_SIZES.value)
-    image_shape = parse_image_shape(_IMAGE_SHAPE.value)
+    image_shape = parse_image_shape(_IMAGE_SHAPE.value or "32x32x3")
     on_cpu = jax.devices()[0].platform == "cpu"
     train_images = _TRAIN_IMAGES.value or DEFAULT_WORK["cpu" if on_cpu else "accelerator"][0]
     epochs = _EPOCHS.value or DEFAULT_WORK["cpu" if on_cpu else "accelerator"][1]

@@ -104,12 +104,15 @@ def test_main_passes_flags_and_ends_with_the_json(result, monkeypatch, capsys):
         rounds="5",
         repeats="3",
         num_devices="2",
+        image_shape="32x32x3",
+        compute_dtype="bfloat16",
     )
     # Parsing only these flags, not the command line, leaves the other modules' flags alone.
     with flagsaver.as_parsed(**given):
         bench_core.main(["benchmarks.core"])
     expected = dict(model="tiny", metric="entropy", num_devices=2)
     expected.update(pool_size=512, batch_size=64, rounds=5, repeats=3)
+    expected.update(image_shape="32x32x3", compute_dtype="bfloat16")
     assert calls == [expected]
     lines = capsys.readouterr().out.strip().splitlines()
     assert json.loads(lines[-1]) == result

@@ -26,7 +26,7 @@ def _run(*args, env=None):
 
 def test_without_a_gpu_it_fails_fast_with_a_clear_message(tmp_path):
     env = dict(os.environ, PATH=str(tmp_path))  # no nvidia-smi on it
-    done = _run(f"--out={tmp_path / 'out'}", env=env)
+    done = _run(f"--out_dir={tmp_path / 'out'}", env=env)
     assert done.returncode != 0
     assert "no GPU here: nvidia-smi is not on PATH" in done.stderr
     assert not (tmp_path / "out").exists()  # nothing started
@@ -96,7 +96,7 @@ def test_core_numbers_are_read_from_its_last_line(tmp_path):
 def test_tiny_steps_run_and_write_results_logs_and_pngs(tmp_path):
     out = tmp_path / "out"
     done = _run(
-        f"--out={out}",
+        f"--out_dir={out}",
         f"--workdir_root={tmp_path / 'work'}",
         "--tiny",
         "--allow_cpu",
