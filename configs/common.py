@@ -131,6 +131,25 @@ OPTIONS = ("cpu", "satyam", "select", "ablation")  # ablation: only the sweep di
 CANDIDATE_MODELS = ("cnn18", "resnet20", "resnet56")  # the paper's CNN18, RESNET18, RESNET50
 
 
+def small_cpu_recipe(config: ml_collections.ConfigDict) -> None:
+    """The training recipe of the CPU variants, on one device: the small ResNet, SGD with
+    a cosine schedule (a short schedule needs a larger step than the paper's Adam), rounds
+    of 8 epochs without augmentation, a final classifier with crops and flips. Each file
+    then sets its own step counts."""
+    config.models = ("small",)
+    config.train.epochs = 8
+    config.train.batch_size = 64
+    config.train.optimizer = "sgd"
+    config.train.learning_rate = 0.1
+    config.train.weight_decay = 5e-4
+    config.train.schedule = "cosine"
+    config.train.crop_padding = 0
+    config.train.horizontal_flip = False
+    config.final_train.crop_padding = 2
+    config.final_train.horizontal_flip = True
+    config.num_devices = 1
+
+
 def paper_experiment(name: str, dataset: str, arg: str, *, cpu) -> ml_collections.ConfigDict:
     """The paper's settings on ``dataset``, with the comma-separated ``arg`` options of the
     experiment files: `cpu` (shrink with the file's ``cpu(config)``), `satyam` (0.003 USD

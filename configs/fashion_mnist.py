@@ -47,24 +47,13 @@ def cpu(config) -> None:
     (a supervised teacher on the same recipe, then a student that also fits the teacher's
     most confident 80% of U ∪ T): on the demo's own B (seed 0, 4,200 labels) it certifies
     58,251 items against 56,693, 470.04 USD against 532.29."""
-    config.models = ("small",)
-    config.train.epochs = 8
+    common.small_cpu_recipe(config)
     config.train.min_steps = 800
     config.final_train.min_steps = 3200
-    config.final_train.crop_padding = 2
-    config.final_train.horizontal_flip = True
     config.final_train.semi_supervised = True
     config.final_train.pseudo_fraction = 0.8
-    config.train.batch_size = 64
-    config.train.optimizer = "sgd"
-    config.train.learning_rate = 0.1
-    config.train.weight_decay = 5e-4
-    config.train.schedule = "cosine"
-    config.train.crop_padding = 0
-    config.train.horizontal_flip = False
     config.mcal.max_rounds = 10
     config.baselines.max_rounds = 10  # AL(δ) gets the rounds MCAL gets
-    config.num_devices = 1
 
 
 def sweep(arg: str = "") -> list[dict]:

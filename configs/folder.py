@@ -49,17 +49,6 @@ def cpu(config) -> None:
     shorter rounds and final training: a small ResNet, SGD with a cosine schedule, rounds
     of at least 400 steps, a final classifier of 1,600 steps with crops and flips."""
     config.data.image_shape = "28x28x1"
-    config.models = ("small",)
-    config.train.epochs = 8
+    common.small_cpu_recipe(config)
     config.train.min_steps = 400
-    config.train.batch_size = 64
-    config.train.optimizer = "sgd"
-    config.train.learning_rate = 0.1
-    config.train.weight_decay = 5e-4
-    config.train.schedule = "cosine"
-    config.train.crop_padding = 0
-    config.train.horizontal_flip = False
     config.final_train.min_steps = 1600
-    config.final_train.crop_padding = 2
-    config.final_train.horizontal_flip = True
-    config.num_devices = 1
