@@ -42,6 +42,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from benchmarks import pools
 from mcal_jax import controller, parallel, scoring
 from mcal_jax import pool as pool_lib
 from mcal_jax import train as train_lib
@@ -50,22 +51,12 @@ from mcal_jax.fit import fit_training_cost, fit_truncated_power_laws, predict_er
 from mcal_jax.fit_reference import fit_truncated_power_laws_scipy
 from mcal_jax.profile import THETAS
 
-# Flags that other benchmarks define too (one process, the test suite, imports them all):
+# Flags that benchmarks.profile_step defines too (the test suite imports both):
 # allow_override shares one flag, so their defaults are None and resolved in main().
 _MODEL = flags.DEFINE_string(
     "model", None, "Classifier (mcal_jax.models); default small.", allow_override=True
 )
 _POOL_SIZE = flags.DEFINE_integer("pool_size", 20_000, "Items in the synthetic pool.")
-_IMAGE_SHAPE = flags.DEFINE_string(
-    "image_shape", None, "Images, HxWxC; default 28x28x1.", allow_override=True
-)
-_COMPUTE_DTYPE = flags.DEFINE_enum(
-    "compute_dtype",
-    None,
-    ["bfloat16", "float32"],
-    "Default: bfloat16 on accelerators.",
-    allow_override=True,
-)
 _BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", None, "Global batch size; default 1024.", allow_override=True
 )
@@ -364,8 +355,8 @@ def main(argv: Sequence[str]) -> None:
         rounds=_ROUNDS.value,
         repeats=_REPEATS.value,
         num_devices=_NUM_DEVICES.value,
-        image_shape=_IMAGE_SHAPE.value or "28x28x1",
-        compute_dtype=_COMPUTE_DTYPE.value,
+        image_shape=pools.IMAGE_SHAPE.value or "28x28x1",
+        compute_dtype=pools.COMPUTE_DTYPE.value,
     )
     print(format_table(result))
     print(json.dumps(result), flush=True)

@@ -1,11 +1,23 @@
-"""Synthetic data on the devices, for the benchmarks: the pool and the image shape flag."""
+"""Synthetic data on the devices, for the benchmarks: the pool, and the flags of its
+images that several benchmarks take (defined here once, so that one process, the test
+suite, can import every benchmark; None means the benchmark's own default)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from absl import flags
+
 from mcal_jax import data, parallel
 from mcal_jax import pool as pool_lib
+
+IMAGE_SHAPE = flags.DEFINE_string("image_shape", None, "Synthetic images, HxWxC.")
+COMPUTE_DTYPE = flags.DEFINE_enum(
+    "compute_dtype",
+    None,
+    ["bfloat16", "float32"],
+    "Compute dtype; default bfloat16 on accelerators, float32 on CPUs.",
+)
 
 
 def parse_image_shape(text: str) -> tuple[int, int, int]:

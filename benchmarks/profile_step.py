@@ -36,22 +36,17 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from benchmarks import pools
 from benchmarks.pools import make_pool, parse_image_shape
 from mcal_jax import models
 from mcal_jax import train as train_lib
 
-# Shared with other benchmarks (see benchmarks.core): default None, resolved in main().
+# Shared with benchmarks.core (see there): default None, resolved in main().
 _MODEL = flags.DEFINE_string("model", None, "Model; default resnet20.", allow_override=True)
 _BATCH = flags.DEFINE_integer(
     "batch_size", None, "Global batch size; default 128.", allow_override=True
 )
-_SHAPE = flags.DEFINE_string(
-    "image_shape", None, "Images, HxWxC; default 32x32x3.", allow_override=True
-)
 _STEPS = flags.DEFINE_integer("steps", 8, "Steps traced.")
-_DTYPE = flags.DEFINE_enum(
-    "compute_dtype", None, ["bfloat16", "float32"], "Default: float32.", allow_override=True
-)
 _TRACE_DIR = flags.DEFINE_string("trace_dir", None, "Where the trace is kept (default: a temp).")
 
 CATEGORIES = (
@@ -198,12 +193,13 @@ def format_table(record: dict) -> str:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"benchmarks.profile_step takes no positional arguments: {argv[1:]}")
+    on_cpu = jax.devices()[0].platform == "cpu"
     record = profile(
         _MODEL.value or "resnet20",
         _BATCH.value or 128,
-        parse_image_shape(_SHAPE.value or "32x32x3"),
+        parse_image_shape(pools.IMAGE_SHAPE.value or "32x32x3"),
         _STEPS.value,
-        _DTYPE.value or "float32",
+        pools.COMPUTE_DTYPE.value or ("float32" if on_cpu else "bfloat16"),
         _TRACE_DIR.value,
     )
     print(format_table(record))

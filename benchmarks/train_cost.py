@@ -52,6 +52,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from benchmarks import pools
 from benchmarks.pools import make_pool, parse_image_shape
 from mcal_jax import costs, data, flops, models, parallel, scoring
 from mcal_jax import pool as pool_lib
@@ -90,18 +91,7 @@ REQUIRED_KEYS = (
 _MODELS = flags.DEFINE_list("models", ["resnet20"], "Models to measure (mcal_jax.models).")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["256"], "Global batch sizes to measure.")
 _OUT = flags.DEFINE_string("out", None, "JSONL file for the measurements (overwritten).")
-# Shared with other benchmarks (see benchmarks.core): default None, resolved in main().
-_IMAGE_SHAPE = flags.DEFINE_string(
-    "image_shape", None, "Images, HxWxC; default 32x32x3.", allow_override=True
-)
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", 10, "Classes of the synthetic data.")
-_COMPUTE_DTYPE = flags.DEFINE_enum(
-    "compute_dtype",
-    None,
-    ["bfloat16", "float32"],
-    "Default: bfloat16 on accelerators.",
-    allow_override=True,
-)
 _TRAIN_IMAGES = flags.DEFINE_integer("train_images", None, "Labeled items per training.")
 _EPOCHS = flags.DEFINE_integer("epochs", None, "Epochs per timed training.")
 _FULL_EPOCHS = flags.DEFINE_integer("full_training_epochs", 200, "Epochs of one full training.")
@@ -352,11 +342,11 @@ def main(argv: Sequence[str]) -> None:
     if unknown or not _MODELS.value:
         raise app.UsageError(f"--models: unknown {unknown}; choose from {models.MODEL_NAMES}")
     batch_sizes = _positive_ints("batch_sizes", _BATCH_SIZES.value)
-    image_shape = parse_image_shape(_IMAGE_SHAPE.value or "32x32x3")
+    image_shape = parse_image_shape(pools.IMAGE_SHAPE.value or "32x32x3")
     on_cpu = jax.devices()[0].platform == "cpu"
     train_images = _TRAIN_IMAGES.value or DEFAULT_WORK["cpu" if on_cpu else "accelerator"][0]
     epochs = _EPOCHS.value or DEFAULT_WORK["cpu" if on_cpu else "accelerator"][1]
-    compute_dtype = _COMPUTE_DTYPE.value or ("float32" if on_cpu else "bfloat16")
+    compute_dtype = pools.COMPUTE_DTYPE.value or ("float32" if on_cpu else "bfloat16")
     torch_problem = torch_unavailable_reason() if _VS_TORCH.value else None
     if torch_problem:
         print(f"--vs_torch: {torch_problem}; skipping the PyTorch comparison.", flush=True)
