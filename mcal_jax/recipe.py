@@ -44,6 +44,11 @@ class TrainConfig:
     unlabeled_ratio: int = 1
     pseudo_weight: float = 1.0
     pseudo_fraction: float = 0.5  # the teacher's most confident fraction of X ∖ B
+    # Scoring: average the softmax over each image and its mirror (worth it when the
+    # classifier was trained with horizontal_flip); and, for a semi-supervised final
+    # classifier only, label with the average of its teacher's and its own predictions.
+    test_time_flip: bool = False
+    teacher_ensemble: bool = False
 
     def __post_init__(self):
         checks = {

@@ -11,6 +11,11 @@ item and is dropped on the host), each batch's indices are split over the device
 scores them. The host dispatches one call per batch without waiting and fetches all the
 results once at the end. (XLA:CPU runs convolutions inside a device-side loop an order of
 magnitude slower, so the loop over batches stays on the host.)
+
+A scorer may also average: over the members of an ensemble (``score`` given a sequence of
+variables) and, with ``test_time_flip``, over each image and its mirror. The metric is
+then taken on the mean of the softmax probabilities, so one item gets one confidence and
+one predicted label however many forward passes it took.
 """
 
 from __future__ import annotations
@@ -90,6 +95,7 @@ class Scorer:
         metric: str = "margin",
         batch_size: int = 1024,
         compute_dtype: str = "float32",
+        test_time_flip: bool = False,
     ):
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
@@ -99,6 +105,7 @@ class Scorer:
         self.num_devices = self.mesh.size
         self.global_batch = -(-batch_size // self.num_devices) * self.num_devices
         self.dtype = jnp.dtype(compute_dtype)
+        self.test_time_flip = test_time_flip
         self.model = models.create_model(
             model_name, num_classes=pool.num_classes, dtype=self.dtype, axis_name=None
         )
@@ -117,8 +124,24 @@ class Scorer:
         x = normalize(images[index], mean, std, self.dtype)
         return self.model.apply(variables, x, train=False)
 
-    def _per_device_score(self, variables, images, mean, std, index, key):
-        logits = self._logits(variables, images, mean, std, index)
+    def _mean_log_probs(self, members, images, mean, std, index):
+        """Logits whose softmax is the softmax averaged over the ensemble ``members`` and,
+        with ``test_time_flip``, over each image and its mirror (the log of that average).
+        A single member without flips gives its own logits."""
+        x = normalize(images[index], mean, std, self.dtype)
+        views = (x, x[:, :, ::-1, :]) if self.test_time_flip else (x,)
+        logits: list[jax.Array] = [
+            self.model.apply(v, view, train=False)  # type: ignore[misc]  # apply may return (out, state)
+            for v in members
+            for view in views
+        ]
+        if len(logits) == 1:
+            return logits[0]
+        log_probs = jnp.stack([jax.nn.log_softmax(z.astype(jnp.float32)) for z in logits])
+        return jax.nn.logsumexp(log_probs, axis=0) - jnp.log(len(logits))
+
+    def _per_device_score(self, members, images, mean, std, index, key):
+        logits = self._mean_log_probs(members, images, mean, std, index)
         # The random metric draws one number per item from (seed, item index), so it does
         # not depend on batching or on the number of devices.
         item_key = jax.vmap(jax.random.fold_in, (None, 0))(key, index)
@@ -139,7 +162,9 @@ class Scorer:
         return jax.make_array_from_callback(rows.shape, self._index_sharding, lambda i: rows[i])
 
     def score(self, variables, indices: np.ndarray, seed: int = 0) -> Scores:
-        """Scores ``pool[indices]``; returns pool-sized host arrays."""
+        """Scores ``pool[indices]`` with one model's ``variables``, or with the average of
+        an ensemble's (a list or tuple of variables); returns pool-sized host arrays."""
+        members = tuple(variables) if isinstance(variables, (list, tuple)) else (variables,)
         indices = np.asarray(indices)
         if len(indices) == 0:
             raise ValueError("nothing to score: empty index set")
@@ -149,7 +174,7 @@ class Scorer:
         )
         rows = self.batches(indices)
         outputs = [
-            self._score_batch(variables, pool.images, pool.mean, pool.std, rows[b], key)
+            self._score_batch(members, pool.images, pool.mean, pool.std, rows[b], key)
             for b in range(rows.shape[0])
         ]
         outputs = jax.device_get(outputs)  # one wait, at the end
@@ -180,10 +205,16 @@ def get_scorer(
     metric: str = "margin",
     batch_size: int = 1024,
     compute_dtype: str = "float32",
+    test_time_flip: bool = False,
 ) -> Scorer:
     """The cached :class:`Scorer`: scoring after every round reuses one compiled program."""
     return Scorer(
-        model_name, pool, metric=metric, batch_size=batch_size, compute_dtype=compute_dtype
+        model_name,
+        pool,
+        metric=metric,
+        batch_size=batch_size,
+        compute_dtype=compute_dtype,
+        test_time_flip=test_time_flip,
     )
 
 

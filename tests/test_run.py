@@ -10,11 +10,12 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
 from configs import synthetic
-from mcal_jax import data, run, train
+from mcal_jax import data, parallel, run, train
 from mcal_jax.run.workdir import Workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -179,6 +180,8 @@ def test_synthetic_classifier_learns_and_machine_labels_are_right(finished):
         ("train.learning_rate", -1.0, "train.learning_rate=-1.0"),
         ("cost.mode", "free", "cost.mode='free'"),
         ("final_train.min_steps", -1, "final_train.min_steps=-1 is not valid"),
+        ("train.teacher_ensemble", True, "train.teacher_ensemble=True: a round's teacher"),
+        ("final_train.teacher_ensemble", True, "needs final_train.semi_supervised=True"),
     ],
 )
 def test_invalid_settings_stop_before_anything_is_bought(tmp_path, field, value, message):
@@ -370,6 +373,48 @@ def test_semi_supervised_rounds_learn_from_the_last_round_and_resume_alike(tmp_p
     again = run.mcal(config, str(tmp_path / "whole"))
     for field in ("counts", "error", "threshold", "rounds", "stop_reason"):
         assert again[field] == summary[field]
+
+
+def test_the_final_teacher_and_student_label_together_with_mirrors(tmp_path):
+    """With teacher_ensemble and test_time_flip the final scores are the average softmax
+    of the two saved final models over each image and its mirror, not the student's."""
+    import orbax.checkpoint as ocp
+
+    from mcal_jax import pool as pool_lib
+    from mcal_jax import scoring
+
+    config = synthetic.get_config("1000")
+    with config.unlocked():
+        config.mcal.max_rounds = 2
+        config.final_train.min_steps = 60
+        config.final_train.semi_supervised = True
+        config.final_train.test_time_flip = True
+        config.final_train.teacher_ensemble = True
+    run.mcal(config, str(tmp_path))
+    saved = np.load(tmp_path / "scores" / "final.npz")
+    scored = saved["predicted"] >= 0
+    with ocp.StandardCheckpointer() as checkpointer:
+        student, teacher = (
+            checkpointer.restore(str(tmp_path / "checkpoints" / f"{stage}_tiny"))
+            for stage in ("final", "final_teacher")
+        )
+    dataset = data.load_dataset(config.data.dataset, image_shape=config.data.image_shape)
+    pool = pool_lib.upload(dataset, parallel.make_mesh(1))
+    scorer = scoring.Scorer("tiny", pool, batch_size=256, test_time_flip=True)
+    x = pool_lib.normalize(np.asarray(pool.images)[scored], pool.mean, pool.std)
+    probs = np.mean(
+        [
+            jax.nn.softmax(scorer.model.apply(v, view, train=False))
+            for v in (student, teacher)
+            for view in (x, x[:, :, ::-1])
+        ],
+        axis=0,
+    )
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    np.testing.assert_allclose(saved["confidence"][scored], top2[:, 1] - top2[:, 0], atol=1e-5)
+    np.testing.assert_array_equal(saved["predicted"][scored], probs.argmax(1))
+    alone = scoring.Scorer("tiny", pool, batch_size=256).score(student, np.flatnonzero(scored))
+    assert np.abs(alone.confidence[scored] - saved["confidence"][scored]).max() > 1e-3
 
 
 def _staged_config():

@@ -41,6 +41,29 @@ def test_sharded_padded_scoring_equals_direct_forward(metric):
     assert np.all(scores.predicted[others] == -1) and np.all(scores.confidence[others] == 0)
 
 
+def test_an_ensemble_with_mirrors_scores_its_mean_softmax():
+    pool = _pool()
+    members = [_variables(pool, 0), _variables(pool, 1)]
+    indices = np.arange(5, 250, 3)
+    scorer = scoring.Scorer("tiny", pool, metric="margin", batch_size=64, test_time_flip=True)
+    scores = scorer.score(members, indices)
+    x = pool_lib.normalize(np.asarray(pool.images)[indices], pool.mean, pool.std)
+    views = (x, x[:, :, ::-1, :])
+    probs = np.mean(
+        [
+            jax.nn.softmax(scorer.model.apply(v, view, train=False))
+            for v in members
+            for view in views
+        ],
+        axis=0,
+    )
+    expected, predicted = scoring.confidence_from_logits(jnp.log(probs), "margin")
+    np.testing.assert_allclose(scores.confidence[indices], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(scores.predicted[indices], predicted)
+    single = scoring.Scorer("tiny", pool, metric="margin", batch_size=64).score(members[0], indices)
+    assert np.abs(single.confidence[indices] - expected).max() > 1e-3  # averaging matters
+
+
 def test_scoring_after_another_round_does_not_retrace():
     pool = _pool()
     scorer = scoring.get_scorer("tiny", pool, "margin", 64)

@@ -31,7 +31,8 @@ def final_scores(ctx: Context, run: state.RunState) -> tuple[str, Scores]:
     recipe (seeded, charged like any training; its scores are saved, so a rerun neither
     trains nor pays again). Its recipe is fixed before T is looked at, so the certificate
     stays valid; a semi-supervised recipe trains a supervised teacher first (charged as
-    ``final_teacher``), see `measure.measure_final`."""
+    ``final_teacher``, and labeling with the student when the recipe says
+    ``teacher_ensemble``), see `measure.measure_final`."""
     last = run.rounds[-1]
     recipe = ctx.settings.final_train
     if recipe is None:
@@ -48,6 +49,8 @@ def final_scores(ctx: Context, run: state.RunState) -> tuple[str, Scores]:
         charge(ctx, "final_teacher", teacher)
     charge(ctx, "final", m)
     ctx.workdir.save_checkpoint("final", last.lead, m.train.variables)
+    if recipe.teacher_ensemble:  # the teacher labels too: keep it with the student
+        ctx.workdir.save_checkpoint("final_teacher", last.lead, teachers[0].train.variables)
     ctx.workdir.save_scores("final", m.scores)
     logging.info(
         "final classifier: %d steps on |B|=%d, %d of %d items of U certified",

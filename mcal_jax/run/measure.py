@@ -50,13 +50,16 @@ def measure(
     round_index: int,
     recipe: TrainConfig | None = None,
     teacher: scoring.Scores | None = None,
+    ensemble: tuple = (),
 ) -> Measurement:
     """Trains ``model`` on the bought labels (with ``recipe``, default the rounds'
     ``settings.train``), scores U = ``unlabeled`` and T, and measures ε_T(θ) with T's
     bought labels. A semi-supervised recipe also fits the ``teacher``'s (an earlier
     model's) most confident predictions on U ∪ T: the images of U and T are treated alike
     and no label of either is used, so T stays a fair sample of U (docs/algorithm.md,
-    step 2); without a teacher (round 1) it trains on B alone. Raises
+    step 2); without a teacher (round 1) it trains on B alone. The scores are the model's
+    own, or the average of its predictions and those of the ``ensemble`` (other models'
+    variables), over each image and its mirror with ``recipe.test_time_flip``. Raises
     `train.DivergedError` (naming ``train.learning_rate``) when the model or its scores
     are not finite, so nothing is planned or bought from a diverged model."""
     settings = ctx.settings
@@ -79,10 +82,15 @@ def measure(
         progress=True,
     )
     scorer = scoring.get_scorer(
-        model, ctx.pool, settings.metric, settings.score_batch_size, settings.train.compute_dtype
+        model,
+        ctx.pool,
+        settings.metric,
+        settings.score_batch_size,
+        settings.train.compute_dtype,
+        recipe.test_time_flip,
     )
     start = time.perf_counter()
-    scores = scorer.score(result.variables, to_score, seed=seed)
+    scores = scorer.score((result.variables, *ensemble), to_score, seed=seed)
     scoring_seconds = (time.perf_counter() - start) * ctx.pool.mesh.size
     if not np.all(np.isfinite(scores.confidence[to_score])):
         raise train_lib.DivergedError(
@@ -120,12 +128,15 @@ def measure_final(
     10): one measurement, or, for a semi-supervised recipe, a supervised teacher with the
     same recipe and then its student, which also fits the teacher's confident predictions
     on U ∪ T. The teacher is as strong as the student (a round's classifier, trained on a
-    short recipe, is weaker and teaches little). The last measurement labels."""
+    short recipe, is weaker and teaches little). The last measurement labels; with
+    ``recipe.teacher_ensemble`` its scores average the student's and the teacher's
+    predictions."""
     args = (ctx, model, train_indices, train_labels, unlabeled, round_index)
     if not recipe.semi_supervised:
         return [measure(*args, recipe)]
     teacher = measure(*args, dataclasses.replace(recipe, semi_supervised=False))
-    return [teacher, measure(*args, recipe, teacher.scores)]
+    ensemble = (teacher.train.variables,) if recipe.teacher_ensemble else ()
+    return [teacher, measure(*args, recipe, teacher.scores, ensemble)]
 
 
 def certified_choice(

@@ -164,6 +164,16 @@ class Settings:
                 final_train = dataclasses.replace(train, **overrides) if overrides else None
             except ValueError as error:  # "train.x=… is not valid"
                 problems.append(f"final_{error}")
+        if config.train.teacher_ensemble:
+            problems.append(
+                "train.teacher_ensemble=True: a round's teacher is the previous round's "
+                "scores, not a model to average with; set final_train.teacher_ensemble"
+            )
+        if final_train and final_train.teacher_ensemble and not final_train.semi_supervised:
+            problems.append(
+                "final_train.teacher_ensemble=True needs final_train.semi_supervised=True "
+                "(only a semi-supervised final classifier has a teacher)"
+            )
 
         # Images a future round puts through per labeled image: a semi-supervised round
         # (after round 1, which has no teacher) adds unlabeled_ratio pseudo-labeled ones.
