@@ -17,6 +17,7 @@ import numpy as np
 from mcal_jax import parallel
 from mcal_jax import pool as pool_lib
 from mcal_jax.data import load_dataset
+from mcal_jax.dataset import Dataset
 from mcal_jax.ledger import Ledger
 from mcal_jax.run import labeling
 from mcal_jax.run.settings import Settings
@@ -72,8 +73,9 @@ class Context:
         return np.setdiff1d(unlabeled, self.reserve, assume_unique=True)
 
 
-def prepare(config: ml_collections.ConfigDict, workdir: str) -> Context:
-    """Loads the data, builds the settings, claims ``workdir`` and opens the ledger."""
+def load_data(config: ml_collections.ConfigDict) -> tuple[Dataset, np.random.Generator]:
+    """The run's pool (``data.max_items`` of the data set, when set) and the seeded random
+    generator, as it stands after drawing that subset; its next draw is T's reserve."""
     dataset = load_dataset(
         config.data.dataset,
         split=config.data.split,
@@ -85,6 +87,12 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Context:
         raise ValueError(f"invalid config: data.max_items={config.data.max_items} must be ≥ 0")
     if config.data.max_items and config.data.max_items < len(dataset):
         dataset = dataset.subset(np.sort(rng.choice(len(dataset), config.data.max_items, False)))
+    return dataset, rng
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str) -> Context:
+    """Loads the data, builds the settings, claims ``workdir`` and opens the ledger."""
+    dataset, rng = load_data(config)
     settings = Settings.from_config(config, len(dataset))
     classes = labeling.check_classes(settings, dataset, config.data.classes)
     mesh = parallel.make_mesh(config.num_devices or None)

@@ -1,0 +1,49 @@
+"""benchmarks.test_size: re-certifying a finished run with subsets of its T."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import test_size
+from configs import synthetic
+from mcal_jax import run
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    config = synthetic.get_config("1000")
+    with config.unlocked():
+        config.mcal.max_rounds = 2
+        config.mcal.test_fraction = 0.2  # 200 test items, so that subsets differ
+    return str(workdir), run.mcal(config, str(workdir))
+
+
+def test_the_whole_t_gives_the_run_its_own_bill(finished):
+    workdir, summary = finished
+    rng = np.random.default_rng(0)
+    [whole] = test_size.recertify(workdir, 0.2, 1, rng)
+    assert whole.machine == summary["counts"]["machine"]
+    assert whole.usd == pytest.approx(summary["cost_usd"]["total"])
+    assert whole.true_error == pytest.approx(summary["error"]["true_overall"])
+    assert whole.bound == pytest.approx(summary["error"]["upper_bound_overall"])
+
+
+def test_a_smaller_t_pays_fewer_test_labels_and_certifies_what_its_subset_allows(finished):
+    workdir, summary = finished
+    with open(f"{workdir}/config.json") as f:
+        config = json.load(f)
+    price = summary["usd_per_label"]
+    draws = test_size.recertify(workdir, 0.05, 20, np.random.default_rng(1))
+    assert len(draws) == 20
+    for x in draws:
+        # Every item not machine-labeled is a human label; the 150 test items left out of
+        # T' are among them or machine-labeled, never paid twice.
+        human = 1000 - x.machine
+        assert x.usd == pytest.approx(
+            price * human + summary["cost_usd"]["training"] + summary["cost_usd"]["scoring"]
+        )
+        assert x.bound <= config["mcal"]["epsilon"] + 1e-12
+    assert len({x.machine for x in draws}) > 1  # the subsets differ
+    assert test_size.recertify(workdir, 0.3, 5, np.random.default_rng(0)) == []  # > |T|
