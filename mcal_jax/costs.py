@@ -61,7 +61,8 @@ class Pricing:
         return device_seconds / 3600 * self.usd_per_device_hour
 
     def scoring_usd(self, model: str, items: int, device_seconds: float) -> float:
-        """C_score of one round: ``items`` items scored once."""
+        """C_score of one round: ``items`` forward passes of one image (an item scored
+        by an ensemble, or with its mirror too, counts once per pass)."""
         if self.mode == "per_image_epoch":
             rate = self.usd_per_image_epoch[model]
             return items * rate * self.scoring_fraction_of_image_epoch

@@ -390,9 +390,14 @@ def test_the_final_teacher_and_student_label_together_with_mirrors(tmp_path):
         config.final_train.semi_supervised = True
         config.final_train.test_time_flip = True
         config.final_train.teacher_ensemble = True
+        config.cost.mode = "per_image_epoch"
     run.mcal(config, str(tmp_path))
     saved = np.load(tmp_path / "scores" / "final.npz")
     scored = saved["predicted"] >= 0
+    # Four forward passes per item (two models, two views), each priced.
+    [charge] = [r for r in _ledger(tmp_path) if r["key"] == "final/tiny/scoring"]
+    per_pass = config.cost.usd_per_image_epoch.tiny * config.cost.scoring_fraction_of_image_epoch
+    assert charge["usd"] == pytest.approx(4 * scored.sum() * per_pass)
     with ocp.StandardCheckpointer() as checkpointer:
         student, teacher = (
             checkpointer.restore(str(tmp_path / "checkpoints" / f"{stage}_tiny"))

@@ -172,17 +172,19 @@ def test_cpu_sweeps_are_small(module):
     assert all(c.num_devices == 1 and c.models[0] in ("tiny", "small") for c in configs)
 
 
-def test_ablation_sweep_crosses_semi_supervised_and_staged_t_over_three_seeds():
+def test_ablation_sweep_crosses_the_final_labeling_and_the_test_size_over_three_seeds():
     points = fashion_mnist.sweep("cpu,ablation")
     base = fashion_mnist.get_config("cpu,ablation")
     configs = [sweep.apply_overrides(base, p) for p in points]
-    cells = {(c.final_train.semi_supervised, tuple(c.mcal.test_stages), c.seed) for c in configs}
-    assert len(points) == len(cells) == 12
-    assert {cell[:2] for cell in cells} == {
-        (semi, stages) for semi in (False, True) for stages in ((), (0.01, 0.02, 0.035))
+    cells = {
+        (c.final_train.teacher_ensemble, c.final_train.test_time_flip, c.mcal.test_fraction, c.seed)
+        for c in configs
     }
-    assert all(c.models == ("small",) for c in configs)  # the CPU demo's settings
-    assert "mcal.test_stages=none" in sweep.point_name(points[0])
+    assert len(points) == len(cells) == 12
+    assert {cell[:3] for cell in cells} == {
+        (both, both, fraction) for both in (False, True) for fraction in (0.05, 0.02)
+    }
+    assert all(c.models == ("small",) and c.final_train.semi_supervised for c in configs)
 
 
 def test_cifar_configs_use_the_papers_settings():

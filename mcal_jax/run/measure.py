@@ -101,6 +101,7 @@ def measure(
         scores.confidence[unlabeled], scores.confidence[test], scores.predicted[test] == test_labels
     )
     pricing = settings.pricing
+    passes = (1 + len(ensemble)) * (2 if recipe.test_time_flip else 1)  # forward, per item
     return Measurement(
         model=model,
         train=result,
@@ -108,7 +109,7 @@ def measure(
         profile=profile,
         train_size=len(train_indices),
         training_usd=pricing.training_usd(model, result.images_processed, result.device_seconds),
-        scoring_usd=pricing.scoring_usd(model, len(to_score), scoring_seconds),
+        scoring_usd=pricing.scoring_usd(model, len(to_score) * passes, scoring_seconds),
         scored_items=len(to_score),
         scoring_seconds=scoring_seconds,
         choice=certified_choice(settings, scores, unlabeled, test, test_labels),
