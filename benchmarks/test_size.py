@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import os
 
 import ml_collections
@@ -33,8 +32,10 @@ from absl import app, flags
 
 from mcal_jax import profile
 from mcal_jax.ledger import Ledger
+from mcal_jax.report import read_run_json
 from mcal_jax.run.prepare import load_data
 from mcal_jax.run.workdir import Workdir
+from mcal_jax.scoring import Scores
 
 _WORKDIRS = flags.DEFINE_list("workdirs", None, "finished runs (globs)")
 _FRACTIONS = flags.DEFINE_list(
@@ -56,61 +57,80 @@ class Labeling:
     epsilon: float
 
 
-def _read_json(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)
+@dataclasses.dataclass(frozen=True, eq=False)
+class FinishedRun:
+    """What re-certifying a finished run needs, read once: the ground truth, T, B, the
+    labeling classifier's scores, the device cost spent and the run's terms."""
+
+    truth: np.ndarray
+    test: np.ndarray
+    train: np.ndarray
+    scores: Scores
+    device_usd: float
+    usd_per_label: float
+    epsilon: float
+    constraint: str
+    confidence: float  # 1 − α, not split: every size is re-certified as a fixed T
 
 
-def recertify(
-    workdir: str, fraction: float, draws: int, rng: np.random.Generator
-) -> list[Labeling]:
-    """``draws`` re-certifications of a finished run with T' = ``fraction``·N items of its
-    T; empty when the run's T is smaller than that."""
-    summary = _read_json(os.path.join(workdir, "summary.json"))
-    config = ml_collections.ConfigDict(_read_json(os.path.join(workdir, "config.json")))
-    truth = np.asarray(load_data(config)[0].labels)
-    n = len(truth)
-    ledger = Ledger(os.path.join(workdir, "ledger.jsonl"), writer=False)
-    test = ledger.bought("test")[0]
-    train = ledger.bought("train")[0]
-    size = int(round(fraction * n))
-    if size > len(test) or size < 1:
-        return []
+def load_run(workdir: str) -> FinishedRun:
+    """Reads a finished run (read only)."""
+    unfinished = f"{workdir} is not a finished MCAL run"
+    summary = read_run_json(os.path.join(workdir, "summary.json"), unfinished)
+    config = read_run_json(os.path.join(workdir, "config.json"), unfinished)
     files = Workdir(workdir, writer=False)
     final = files.read_final()
     if final is None:
-        raise FileNotFoundError(f"{workdir}/final.json: not a finished run")
-    scores = files.load_scores(final.stage)
+        raise FileNotFoundError(f"{workdir}/final.json not found: {unfinished}")
+    ledger = Ledger(os.path.join(workdir, "ledger.jsonl"), writer=False)
     totals = ledger.totals()
-    device_usd = totals["training"] + totals["scoring"]
-    price = summary["usd_per_label"]
-    epsilon, constraint = summary["epsilon"], summary["constraint"]
-    outside = np.setdiff1d(np.arange(n), np.concatenate([test, train]))
+    return FinishedRun(
+        truth=np.asarray(load_data(ml_collections.ConfigDict(config))[0].labels),
+        test=ledger.bought("test")[0],
+        train=ledger.bought("train")[0],
+        scores=files.load_scores(final.stage),
+        device_usd=totals["training"] + totals["scoring"],
+        usd_per_label=summary["usd_per_label"],
+        epsilon=summary["epsilon"],
+        constraint=summary["constraint"],
+        confidence=config["mcal"]["confidence"],
+    )
+
+
+def recertify(
+    run: FinishedRun, fraction: float, draws: int, rng: np.random.Generator
+) -> list[Labeling]:
+    """``draws`` re-certifications of ``run`` with T' = ``fraction``·N items of its T;
+    empty when the run's T is smaller than that."""
+    n = len(run.truth)
+    size = int(round(fraction * n))
+    if size > len(run.test) or size < 1:
+        return []
+    confidence, predicted = run.scores.confidence, run.scores.predicted
+    outside = np.setdiff1d(np.arange(n), np.concatenate([run.test, run.train]))
     results = []
     for _ in range(draws):
-        chosen = rng.permutation(test)[:size]
-        pool = np.concatenate([outside, np.setdiff1d(test, chosen)])
-        choice = profile.choose_machine_threshold(
-            profile.error_profile(
-                scores.confidence[pool],
-                scores.confidence[chosen],
-                scores.predicted[chosen] == truth[chosen],
-                thetas=profile.CERTIFY_THETAS,
-            ),
-            epsilon=epsilon,
-            constraint=constraint,
+        chosen = rng.permutation(run.test)[:size]
+        pool = np.concatenate([outside, np.setdiff1d(run.test, chosen)])
+        choice = profile.certify(
+            confidence[pool],
+            confidence[chosen],
+            predicted[chosen] == run.truth[chosen],
+            epsilon=run.epsilon,
+            constraint=run.constraint,
             num_items=n,
-            confidence=config.mcal.confidence,
+            confidence=run.confidence,
         )
-        machine = pool[scores.confidence[pool] >= choice.threshold]
-        wrong = int(np.sum(scores.predicted[machine] != truth[machine]))
+        machine = pool[confidence[pool] >= choice.threshold]
+        wrong = int(np.sum(predicted[machine] != run.truth[machine]))
+        subset = run.constraint == "machine_subset"
         results.append(
             Labeling(
-                usd=price * (n - len(machine)) + device_usd,
+                usd=run.usd_per_label * (n - len(machine)) + run.device_usd,
                 machine=len(machine),
                 true_error=wrong / n,
                 bound=choice.upper_bound * len(machine) / n,
-                epsilon=epsilon if constraint == "overall" else epsilon * len(machine) / n,
+                epsilon=run.epsilon * len(machine) / n if subset else run.epsilon,
             )
         )
     return results
@@ -122,12 +142,13 @@ def main(argv):
     workdirs = [w for w in workdirs if os.path.exists(os.path.join(w, "summary.json"))]
     if not workdirs:
         raise app.UsageError(f"--workdirs={_WORKDIRS.value}: no finished run found")
+    runs = [load_run(w) for w in workdirs]
     rng = np.random.default_rng(_SEED.value)
     print(f"{len(workdirs)} runs, {_DRAWS.value} draws each")
     print("| \\|T'\\| / N | bill USD | \\|S\\| | true error | bound | true error > ε |")
     print("|---|---|---|---|---|---|")
     for fraction in map(float, _FRACTIONS.value):
-        found = [x for w in workdirs for x in recertify(w, fraction, _DRAWS.value, rng)]
+        found = [x for r in runs for x in recertify(r, fraction, _DRAWS.value, rng)]
         if not found:
             print(f"| {fraction:.2%} | (no run has so large a T) | | | | |")
             continue

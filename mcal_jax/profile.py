@@ -311,6 +311,29 @@ def choose_machine_threshold(
     )
 
 
+def certify(
+    pool_confidence: jax.Array,
+    test_confidence: jax.Array,
+    test_correct: jax.Array,
+    *,
+    epsilon: float,
+    constraint: str,
+    num_items: int,
+    confidence: float,
+) -> MachineLabelingChoice:
+    """Step 10's certified threshold for the pool U from its test items: the error profile
+    on the fine pre-set grid `CERTIFY_THETAS` (every 0.5% of U's confidence quantiles),
+    then `choose_machine_threshold`."""
+    profile = error_profile(pool_confidence, test_confidence, test_correct, thetas=CERTIFY_THETAS)
+    return choose_machine_threshold(
+        profile,
+        epsilon=epsilon,
+        constraint=constraint,
+        num_items=num_items,
+        confidence=confidence,
+    )
+
+
 def _nothing_machine_labeled(confidence, constraint, tested, start_theta):
     return MachineLabelingChoice(
         theta=0.0,
@@ -336,4 +359,5 @@ __all__ = [
     "bound_table",
     "MachineLabelingChoice",
     "choose_machine_threshold",
+    "certify",
 ]

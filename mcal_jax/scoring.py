@@ -120,10 +120,6 @@ class Scorer:
             )
         )
 
-    def _logits(self, variables, images, mean, std, index):
-        x = normalize(images[index], mean, std, self.dtype)
-        return self.model.apply(variables, x, train=False)
-
     def _mean_log_probs(self, members, images, mean, std, index):
         """Logits whose softmax is the softmax averaged over the ensemble ``members`` and,
         with ``test_time_flip``, over each image and its mirror (the log of that average).
@@ -192,7 +188,7 @@ class Scorer:
 
         @jax.jit
         def forward(variables, index):
-            logits = self._logits(variables, pool.images, pool.mean, pool.std, index)
+            logits = self._mean_log_probs((variables,), pool.images, pool.mean, pool.std, index)
             return jnp.argmax(logits, axis=-1)
 
         return forward

@@ -2,7 +2,27 @@
 
 import os
 
+import pytest
+
 _FLAG = "--xla_force_host_platform_device_count=8"
 if _FLAG not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def _files(workdir):
+    """Every file under ``workdir`` with its bytes and modification time."""
+    found = {}
+    for folder, _, names in os.walk(workdir):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, workdir)] = (f.read(), os.stat(path).st_mtime_ns)
+    return found
+
+
+@pytest.fixture
+def workdir_files():
+    """A function giving every file under a workdir with its bytes and modification
+    time: equal before and after a rerun means the rerun changed nothing."""
+    return _files

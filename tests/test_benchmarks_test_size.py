@@ -23,7 +23,7 @@ def finished(tmp_path_factory):
 def test_the_whole_t_gives_the_run_its_own_bill(finished):
     workdir, summary = finished
     rng = np.random.default_rng(0)
-    [whole] = test_size.recertify(workdir, 0.2, 1, rng)
+    [whole] = test_size.recertify(test_size.load_run(workdir), 0.2, 1, rng)
     assert whole.machine == summary["counts"]["machine"]
     assert whole.usd == pytest.approx(summary["cost_usd"]["total"])
     assert whole.true_error == pytest.approx(summary["error"]["true_overall"])
@@ -35,7 +35,7 @@ def test_a_smaller_t_pays_fewer_test_labels_and_certifies_what_its_subset_allows
     with open(f"{workdir}/config.json") as f:
         config = json.load(f)
     price = summary["usd_per_label"]
-    draws = test_size.recertify(workdir, 0.05, 20, np.random.default_rng(1))
+    draws = test_size.recertify(test_size.load_run(workdir), 0.05, 20, np.random.default_rng(1))
     assert len(draws) == 20
     for x in draws:
         # Every item not machine-labeled is a human label; the 150 test items left out of
@@ -46,4 +46,6 @@ def test_a_smaller_t_pays_fewer_test_labels_and_certifies_what_its_subset_allows
         )
         assert x.bound <= config["mcal"]["epsilon"] + 1e-12
     assert len({x.machine for x in draws}) > 1  # the subsets differ
-    assert test_size.recertify(workdir, 0.3, 5, np.random.default_rng(0)) == []  # > |T|
+    assert (
+        test_size.recertify(test_size.load_run(workdir), 0.3, 5, np.random.default_rng(0)) == []
+    )  # > |T|

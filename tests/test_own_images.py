@@ -94,17 +94,7 @@ def _launch(workdir, config_file):
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
-def _files(workdir):
-    found = {}
-    for base, _, names in os.walk(workdir):
-        for name in names:
-            path = os.path.join(base, name)
-            with open(path, "rb") as f:
-                found[os.path.relpath(path, workdir)] = (f.read(), os.stat(path).st_mtime_ns)
-    return found
-
-
-def test_people_label_a_folder_of_images_end_to_end(tmp_path, monkeypatch):
+def test_people_label_a_folder_of_images_end_to_end(tmp_path, monkeypatch, workdir_files):
     images, queue, workdir = tmp_path / "images", tmp_path / "queue", tmp_path / "run"
     truth = _write_images(images)
     config_file = _config_file(tmp_path, images, queue)
@@ -192,11 +182,11 @@ def test_people_label_a_folder_of_images_end_to_end(tmp_path, monkeypatch):
     assert summary["cost_usd"]["human_labels"] == pytest.approx(0.04 * len(human))
 
     # The same command on the finished run: status 0, and no file changes.
-    before = _files(workdir)
+    before = workdir_files(workdir)
     last = _launch(workdir, config_file)
     assert last.returncode == 0, last.stderr
     assert re.search(r"done: 300 items, [\d.]+% machine-labeled", last.stderr)
-    assert _files(workdir) == before
+    assert workdir_files(workdir) == before
     # The class names are part of the labels: without classes.json the run refuses to go on.
     os.rename(workdir / "classes.json", tmp_path / "classes.json")
     with pytest.raises(ValueError, match="classes.json is missing, yet .* holds labels"):

@@ -41,17 +41,6 @@ def _purchases(workdir):
     return [r for r in _ledger(workdir) if r["kind"] == "purchase"]
 
 
-def _files(workdir):
-    """Every file under ``workdir`` with its bytes and modification time."""
-    found = {}
-    for folder, _, names in os.walk(workdir):
-        for name in names:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                found[os.path.relpath(path, workdir)] = (f.read(), os.stat(path).st_mtime_ns)
-    return found
-
-
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A finished run of the synthetic config on 1,500 items, and its summary."""
@@ -203,11 +192,11 @@ def test_unknown_model_is_rejected(tmp_path):
         run.mcal(config, str(tmp_path))
 
 
-def test_rerunning_a_finished_run_changes_nothing(finished, tmp_path):
+def test_rerunning_a_finished_run_changes_nothing(finished, tmp_path, workdir_files):
     workdir = _copy(finished, tmp_path)
-    before = _files(workdir)
+    before = workdir_files(workdir)
     assert run.mcal(synthetic.get_config("1500"), str(workdir)) == finished[1]
-    assert _files(workdir) == before
+    assert workdir_files(workdir) == before
 
 
 @pytest.mark.parametrize("cut", ["residual", "outputs", "final"])

@@ -148,16 +148,11 @@ def certified_choice(
     test_labels: np.ndarray,
 ) -> profile_lib.MachineLabelingChoice:
     """The machine-labeling threshold for U = ``unlabeled`` that T certifies under the
-    run's ε, constraint and confidence, tested on the fine pre-set grid
-    (`profile.CERTIFY_THETAS`, every 0.5% of U's confidence quantiles)."""
-    profile = profile_lib.error_profile(
+    run's ε, constraint and confidence (`profile.certify`)."""
+    return profile_lib.certify(
         scores.confidence[unlabeled],
         scores.confidence[test_indices],
         scores.predicted[test_indices] == test_labels,
-        thetas=profile_lib.CERTIFY_THETAS,
-    )
-    return profile_lib.choose_machine_threshold(
-        profile,
         epsilon=settings.controller.epsilon,
         constraint=settings.controller.constraint,
         num_items=settings.num_items,
