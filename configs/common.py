@@ -62,6 +62,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.mcal.stability_tolerance = 0.05  # Δ
     config.mcal.batch_slack = 0.05  # β
     config.mcal.min_rounds_for_stability = 3
+    # Also stop once the measured price of stopping now did not fall over the last round.
+    config.mcal.stop_when_bill_rises = True
     config.mcal.metric = "margin"  # margin, entropy, least_confidence, random
     config.mcal.confidence = 0.95  # 1 − α of the certified bound
     config.mcal.min_test_items = 20

@@ -29,6 +29,12 @@ Choices the paper leaves open, made here:
   the previous plan said so too. With fewer than `min_rounds_for_stability` rounds it
   never stops (a single point fits a flat curve). The loop also stops when the latest
   model already certifies every remaining item.
+- The plans extrapolate fitted curves; each round also measures the price of stopping
+  right after it, with its own certificate (`measured_bills`). When that price did not
+  fall over the last round, the round's labels did not pay for themselves, measured, and
+  the loop stops (`stop_when_bill_rises`): the paper's "stop when the cost rises" on
+  what was measured rather than predicted. It matters most when a longer final recipe
+  labels: its curve flattens earlier than the rounds' curves that the plans extrapolate.
 - |T| is a decision too when the config gives `test_stages`: once enough rounds are fitted,
   every stage from the current |T| up is planned (its test counts above τ_θ scaled to its
   size, its extra labels priced) and the cheapest wins; `Plan.test_size` above the
@@ -125,6 +131,15 @@ def _search_grid(
 
 
 @on_host
+def measured_bills(config: ControllerConfig, history: History) -> np.ndarray:
+    """Per round, what stopping right after it would have cost: human labels for all
+    but the items its certificate machine-labels (T, B and the residual), plus every
+    device dollar spent up to it."""
+    device = np.cumsum(np.add(history.training_usd, history.scoring_usd))
+    machine = np.asarray(history.certified_machine, np.float64)
+    return config.human_usd_per_label * (config.num_items - machine) + device
+
+
 def plan_from_models(
     config: ControllerConfig,
     history: History,
@@ -224,6 +239,10 @@ def plan_from_models(
     cost_now = float(grid["cost_by_b"][0])
     no_longer_pays = bool(enough_rounds and cost_now <= cost_star * (1.0 + config.batch_slack))
     repeated = bool(history.no_longer_pays and history.no_longer_pays[-1])
+    bills = measured_bills(config, history)
+    bill_rose = bool(
+        config.stop_when_bill_rises and enough_rounds and bills.size >= 2 and bills[-1] >= bills[-2]
+    )
     summary = (
         f"B_opt = {b_opt}, θ* = {theta_star:.2f}, |S| ≈ {machine:.0f}, "
         f"C* = {cost_star:.2f} USD (human-only {config.human_usd_per_label * n_items:.2f})"
@@ -244,6 +263,11 @@ def plan_from_models(
         reason = f"round cap reached: {history.num_rounds} rounds = max_rounds; {summary}"
     elif certified >= pool - b_now:
         reason = f"the latest model already certifies all {pool - b_now} remaining items; {summary}"
+    elif bill_rose:
+        reason = (
+            f"the last round's labels did not pay: stopping now costs {bills[-1]:.2f} USD, "
+            f"measured, against {bills[-2]:.2f} a round earlier; {summary}"
+        )
     elif no_longer_pays and (stable or repeated):
         holds = "the plan is stable" if stable else "and so did the previous plan"
         reason = (

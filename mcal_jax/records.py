@@ -185,6 +185,8 @@ class ControllerConfig:
     images of its step floor) for the training-cost model. ``num_b_grid`` is fixed so
     repeated plans compile once. T starts with ``num_test`` items and may grow to each of
     ``test_stages`` in turn; ``confidence`` is then the level of each stage's test.
+    ``stop_when_bill_rises`` also stops the loop once the measured price of stopping now
+    (each round's own certificate) did not fall over the last round (step 9).
     """
 
     num_items: int
@@ -204,6 +206,7 @@ class ControllerConfig:
     confidence: float | None = 0.95
     num_b_grid: int = 1024
     test_stages: tuple[int, ...] = ()  # |T| it may grow to, after num_test (step 6)
+    stop_when_bill_rises: bool = True
 
     def __post_init__(self):
         check = functools.partial(check_field, self)
@@ -229,6 +232,7 @@ class ControllerConfig:
         ok = self.confidence is None or 0.0 < self.confidence < 1.0
         check("confidence", ok, "None or a level in (0, 1)")
         check("num_b_grid", is_int(self.num_b_grid) and self.num_b_grid >= 2, "an integer ≥ 2")
+        check("stop_when_bill_rises", isinstance(self.stop_when_bill_rises, bool), "True or False")
         stages = (self.num_test, *self.test_stages)
         ok = all(is_int(t) for t in stages) and all(np.diff(stages) > 0) and stages[-1] < n
         check("test_stages", ok, f"increasing integers above num_test and below N = {n}")

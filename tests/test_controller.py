@@ -55,18 +55,23 @@ def make_history(
     thetas=THETAS,
     spent=4.0,
     scoring=2e-3,
-    certified=0,
+    certified=None,
     counts=50,
     no_longer_paid=None,
 ):
     """Rounds on ``sizes`` with ``counts`` T items above every τ_θ (a tenth of them wrong);
     ``b_opts`` are the B_opt the plans after the last rounds found, ``no_longer_paid``
-    whether they found that more labels no longer pay (default: no)."""
+    whether they found that more labels no longer pay (default: no). Each round's model
+    certifies ``certified`` items of U (one count, or one per round; default 5·|B|, so
+    that every round's labels paid for themselves)."""
     history = History.start(thetas, delta, spent_usd=spent)
-    for size in sizes:
+    if certified is None:
+        certified = [5 * size for size in sizes]
+    certified = np.broadcast_to(certified, len(sizes))
+    for size, machine in zip(sizes, certified, strict=True):
         errors, counts = np.full(len(thetas), counts // 10), np.full(len(thetas), counts)
         history = history.append_round(
-            size, errors, counts, 3e-4 * size, 200 * size, scoring, 1.2, certified
+            size, errors, counts, 3e-4 * size, 200 * size, scoring, 1.2, int(machine)
         )
     paid = tuple(no_longer_paid) if no_longer_paid is not None else (False,) * len(b_opts)
     return dataclasses.replace(
@@ -231,10 +236,11 @@ def test_pool_exhausted_and_budget_cap_stop():
 
 
 def test_next_delta_never_exceeds_the_pool():
-    history = make_history((40, 70, POOL - 10))
+    history = make_history((40, 70, POOL - 10), certified=0)
     fit = make_fit(alpha=0.5, gamma=0.0, inv_k=0.0)  # no θ ever feasible: B_opt = |B|
     # Three rounds of five needed: no stop yet, δ0 = 30 capped at the 10 items left.
-    p = plan_from_models(make_config(min_rounds_for_stability=5), history, fit, COST)
+    config = make_config(min_rounds_for_stability=5, stop_when_bill_rises=False)
+    p = plan_from_models(config, history, fit, COST)
     assert not p.stop and p.next_delta == 10
 
 
@@ -381,7 +387,9 @@ def test_one_noisy_round_does_not_stop_the_run():
     for size in (100, 200, 300, 400):
         rates = np.asarray(fit_module.predict_error(true_fit, np.array([size])))[:, 0]
         errors = np.zeros(len(THETAS)) if size == 400 else np.round(rates * counts)
-        history = history.append_round(size, errors, counts, 3e-4 * size, 200 * size, 2e-3)
+        history = history.append_round(
+            size, errors, counts, 3e-4 * size, 200 * size, 2e-3, certified_machine=2 * size
+        )
         plans.append(plan(config, history))
         history = history.record_plan(plans[-1])
     noisy = plans[3]
@@ -397,6 +405,33 @@ def test_no_longer_pays_twice_in_a_row_stops():
     history = make_history(b_opts=(900,), no_longer_paid=(True,))
     twice = plan_from_models(make_config(), history, fit, COST)
     assert twice.stop and "so did the previous plan" in twice.reason
+
+
+def test_measured_bills_price_stopping_after_each_round():
+    """Human labels for the N − certified items of each round, plus the device dollars
+    spent up to it (make_history: 3e-4·|B| training and 2e-3 scoring per round)."""
+    history = make_history(certified=(300, 420, 410))
+    device = np.cumsum([3e-4 * 40 + 2e-3, 3e-4 * 70 + 2e-3, 3e-4 * 100 + 2e-3])
+    want = 0.04 * (N - np.array([300, 420, 410])) + device
+    np.testing.assert_allclose(controller.measured_bills(make_config(), history), want)
+
+
+def test_a_round_that_did_not_pay_stops_the_run():
+    """The plan wants more labels (B_opt far beyond |B|), but the last round's model
+    certified fewer items than the one before: its labels did not pay, measured."""
+    config, fit = make_config(), make_fit()
+    rose = make_history(certified=(300, 420, 410))
+    p = plan_from_models(config, rose, fit, COST)
+    assert p.b_opt > 300 and p.stop and "did not pay" in p.reason
+    assert "stopping now costs 63.67 USD, measured, against 63.24" in p.reason
+    # Ten more items certified pay for the round's 30 labels and its device time: go on.
+    fell = plan_from_models(config, make_history(certified=(300, 420, 430)), fit, COST)
+    assert not fell.stop
+    # The same bill with the rule off, or before enough rounds to judge: go on.
+    off = dataclasses.replace(config, stop_when_bill_rises=False)
+    assert not plan_from_models(off, rose, fit, COST).stop
+    early = dataclasses.replace(config, min_rounds_for_stability=4)
+    assert not plan_from_models(early, rose, fit, COST).stop
 
 
 def test_stopping_within_the_slack_of_c_star_no_longer_pays():
@@ -417,10 +452,11 @@ def test_stopping_within_the_slack_of_c_star_no_longer_pays():
 
 
 def test_latest_model_certifying_every_remaining_item_stops():
-    history = make_history(certified=POOL - 100)  # all of U, after |B| = 100
+    history = make_history(certified=(50, 60, POOL - 100))  # all of U, after |B| = 100
     p = plan_from_models(make_config(), history, make_fit(), COST)
     assert p.stop and "already certifies all 1800 remaining items" in p.reason
-    short = plan_from_models(make_config(), make_history(certified=POOL - 101), make_fit(), COST)
+    short_history = make_history(certified=(50, 60, POOL - 101))
+    short = plan_from_models(make_config(), short_history, make_fit(), COST)
     assert not short.stop
 
 

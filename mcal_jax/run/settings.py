@@ -36,6 +36,7 @@ _CONTROLLER_SOURCES = {
     "max_rounds": "mcal.max_rounds",
     "confidence": "mcal.confidence",
     "test_stages": "mcal.test_stages",
+    "stop_when_bill_rises": "mcal.stop_when_bill_rises",
     "train_epochs": "train.epochs",
     "train_min_images": "train.min_steps",
 }
@@ -195,6 +196,7 @@ class Settings:
             max_rounds=m.max_rounds,
             confidence=confidence,
             test_stages=tuple(test_sizes[1:]),
+            stop_when_bill_rises=m.stop_when_bill_rises,
         )
         try:
             controller = ControllerConfig(**controller_fields)
