@@ -185,22 +185,10 @@ PAPER_MODELS = [(name,) for name in CANDIDATE_MODELS]
 PAPER_SEEDS = [0, 1, 2]
 
 
-# What the additions beyond the paper bring (docs/algorithm.md, steps 1 and 10), on top of
-# the semi-supervised final classifier: labeling with its teacher and mirrors as well, and
-# a test set of 2% of N instead of 5%.
-ABLATION_FINAL = {
-    "final_train.teacher_ensemble": [False, True],
-    "final_train.test_time_flip": [False, True],
-}
-ABLATION_TEST = {"mcal.test_fraction": [0.05, 0.02]}
-
-
 def paper_sweep(arg: str = "") -> list[dict]:
     """Labeling service × ε × model × 3 seeds = 2 × 2 × 3 × 3 = 36 points; with `cpu` in
-    ``arg``, the CPU variant over seeds 0, 1, 2 (its other options, e.g. `satyam`, apply);
-    with `ablation`, {the student alone, with its teacher and mirrors} × {|T| = 5%, 2% of
-    N} × 3 seeds = 12 points (`ABLATION_FINAL`, `ABLATION_TEST`; with the other options,
-    e.g. `cpu`, whose final classifier is semi-supervised).
+    ``arg``, the CPU variant over seeds 0, 1, 2 (its other options, e.g. `satyam`, apply).
+    `ablation` is the Fashion-MNIST CPU demo's own (`configs.fashion_mnist.sweep`).
 
     The δ grid of Figs. 5-7 is not an axis: MCAL adapts δ itself, and with
     ``baselines.run`` every point also runs AL(δ) for each δ in
@@ -211,8 +199,7 @@ def paper_sweep(arg: str = "") -> list[dict]:
 
     options = arg.split(",")
     if "ablation" in options:
-        points = sweep_lib.times(sweep_lib.zip_(ABLATION_FINAL), sweep_lib.product(ABLATION_TEST))
-        return sweep_lib.seeds(points, PAPER_SEEDS)
+        raise ValueError("`ablation` is a sweep of configs/fashion_mnist.py:cpu only")
     if "cpu" in options:
         return sweep_lib.seeds([{}], PAPER_SEEDS)
     axes = {

@@ -26,3 +26,18 @@ def workdir_files():
     """A function giving every file under a workdir with its bytes and modification
     time: equal before and after a rerun means the rerun changed nothing."""
     return _files
+
+
+@pytest.fixture(scope="session")
+def finished_synthetic_run(tmp_path_factory):
+    """(workdir, summary) of a finished 2-round MCAL run on 1,000 synthetic items, with
+    200 test items (so that subsets of T differ), for the benchmarks that read runs."""
+    from configs import synthetic
+    from mcal_jax import run
+
+    workdir = tmp_path_factory.mktemp("run")
+    config = synthetic.get_config("1000")
+    with config.unlocked():
+        config.mcal.max_rounds = 2
+        config.mcal.test_fraction = 0.2
+    return str(workdir), run.mcal(config, str(workdir))

@@ -5,18 +5,11 @@ import json
 import pytest
 
 from benchmarks import recipe_curve
-from configs import synthetic
-from mcal_jax import run
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("run")
-    config = synthetic.get_config("1000")
-    with config.unlocked():
-        config.mcal.max_rounds = 2
-    run.mcal(config, str(workdir))
-    return str(workdir)
+@pytest.fixture
+def finished(finished_synthetic_run):
+    return finished_synthetic_run[0]
 
 
 def test_the_round_recipe_at_each_round_reproduces_that_rounds_classifier(finished):

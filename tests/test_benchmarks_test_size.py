@@ -6,18 +6,11 @@ import numpy as np
 import pytest
 
 from benchmarks import test_size
-from configs import synthetic
-from mcal_jax import run
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("run")
-    config = synthetic.get_config("1000")
-    with config.unlocked():
-        config.mcal.max_rounds = 2
-        config.mcal.test_fraction = 0.2  # 200 test items, so that subsets differ
-    return str(workdir), run.mcal(config, str(workdir))
+@pytest.fixture
+def finished(finished_synthetic_run):
+    return finished_synthetic_run
 
 
 def test_the_whole_t_gives_the_run_its_own_bill(finished):

@@ -172,19 +172,40 @@ def test_cpu_sweeps_are_small(module):
     assert all(c.num_devices == 1 and c.models[0] in ("tiny", "small") for c in configs)
 
 
-def test_ablation_sweep_crosses_the_final_labeling_and_the_test_size_over_three_seeds():
+def test_ablation_sweep_walks_from_the_previous_demo_to_this_one_over_three_seeds():
     points = fashion_mnist.sweep("cpu,ablation")
     base = fashion_mnist.get_config("cpu,ablation")
     configs = [sweep.apply_overrides(base, p) for p in points]
-    cells = {
-        (c.final_train.teacher_ensemble, c.final_train.test_time_flip, c.mcal.test_fraction, c.seed)
+    cells = [
+        (
+            c.train.min_steps,
+            c.train.crop_padding,
+            c.train.horizontal_flip,
+            c.mcal.test_fraction,
+            c.mcal.stop_when_bill_rises,
+        )
         for c in configs
-    }
-    assert len(points) == len(cells) == 12
-    assert {cell[:3] for cell in cells} == {
-        (both, both, fraction) for both in (False, True) for fraction in (0.05, 0.02)
-    }
-    assert all(c.models == ("small",) and c.final_train.semi_supervised for c in configs)
+    ]
+    assert len(points) == len(set(zip(cells, [c.seed for c in configs], strict=True))) == 15
+    assert cells[::3] == [
+        (800, 0, False, 0.05, False),  # the previous demo
+        (800, 0, False, 0.02, False),
+        (800, 0, False, 0.05, True),
+        (800, 0, False, 0.02, True),
+        (1600, 2, True, 0.02, True),  # this one
+    ]
+    current = fashion_mnist.get_config("cpu")
+    assert cells[-1] == (
+        current.train.min_steps,
+        current.train.crop_padding,
+        current.train.horizontal_flip,
+        current.mcal.test_fraction,
+        current.mcal.stop_when_bill_rises,
+    )
+    final = {(c.final_train.teacher_ensemble, c.final_train.test_time_flip) for c in configs}
+    assert final == {(True, True)}
+    with pytest.raises(ValueError, match="add `cpu`"):
+        fashion_mnist.sweep("ablation")
 
 
 def test_cifar_configs_use_the_papers_settings():
