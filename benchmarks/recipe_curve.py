@@ -6,7 +6,7 @@ r"""How a training recipe's certified bill moves as B grows, on a finished run's
 The stop rules of step 9 (docs/algorithm.md) read the rounds' learning curve, while the
 final classifier of step 10 labels: when the rounds' classifier keeps improving after the
 final one has flattened, the run buys labels the final classifier cannot use. This
-benchmark cuts the run's B at the sizes it had after each round (``--sizes`` for others),
+benchmark cuts the run's B at the sizes it had after each round (``--cuts`` for others),
 in the order the labels were bought, trains each recipe on each cut from scratch, scores
 U ∪ T and certifies on the run's T exactly as the run did. ``round`` is the run's round
 recipe (with ``--round_changes``, TrainConfig fields, applied), ``final`` the final recipe's
@@ -39,7 +39,7 @@ from mcal_jax.run.prepare import prepare
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "a finished (or stopped) MCAL run")
 _RECIPES = flags.DEFINE_list("recipes", ["round", "final"], "round and/or final")
-_SIZES = flags.DEFINE_list("sizes", None, "|B| cuts (default: |B| after each round)")
+_CUTS = flags.DEFINE_list("cuts", None, "|B| to cut B at (default: |B| after each round)")
 _ROUND_CHANGES = flags.DEFINE_list(
     "round_changes", [], "TrainConfig fields for the round recipe, e.g. min_steps=1600"
 )
@@ -100,7 +100,7 @@ def recipe_curve(
         rows = []
         for size in sizes:
             if not 1 <= size <= len(indices):
-                raise ValueError(f"--sizes: {size} is not in [1, |B| = {len(indices)}]")
+                raise ValueError(f"--cuts: {size} is not in [1, |B| = {len(indices)}]")
             round_index = bought[int(np.searchsorted(reached, size))][0]
             train = indices[:size]
             for name in recipes:
@@ -130,7 +130,7 @@ def recipe_curve(
 
 def main(argv):
     del argv
-    sizes = [int(s) for s in _SIZES.value] if _SIZES.value else None
+    sizes = [int(s) for s in _CUTS.value] if _CUTS.value else None
     rows = recipe_curve(_WORKDIR.value, _RECIPES.value, sizes, parse_changes(_ROUND_CHANGES.value))
     print("| recipe | \\|B\\| | certified | bill USD |")
     print("|---|---|---|---|")
