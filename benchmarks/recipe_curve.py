@@ -34,7 +34,7 @@ from absl import app, flags
 from mcal_jax.ledger import Ledger
 from mcal_jax.recipe import TrainConfig
 from mcal_jax.report import read_run_json
-from mcal_jax.run import measure
+from mcal_jax.run import measure, state
 from mcal_jax.run.prepare import prepare
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "a finished (or stopped) MCAL run")
@@ -59,12 +59,12 @@ def parse_changes(changes: list[str]) -> dict:
 
 
 def purchases(ledger: Ledger) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """(round, indices, labels) of each training purchase, in the order bought."""
-    rounds = []
-    for record in ledger.records():
-        if record.get("kind") == "purchase" and record.get("purpose") == "train":
-            number = int(record["key"].split("/")[0].removeprefix("round"))
-            rounds.append((number, np.asarray(record["indices"]), np.asarray(record["labels"])))
+    """(round, indices, labels) of each round's training purchase, in the order bought."""
+    by_key = {r["key"]: r for r in ledger.records() if r.get("kind") == "purchase"}
+    rounds, number = [], 1
+    while (record := by_key.get(state.train_purchase_key(number))) is not None:
+        rounds.append((number, np.asarray(record["indices"]), np.asarray(record["labels"])))
+        number += 1
     return rounds
 
 

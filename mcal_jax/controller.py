@@ -130,7 +130,6 @@ def _search_grid(
     }
 
 
-@on_host
 def measured_bills(config: ControllerConfig, history: History) -> np.ndarray:
     """Per round, what stopping right after it would have cost: human labels for all
     but the items its certificate machine-labels (T, B and the residual), plus every
@@ -140,6 +139,7 @@ def measured_bills(config: ControllerConfig, history: History) -> np.ndarray:
     return config.human_usd_per_label * (config.num_items - machine) + device
 
 
+@on_host
 def plan_from_models(
     config: ControllerConfig,
     history: History,

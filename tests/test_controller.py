@@ -531,3 +531,12 @@ def test_test_stages_must_grow():
         make_config(test_stages=(NUM_TEST,))
     with pytest.raises(ValueError, match="test_stages"):
         make_config(test_stages=(N,))
+
+
+def test_plans_run_on_the_host():
+    """Both entry points of the plan carry `parallel.on_host` (tests/test_fit.py shows
+    what it does): a plan's many small kernels must not wait on accelerator launches."""
+    from mcal_jax import parallel
+
+    for fn in (controller.plan, controller.plan_from_models):
+        assert fn.__code__ is parallel.on_host(lambda: None).__code__, fn.__name__
