@@ -35,7 +35,7 @@ from mcal_jax.ledger import Ledger
 from mcal_jax.recipe import TrainConfig
 from mcal_jax.report import read_run_json
 from mcal_jax.run import measure, state
-from mcal_jax.run.prepare import prepare
+from mcal_jax.run.prepare import Split, prepare
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "a finished (or stopped) MCAL run")
 _RECIPES = flags.DEFINE_list("recipes", ["round", "final"], "round and/or final")
@@ -59,13 +59,20 @@ def parse_changes(changes: list[str]) -> dict:
 
 
 def purchases(ledger: Ledger) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """(round, indices, labels) of each round's training purchase, in the order bought."""
-    by_key = {r["key"]: r for r in ledger.records() if r.get("kind") == "purchase"}
+    """(round, indices, labels) of what each round added to B, in the order taken: the
+    labels it bought, then the items of T it moved to B (with the labels T bought)."""
+    records = {r["key"]: r for r in ledger.records() if r["kind"] in ("purchase", "move")}
+    tested = dict(zip(*(a.tolist() for a in ledger.purchased("test")), strict=True))
     rounds, number = [], 1
-    while (record := by_key.get(state.train_purchase_key(number))) is not None:
-        rounds.append((number, np.asarray(record["indices"]), np.asarray(record["labels"])))
+    while True:
+        bought = records.get(state.train_purchase_key(number), {"indices": [], "labels": []})
+        moved = records.get(state.train_move_key(number), {"indices": []})["indices"]
+        if not bought["indices"] and not moved:
+            return rounds
+        indices = np.asarray(bought["indices"] + moved, np.int64)
+        labels = np.asarray(bought["labels"] + [tested[i] for i in moved], np.int32)
+        rounds.append((number, indices, labels))
         number += 1
-    return rounds
 
 
 def recipe_curve(
@@ -103,15 +110,17 @@ def recipe_curve(
                 raise ValueError(f"--cuts: {size} is not in [1, |B| = {len(indices)}]")
             round_index = bought[int(np.searchsorted(reached, size))][0]
             train = indices[:size]
+            split = Split.of(ctx, train)  # T as it stood then: as bought, less B's
             for name in recipes:
                 m = measure.measure(
                     ctx,
                     settings.models[0],
                     train,
                     labels[:size],
-                    ctx.unlabeled(train),
+                    split.unlabeled,
                     round_index,
                     choices[name],
+                    test=split.test,
                 )
                 machine = m.certified_machine
                 rows.append(

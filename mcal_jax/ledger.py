@@ -13,7 +13,10 @@ File format: JSON lines, one record per line, appended with a single ``write`` a
 - ``{"kind": "purchase", "key", "purpose", "indices": [...], "labels": [...],
   "usd_per_label", "usd"}`` with purpose in ``PURPOSES``;
 - ``{"kind": "charge", "key", "category", "usd", "details": {...}}`` with category in
-  ``CATEGORIES`` and details such as ``device_seconds``, ``images`` or ``model``.
+  ``CATEGORIES`` and details such as ``device_seconds``, ``images`` or ``model``;
+- ``{"kind": "move", "key", "purpose", "source", "indices": [...], "usd": 0}``: items
+  bought for ``source`` that now serve ``purpose`` (a test item that active learning
+  chose joins B). Its labels are the ones bought, paid once; the move costs nothing.
 
 A crash can lose only what was being written: labels bought but not yet on disk are
 bought again on the rerun. One process should write a ledger file at a time; two `Ledger`
@@ -154,9 +157,20 @@ class Ledger:
 
         check(isinstance(record, dict), f"expected a JSON object, got {type(record).__name__}")
         kind, key = record.get("kind"), record.get("key")
-        check(kind in ("purchase", "charge"), f"unknown record kind {kind!r}")
+        check(kind in ("purchase", "charge", "move"), f"unknown record kind {kind!r}")
         check(isinstance(key, str) and key != "", f"bad key {key!r}")
         check(_is_number(record.get("usd")) and record["usd"] >= 0, f"bad usd in {key!r}")
+        if kind == "move":
+            check(record["usd"] == 0, f"move {key!r} costs {record['usd']} USD, not 0")
+            check(
+                record.get("purpose") in PURPOSES and record.get("source") in PURPOSES,
+                f"bad purpose or source in move {key!r}",
+            )
+            try:
+                indices = as_int_array(record.get("indices"), "indices")
+            except ValueError as e:
+                raise self._corrupt(number, f"move {key!r}: {e}") from None
+            return {**record, "indices": indices}
         if kind == "charge":
             check(record.get("category") in CATEGORIES, f"bad category in charge {key!r}")
             check(isinstance(record.get("details"), dict), f"bad details in charge {key!r}")
@@ -192,6 +206,13 @@ class Ledger:
                 grown[: len(self._bought)] = self._bought
                 self._bought = grown
             self._bought[indices] = True
+        if record["kind"] == "move":
+            strays = np.setdiff1d(record["indices"], self.bought(record["source"])[0])
+            if strays.size:
+                raise self._corrupt(
+                    number, f"move {key!r}: indices {shown(strays)} do not serve "
+                    f"{record['source']!r}"
+                )  # fmt: skip
         self._keys[key] = len(self._records)
         self._records.append(record)
 
@@ -322,16 +343,51 @@ class Ledger:
         self._append(record)
         self._ingest(record, len(self._records) + 1)
 
+    def move(self, indices, *, source: str, purpose: str, key: str) -> None:
+        """Records that items bought for ``source`` now serve ``purpose``, once per key: a
+        test item that active learning chose for B trains with the label T bought, and
+        leaves T. Nothing is bought or paid. A rerun repeats the move: the same key with the
+        same indices is a no-op, anything else raises; so does an index that does not serve
+        ``source`` now."""
+        if source not in PURPOSES or purpose not in PURPOSES or source == purpose:
+            raise ValueError(
+                f"Ledger.move source {source!r}, purpose {purpose!r}: two different ones of "
+                f"{PURPOSES}"
+            )
+        self._check_key(key)
+        indices = as_int_array(indices, f"Ledger.move(key={key!r}) indices")
+        record = {"kind": "move", "key": key, "purpose": purpose, "source": source,
+                  "indices": indices, "usd": 0.0}  # fmt: skip
+        if key in self._keys:
+            old = self._records[self._keys[key]]
+            if old["kind"] == "move" and _dumps(old) == _dumps(record):
+                return
+            raise ValueError(
+                f"ledger {self.path}: key {key!r} is already recorded as {self._summary(old)}; "
+                f"refusing to record a move of {len(indices)} items from {source!r} to "
+                f"{purpose!r} under it"
+            )
+        strays = np.setdiff1d(indices, self.bought(source)[0])
+        if strays.size or len(np.unique(indices)) != len(indices):
+            raise ValueError(
+                f"ledger {self.path}: move {key!r}: indices {shown(strays)} do not serve "
+                f"{source!r} now, or repeat"
+            )
+        self._append(record)
+        self._ingest(record, len(self._records) + 1)
+
     @staticmethod
     def _summary(record: dict) -> str:
         if record["kind"] == "charge":
             return str(record)
+        if record["kind"] == "move":
+            return f"a move of {len(record['indices'])} items to {record['purpose']!r}"
         return f"a purchase of {len(record['indices'])} labels for {record['purpose']!r}"
 
     # ----------------------------------------------------------------------------- queries
 
     def has(self, key: str) -> bool:
-        """Whether a purchase or charge with this key is recorded."""
+        """Whether a purchase, charge or move with this key is recorded."""
         return key in self._keys
 
     def _purchases(self, purpose: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -344,6 +400,12 @@ class Ledger:
         labels = [r["labels"] for r in chosen] or [np.zeros(0, np.int32)]
         return np.concatenate(indices), np.concatenate(labels)
 
+    def purchased(self, purpose: str) -> tuple[np.ndarray, np.ndarray]:
+        """The (indices, labels) bought for `purpose`, in order, moved since or not."""
+        if purpose not in PURPOSES:
+            raise ValueError(f"Ledger.purchased purpose {purpose!r}: must be one of {PURPOSES}")
+        return self._purchases(purpose)
+
     def usd(self, key: str) -> float:
         """What the purchase or charge recorded under ``key`` cost."""
         if key not in self._keys:
@@ -355,10 +417,28 @@ class Ledger:
         return self._purchases()
 
     def bought(self, purpose: str) -> tuple[np.ndarray, np.ndarray]:
-        """The (indices, labels) bought for `purpose` ("test", "train", "residual"), in order."""
+        """The (indices, labels) of the items that serve `purpose` ("test", "train",
+        "residual") now, in order: those bought for it, less those moved away from it, then
+        those moved to it (`move`), with the labels they were bought with."""
         if purpose not in PURPOSES:
             raise ValueError(f"Ledger.bought purpose {purpose!r}: must be one of {PURPOSES}")
-        return self._purchases(purpose)
+        indices, labels = self._purchases(purpose)
+        moves = [r for r in self._records if r["kind"] == "move"]
+        if not moves:
+            return indices, labels
+        away = [r["indices"] for r in moves if r["source"] == purpose]
+        keep = ~np.isin(indices, np.concatenate(away)) if away else np.ones(len(indices), bool)
+        into = [r["indices"] for r in moves if r["purpose"] == purpose]
+        if not into:
+            return indices[keep], labels[keep]
+        arriving = np.concatenate(into)
+        all_indices, all_labels = self._purchases()
+        where = {int(i): k for k, i in enumerate(all_indices)}
+        arriving_labels = all_labels[[where[int(i)] for i in arriving]]
+        return (
+            np.concatenate([indices[keep], arriving]),
+            np.concatenate([labels[keep], arriving_labels]),
+        )
 
     def totals(self) -> dict[str, float]:
         """USD spent, by reason: the terms of Eq. 1 of the paper, and their sum ``total``."""
@@ -366,7 +446,7 @@ class Ledger:
         for r in self._records:
             if r["kind"] == "purchase":
                 spent[f"human_labels_{r['purpose']}"].append(r["usd"])
-            else:
+            elif r["kind"] == "charge":
                 spent[r["category"]].append(r["usd"])
         sums = {name: math.fsum(values) for name, values in spent.items()}
         sums["human_labels"] = math.fsum(sums[f"human_labels_{p}"] for p in PURPOSES)
@@ -380,5 +460,7 @@ class Ledger:
             r = copy.deepcopy(r)
             if r["kind"] == "purchase":
                 r["indices"], r["labels"] = r["indices"].tolist(), r["labels"].tolist()
+            elif r["kind"] == "move":
+                r["indices"] = r["indices"].tolist()
             out.append(r)
         return out

@@ -1,8 +1,9 @@
 """Scoring the pool with the active-learning metric M (docs/algorithm.md, step 2).
 
 Every round scores the unlabeled pool U and the test set T with the freshly trained
-classifier: the confidences rank U for buying (least confident first, Algorithm 1 line 10),
-set the thresholds τ_θ of the error profile, and finally choose what is machine-labeled.
+classifier: the confidences rank the items outside B for the next batch (least confident
+first, Algorithm 1 line 10), set the thresholds τ_θ of the error profile, and finally
+choose what is machine-labeled.
 
 One compiled program per (model, metric, batch size) serves every round and every pool
 size: the items to score are padded to whole global batches (the padding repeats a real

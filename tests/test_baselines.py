@@ -72,7 +72,9 @@ def test_stop_now_prices_humans_for_everything_not_certified(tmp_path):
     predicted = np.zeros(1000, np.int32)
     predicted[test] = np.where(confidence[test] >= 0.4, labels, (labels + 1) % 4)
     scores = Scores(confidence, predicted)
-    price, machine = baselines.stop_now_usd(ctx, scores, len(labeled), unlabeled, 1.5)
+    split = baselines.Split.of(ctx, labeled)
+    np.testing.assert_array_equal(split.unlabeled, unlabeled)
+    price, machine = baselines.stop_now_usd(ctx, scores, split, 1.5)
     # The certificate on the fine grid: every 0.5% of U.
     profile = profile_lib.error_profile(
         confidence[unlabeled],

@@ -16,7 +16,9 @@ def finished(finished_synthetic_run):
 def test_the_whole_t_gives_the_run_its_own_bill(finished):
     workdir, summary = finished
     rng = np.random.default_rng(0)
-    [whole] = test_size.recertify(test_size.load_run(workdir), 0.2, 1, rng)
+    finished_run = test_size.load_run(workdir)
+    assert len(finished_run.test) == summary["counts"]["test"]  # less what moved to B
+    [whole] = test_size.recertify(finished_run, len(finished_run.test) / 1000, 1, rng)
     assert whole.machine == summary["counts"]["machine"]
     assert whole.usd == pytest.approx(summary["cost_usd"]["total"])
     assert whole.true_error == pytest.approx(summary["error"]["true_overall"])

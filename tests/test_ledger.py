@@ -335,3 +335,43 @@ def test_killed_run_resumes_without_buying_twice(path):
     totals = Ledger(path).totals()
     assert totals["human_labels_train"] == pytest.approx(ROUNDS * SIZE * 0.04)
     assert totals["training"] == pytest.approx(ROUNDS * 0.5)
+
+
+def test_move_sends_bought_items_to_another_purpose_once_and_for_free(path):
+    ledger, labeler = Ledger(path), CountingLabeler()
+    ledger.buy(labeler, [5, 3, 11, 9], purpose="test", key="test")
+    ledger.buy(labeler, [20, 21], purpose="train", key="round1/train")
+    before = ledger.totals()
+    ledger.move([11, 3], source="test", purpose="train", key="round2/from_test")
+    for reopened in (ledger, Ledger(path)):
+        np.testing.assert_array_equal(reopened.bought("test")[0], [5, 9])
+        np.testing.assert_array_equal(reopened.bought("test")[1], [5, 2])
+        np.testing.assert_array_equal(reopened.bought("train")[0], [20, 21, 11, 3])
+        np.testing.assert_array_equal(reopened.bought("train")[1], [6, 0, 4, 3])
+        np.testing.assert_array_equal(reopened.purchased("test")[0], [5, 3, 11, 9])
+        assert reopened.totals() == before  # paid once, as test labels
+        assert reopened.has("round2/from_test")
+    # A rerun repeats the move: nothing new on disk; another move under its key raises.
+    lines = file_lines(path)
+    Ledger(path).move([11, 3], source="test", purpose="train", key="round2/from_test")
+    assert file_lines(path) == lines
+    with pytest.raises(ValueError, match="already recorded as a move of 2 items"):
+        Ledger(path).move([5], source="test", purpose="train", key="round2/from_test")
+    # Only an item that serves the source now can move; a moved item cannot be bought again.
+    with pytest.raises(ValueError, match="indices 3, 7 do not serve 'test'"):
+        Ledger(path).move([3, 7, 9], source="test", purpose="train", key="round3/from_test")
+    with pytest.raises(ValueError, match="twice"):
+        Ledger(path).buy(labeler, [11], purpose="residual", key="residual")
+    assert labeler.calls == 2
+
+
+def test_a_move_record_that_costs_money_or_moves_a_stranger_is_corrupt(path):
+    ledger = Ledger(path)
+    ledger.buy(CountingLabeler(), [1, 2], purpose="test", key="test")
+    good = file_lines(path)
+    bad_usd = '{"kind":"move","key":"m","purpose":"train","source":"test","indices":[1],"usd":0.04}'
+    stranger = '{"kind":"move","key":"m","purpose":"train","source":"test","indices":[7],"usd":0.0}'
+    for line, problem in ((bad_usd, "costs 0.04 USD"), (stranger, "indices 7 do not serve")):
+        path.write_text("\n".join([*good, line]) + "\n")
+        with pytest.raises(LedgerCorruptError, match=f"line 2: move 'm'.*{problem}"):
+            Ledger(path)

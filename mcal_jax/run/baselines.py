@@ -17,7 +17,9 @@ AL stops, use the round's own classifier.
 
 The AL runs share MCAL's T (already bought) and its random B0 draw, and their labels are
 simulated through the same labeler without being written to MCAL's ledger: they price
-what an AL user would have paid. Each δ's result is saved in ``baselines.json`` as soon
+what an AL user would have paid. Like MCAL, AL chooses its batches from every item
+outside its B, T's included; a chosen item of T joins its B (its label was paid with T)
+and leaves its T. Each δ's result is saved in ``baselines.json`` as soon
 as it is done, so a rerun skips the finished ones.
 """
 
@@ -30,21 +32,21 @@ import numpy as np
 from absl import logging
 
 from mcal_jax.run.measure import certified_choice, least_confident, measure, measure_final
-from mcal_jax.run.prepare import Context
+from mcal_jax.run.prepare import Context, Split
 from mcal_jax.run.state import ALResult
 from mcal_jax.scoring import Scores
 
 
 def stop_now_usd(
-    ctx: Context, scores: Scores, num_labeled: int, unlabeled: np.ndarray, device_usd: float
+    ctx: Context, scores: Scores, split: Split, device_usd: float
 ) -> tuple[float, int]:
     """(price, machine-labeled items) of stopping after this round (step 10 applied now):
-    human labels for T, B and every item of U below the certified threshold, plus the
-    device time spent so far."""
-    test_indices, test_labels = ctx.test_set()
-    choice = certified_choice(ctx.settings, scores, unlabeled, test_indices, test_labels)
-    machine = min(choice.num_machine, len(unlabeled))
-    humans = len(test_indices) + num_labeled + (len(unlabeled) - machine)
+    human labels for T (as bought), B and every item of U below the certified threshold,
+    plus the device time spent so far."""
+    test_indices, test_labels = split.test
+    choice = certified_choice(ctx.settings, scores, split.unlabeled, test_indices, test_labels)
+    machine = min(choice.num_machine, len(split.unlabeled))
+    humans = ctx.num_items - machine
     return humans * ctx.settings.usd_per_label + device_usd, machine
 
 
@@ -57,11 +59,14 @@ def active_learning(ctx: Context, model: str, fraction: float, max_rounds: int) 
     device_usd, prices, sizes, spent, machine = 0.0, [], [], [], 0
     teacher: Scores | None = None  # the previous round's scores, for a semi-supervised round
     for round_index in range(1, max_rounds + 1):
-        unlabeled = ctx.unlabeled(labeled)
-        m = measure(ctx, model, labeled, labels, unlabeled, round_index, teacher=teacher)
+        split = Split.of(ctx, labeled)
+        unlabeled = split.unlabeled
+        m = measure(
+            ctx, model, labeled, labels, unlabeled, round_index, teacher=teacher, test=split.test
+        )
         teacher = m.scores
         device_usd += m.training_usd + m.scoring_usd
-        price, machine = stop_now_usd(ctx, m.scores, len(labeled), unlabeled, device_usd)
+        price, machine = stop_now_usd(ctx, m.scores, split, device_usd)
         prices.append(price)
         sizes.append(len(labeled))
         spent.append(device_usd)
@@ -71,9 +76,9 @@ def active_learning(ctx: Context, model: str, fraction: float, max_rounds: int) 
         )  # fmt: skip
         if machine >= len(unlabeled):  # everything left is machine-labeled (or nothing is left)
             break
-        batch = least_confident(m.scores, unlabeled, min(delta, len(unlabeled)))
+        batch = least_confident(m.scores, split.candidates, min(delta, len(unlabeled)))
         labeled = np.concatenate([labeled, batch])
-        labels = np.concatenate([labels, ctx.labeler.label(batch)])
+        labels = np.concatenate([labels, ctx.labeler.label(batch)])  # T's items: as bought
     last, best = len(prices) - 1, int(np.argmin(prices))
     final = [
         final_usd(ctx, model, labeled[: sizes[k]], labels[: sizes[k]], spent[k], k + 1)
@@ -107,12 +112,14 @@ def final_usd(
     """(price, machine-labeled items) of stopping with ``labeled`` as B and labeling with a
     final classifier trained on it with the run's ``final_train`` recipe, as MCAL does
     (`measure.measure_final`)."""
-    unlabeled = ctx.unlabeled(labeled)
+    split = Split.of(ctx, labeled)
     recipe = ctx.settings.final_train
     assert recipe is not None
-    *teachers, m = measure_final(ctx, model, labeled, labels, unlabeled, round_index, recipe)
+    *teachers, m = measure_final(
+        ctx, model, labeled, labels, split.unlabeled, round_index, recipe, test=split.test
+    )
     device_usd += sum(t.training_usd + t.scoring_usd for t in (*teachers, m))
-    return stop_now_usd(ctx, m.scores, len(labeled), unlabeled, device_usd)
+    return stop_now_usd(ctx, m.scores, split, device_usd)
 
 
 def compare(al: Mapping[str, ALResult], human_only_usd: float) -> dict:

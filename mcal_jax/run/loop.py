@@ -3,7 +3,8 @@ trains, buys labels and writes files around the pure decisions of
 :mod:`mcal_jax.controller`.
 
 Each round trains every active candidate on B, scores U and T, measures the error profile,
-charges the device time, plans, and buys the next batch of least-confident items of U.
+charges the device time, plans, and takes the next batch of least-confident items outside
+B: it buys those of U and moves those of T to B (their labels were bought already).
 After the last round the baselines run (when asked for) and the final, certified labeling
 machine-labels the confident part of U and buys human labels for the rest.
 
@@ -60,12 +61,9 @@ def resume(ctx: Context) -> state.RunState:
     if records:
         _grow_test(ctx, records[-1])
     if not records:
-        batch, key = ctx.initial_batch, state.train_purchase_key(1)
+        _take_batch(ctx, ctx.initial_batch, 1)
     elif not run.stopped:
-        batch, key = np.asarray(records[-1].next_batch), state.train_purchase_key(run.next_round)
-    else:
-        return run
-    ctx.ledger.buy(ctx.labeler, batch, purpose="train", key=key)
+        _take_batch(ctx, np.asarray(records[-1].next_batch, np.int64), run.next_round)
     return run
 
 
@@ -82,7 +80,8 @@ def run_round(ctx: Context, run: state.RunState) -> state.RunState:
     }
     for m in measured.values():
         charge(ctx, f"round{r}", m)
-    labels_usd = ledger.usd(state.train_purchase_key(r))
+    key = state.train_purchase_key(r)
+    labels_usd = ledger.usd(key) if ledger.has(key) else 0.0  # a batch all from T is free
     if r == 1:
         labels_usd += ledger.usd(state.TEST_PURCHASE_KEY)
     elif ledger.has(state.test_growth_key(r - 1)):
@@ -112,9 +111,9 @@ def run_round(ctx: Context, run: state.RunState) -> state.RunState:
             kept = (chosen,)
     lead = min(kept, key=lambda model: plans[model].cost_star_usd)
     plan = plans[lead]
-    selectable = ctx.selectable(unlabeled)
+    candidates = ctx.candidates(train_indices)
     next_batch = (
-        () if plan.stop else least_confident(measured[lead].scores, selectable, plan.next_delta)
+        () if plan.stop else least_confident(measured[lead].scores, candidates, plan.next_delta)
     )
 
     ctx.workdir.save_scores(f"round{r}", measured[lead].scores)
@@ -139,9 +138,22 @@ def run_round(ctx: Context, run: state.RunState) -> state.RunState:
     _log_round(record)
     _grow_test(ctx, record)
     if not plan.stop:
-        key = state.train_purchase_key(r + 1)
-        ledger.buy(ctx.labeler, list(next_batch), purpose="train", key=key)
+        _take_batch(ctx, np.asarray(next_batch, np.int64), r + 1)
     return run
+
+
+def _take_batch(ctx: Context, batch: np.ndarray, round_index: int) -> None:
+    """Adds ``batch`` to B for round ``round_index``: its items of T move to B with the
+    labels T bought (`Ledger.move`), the others are bought. A rerun repeats both under the
+    same keys, which records nothing new."""
+    from_test = np.intersect1d(batch, ctx.ledger.purchased("test")[0])
+    if from_test.size:
+        key = state.train_move_key(round_index)
+        ctx.ledger.move(from_test, source="test", purpose="train", key=key)
+    bought = np.setdiff1d(batch, from_test)
+    if bought.size:
+        key = state.train_purchase_key(round_index)
+        ctx.ledger.buy(ctx.labeler, bought, purpose="train", key=key)
 
 
 def _teacher(ctx: Context, round_index: int):
@@ -155,12 +167,14 @@ def _teacher(ctx: Context, round_index: int):
 
 def _grow_test(ctx: Context, record: state.RoundRecord) -> None:
     """Buys T up to the size the round's plan chose (docs/algorithm.md, step 6), from the
-    reserve in its drawn order; nothing when T is that large already."""
-    bought = ctx.test_set()[0]
-    size = record.plan.test_size
-    if size > len(bought):
-        grown = np.setdiff1d(ctx.test_stage(size), bought)
-        key = state.test_growth_key(record.round)
+    reserve in its drawn order, less the items B holds or takes next (active learning may
+    choose reserve items: T never takes them); nothing when T is that large already."""
+    key = state.test_growth_key(record.round)
+    if ctx.ledger.has(key):
+        return
+    taken = np.concatenate([ctx.ledger.labels()[0], np.asarray(record.next_batch, np.int64)])
+    grown = np.setdiff1d(ctx.test_stage(record.plan.test_size), taken)
+    if grown.size:
         ctx.ledger.buy(ctx.labeler, grown, purpose="test", key=key)
 
 

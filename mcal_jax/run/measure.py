@@ -51,6 +51,7 @@ def measure(
     recipe: TrainConfig | None = None,
     teacher: scoring.Scores | None = None,
     ensemble: tuple = (),
+    test: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Measurement:
     """Trains ``model`` on the bought labels (with ``recipe``, default the rounds'
     ``settings.train``), scores U = ``unlabeled`` and T, and measures ε_T(θ) with T's
@@ -59,14 +60,15 @@ def measure(
     and no label of either is used, so T stays a fair sample of U (docs/algorithm.md,
     step 2); without a teacher (round 1) it trains on B alone. The scores are the model's
     own, or the average of its predictions and those of the ``ensemble`` (other models'
-    variables), over each image and its mirror with ``recipe.test_time_flip``. Raises
+    variables), over each image and its mirror with ``recipe.test_time_flip``. ``test``
+    (indices, labels) is T, by default the run's (a baseline keeps its own). Raises
     `train.DivergedError` (naming ``train.learning_rate``) when the model or its scores
     are not finite, so nothing is planned or bought from a diverged model."""
     settings = ctx.settings
     recipe = recipe or settings.train
     seed = settings.round_seed(round_index)
-    test, test_labels = ctx.test_set()
-    to_score = np.concatenate([unlabeled, test])
+    test_indices, test_labels = ctx.test_set() if test is None else test
+    to_score = np.concatenate([unlabeled, test_indices])
     pseudo_indices = pseudo_labels = None
     if recipe.semi_supervised and teacher is not None:
         pseudo_indices, pseudo_labels = teacher.pseudo_labels(to_score, recipe.pseudo_fraction)
@@ -98,7 +100,9 @@ def measure(
             f"lower train.learning_rate={recipe.learning_rate} or check the data"
         )
     profile = profile_lib.error_profile(
-        scores.confidence[unlabeled], scores.confidence[test], scores.predicted[test] == test_labels
+        scores.confidence[unlabeled],
+        scores.confidence[test_indices],
+        scores.predicted[test_indices] == test_labels,
     )
     pricing = settings.pricing
     passes = (1 + len(ensemble)) * (2 if recipe.test_time_flip else 1)  # forward, per item
@@ -112,7 +116,7 @@ def measure(
         scoring_usd=pricing.scoring_usd(model, len(to_score) * passes, scoring_seconds),
         scored_items=len(to_score),
         scoring_seconds=scoring_seconds,
-        choice=certified_choice(settings, scores, unlabeled, test, test_labels),
+        choice=certified_choice(settings, scores, unlabeled, test_indices, test_labels),
     )
 
 
@@ -124,6 +128,7 @@ def measure_final(
     unlabeled: np.ndarray,
     round_index: int,
     recipe: TrainConfig,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[Measurement]:
     """The final classifier trained on the final B with ``recipe`` (docs/algorithm.md, step
     10): one measurement, or, for a semi-supervised recipe, a supervised teacher with the
@@ -131,13 +136,13 @@ def measure_final(
     on U ∪ T. The teacher is as strong as the student (a round's classifier, trained on a
     short recipe, is weaker and teaches little). The last measurement labels; with
     ``recipe.teacher_ensemble`` its scores average the student's and the teacher's
-    predictions."""
+    predictions. ``test`` as for `measure`."""
     args = (ctx, model, train_indices, train_labels, unlabeled, round_index)
     if not recipe.semi_supervised:
-        return [measure(*args, recipe)]
-    teacher = measure(*args, dataclasses.replace(recipe, semi_supervised=False))
+        return [measure(*args, recipe, test=test)]
+    teacher = measure(*args, dataclasses.replace(recipe, semi_supervised=False), test=test)
     ensemble = (teacher.train.variables,) if recipe.teacher_ensemble else ()
-    return [teacher, measure(*args, recipe, teacher.scores, ensemble)]
+    return [teacher, measure(*args, recipe, teacher.scores, ensemble, test=test)]
 
 
 def certified_choice(
@@ -181,7 +186,8 @@ def charge(ctx: Context, stage: str, m: Measurement) -> None:
     )
 
 
-def least_confident(scores: scoring.Scores, unlabeled: np.ndarray, count: int) -> np.ndarray:
-    """Algorithm 1, line 10: the ``count`` least confident items of U by the metric M."""
-    order = np.argsort(scores.confidence[unlabeled], kind="stable")
-    return np.sort(unlabeled[order[:count]])
+def least_confident(scores: scoring.Scores, candidates: np.ndarray, count: int) -> np.ndarray:
+    """Algorithm 1, line 10: the ``count`` least confident ``candidates`` by the metric M
+    (every item outside B, docs/algorithm.md, step 1)."""
+    order = np.argsort(scores.confidence[candidates], kind="stable")
+    return np.sort(candidates[order[:count]])

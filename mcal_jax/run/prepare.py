@@ -52,11 +52,12 @@ class Context:
         return len(self.classes)
 
     def test_set(self) -> tuple[np.ndarray, np.ndarray]:
-        """T as bought so far: (indices, labels)."""
+        """T as it stands: (indices, labels) bought for it, less the items moved to B."""
         return self.ledger.bought("test")
 
     def test_stage(self, size: int) -> np.ndarray:
-        """The items T holds at ``size``: the first ``size`` of the reserve, sorted."""
+        """The first ``size`` items of the reserve, sorted: T at ``size``, but for those
+        bought for B before T grew to them."""
         return np.sort(self.reserve[:size])
 
     def unlabeled(self, *bought: np.ndarray) -> np.ndarray:
@@ -67,10 +68,40 @@ class Context:
             mask[indices] = False
         return np.flatnonzero(mask)
 
-    def selectable(self, unlabeled: np.ndarray) -> np.ndarray:
-        """The items of U active learning may buy for B: all but the reserve of T (an item
-        T may still take must not be trained on)."""
-        return np.setdiff1d(unlabeled, self.reserve, assume_unique=True)
+    def candidates(self, train: np.ndarray) -> np.ndarray:
+        """The items active learning chooses B's next batch from: every item outside B,
+        T and its reserve included. A chosen item of T joins B with the label T bought
+        (`Ledger.move`); a chosen item of the reserve is bought for B, and T never takes
+        it. So B is chosen without regard to which items T holds, and what is left of T is
+        a random sample of what is left of X (docs/algorithm.md, step 1)."""
+        mask = np.ones(self.num_items, bool)
+        mask[train] = False
+        return np.flatnonzero(mask)
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """X split around a B (``labeled``) taken from every item outside it, as active
+    learning takes it: what is left of T as bought (``test``, with labels) and U, the rest.
+    An AL baseline's items after a round, or a run's at an earlier |B|."""
+
+    labeled: np.ndarray
+    test: tuple[np.ndarray, np.ndarray]
+    unlabeled: np.ndarray
+
+    @classmethod
+    def of(cls, ctx: Context, labeled: np.ndarray) -> Split:
+        tested, tested_labels = ctx.ledger.purchased("test")
+        left = ~np.isin(tested, labeled)
+        mask = np.ones(ctx.num_items, bool)
+        mask[labeled] = False
+        mask[tested] = False
+        return cls(labeled, (tested[left], tested_labels[left]), np.flatnonzero(mask))
+
+    @property
+    def candidates(self) -> np.ndarray:
+        """The items the next batch is chosen from: all outside B."""
+        return np.sort(np.concatenate([self.test[0], self.unlabeled]))
 
 
 def load_data(config: ml_collections.ConfigDict) -> tuple[Dataset, np.random.Generator]:

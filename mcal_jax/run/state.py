@@ -274,6 +274,12 @@ def train_purchase_key(round_index: int) -> str:
     return f"round{round_index}/train"
 
 
+def train_move_key(round_index: int) -> str:
+    """The ledger key of the items of T a round trains on for the first time (moved to B:
+    active learning chose them, and their labels were bought for T)."""
+    return f"round{round_index}/from_test"
+
+
 TEST_PURCHASE_KEY = "test"
 
 
