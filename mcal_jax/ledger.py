@@ -7,16 +7,9 @@ time for training or scoring. It is also what makes a run resumable: a label tha
 been paid for is on disk before `Ledger.buy` returns it, and a rerun that asks for the
 same purchase (same key) gets the stored labels instead of paying again.
 
-File format: JSON lines, one record per line, appended with a single ``write`` and then
-``fsync``-ed, so a crash leaves at most the last line incomplete. Records:
-
-- ``{"kind": "purchase", "key", "purpose", "indices": [...], "labels": [...],
-  "usd_per_label", "usd"}`` with purpose in ``PURPOSES``;
-- ``{"kind": "charge", "key", "category", "usd", "details": {...}}`` with category in
-  ``CATEGORIES`` and details such as ``device_seconds``, ``images`` or ``model``;
-- ``{"kind": "move", "key", "purpose", "source", "indices": [...], "usd": 0}``: items
-  bought for ``source`` that now serve ``purpose`` (a test item that active learning
-  chose joins B). Its labels are the ones bought, paid once; the move costs nothing.
+File format: JSON lines, one record per line (purchases, charges and moves, see
+:mod:`mcal_jax.ledger_records`), appended with a single ``write`` and then ``fsync``-ed,
+so a crash leaves at most the last line incomplete.
 
 A crash can lose only what was being written: labels bought but not yet on disk are
 bought again on the rerun. One process should write a ledger file at a time; two `Ledger`
@@ -36,46 +29,11 @@ import numpy as np
 
 from mcal_jax.files import fsync_directory
 from mcal_jax.indices import as_int_array, shown
-
-PURPOSES = ("test", "train", "residual")
-CATEGORIES = ("training", "scoring")
-TOTALS = (
-    "human_labels_test",
-    "human_labels_train",
-    "human_labels_residual",
-    "human_labels",
-    "training",
-    "scoring",
-    "total",
-)
+from mcal_jax.ledger_records import CATEGORIES, PURPOSES, TOTALS, as_usd, dumps, validated
 
 
 class LedgerCorruptError(ValueError):
     """A ledger file that cannot be read: the message names the file, the line and why."""
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} {value!r} is not JSON serialisable")
-
-
-def _dumps(record: dict) -> str:
-    return json.dumps(record, separators=(",", ":"), allow_nan=False, default=_json_default)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _as_usd(value) -> float | None:
-    """`value` as a float if it is a finite number >= 0 (Python or numpy), else None."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) and value >= 0 else None
 
 
 class Ledger:
@@ -149,47 +107,11 @@ class Ledger:
         return LedgerCorruptError(f"ledger {self.path}, line {number}: {problem}")
 
     def _validated(self, record, number: int) -> dict:
-        """A record read from line `number`, with purchase lists turned into arrays."""
-
-        def check(ok: bool, problem: str) -> None:
-            if not ok:
-                raise self._corrupt(number, problem)
-
-        check(isinstance(record, dict), f"expected a JSON object, got {type(record).__name__}")
-        kind, key = record.get("kind"), record.get("key")
-        check(kind in ("purchase", "charge", "move"), f"unknown record kind {kind!r}")
-        check(isinstance(key, str) and key != "", f"bad key {key!r}")
-        check(_is_number(record.get("usd")) and record["usd"] >= 0, f"bad usd in {key!r}")
-        if kind == "move":
-            check(record["usd"] == 0, f"move {key!r} costs {record['usd']} USD, not 0")
-            check(
-                record.get("purpose") in PURPOSES and record.get("source") in PURPOSES,
-                f"bad purpose or source in move {key!r}",
-            )
-            try:
-                indices = as_int_array(record.get("indices"), "indices")
-            except ValueError as e:
-                raise self._corrupt(number, f"move {key!r}: {e}") from None
-            return {**record, "indices": indices}
-        if kind == "charge":
-            check(record.get("category") in CATEGORIES, f"bad category in charge {key!r}")
-            check(isinstance(record.get("details"), dict), f"bad details in charge {key!r}")
-            return record
-        check(record.get("purpose") in PURPOSES, f"bad purpose in purchase {key!r}")
-        price = record.get("usd_per_label")
-        check(_is_number(price) and price >= 0, f"bad usd_per_label in purchase {key!r}")
+        """A record read from line `number`, with its lists turned into arrays."""
         try:
-            indices = as_int_array(record.get("indices"), "indices")
-            labels = as_int_array(record.get("labels"), "labels")
+            return validated(record)
         except ValueError as e:
-            raise self._corrupt(number, f"purchase {key!r}: {e}") from None
-        check(len(indices) == len(labels), f"purchase {key!r}: indices and labels differ in length")
-        check(bool(np.all(indices >= 0)), f"purchase {key!r}: negative index")
-        check(
-            math.isclose(record["usd"], price * len(indices), rel_tol=1e-9, abs_tol=1e-12),
-            f"purchase {key!r}: usd {record['usd']} != {price} x {len(indices)} labels",
-        )
-        return {**record, "indices": indices, "labels": labels.astype(np.int32)}
+            raise self._corrupt(number, str(e)) from None
 
     def _ingest(self, record: dict, number: int) -> None:
         """Adds a validated record to the in-memory state (`number`: its line, for errors)."""
@@ -240,7 +162,7 @@ class Ledger:
             os.close(fd)
 
     def _append(self, record: dict) -> None:
-        self._write(_dumps(record).encode("utf-8") + b"\n")
+        self._write(dumps(record).encode("utf-8") + b"\n")
 
     @staticmethod
     def _check_key(key) -> None:
@@ -287,7 +209,7 @@ class Ledger:
                 f"ledger {self.path}: purchase {key!r} would buy {clash.size} labels twice: "
                 f"indices {shown(clash)} (already bought under {owners or 'this purchase'})"
             )
-        price = _as_usd(labeler.usd_per_label)
+        price = as_usd(labeler.usd_per_label)
         if price is None:
             raise ValueError(
                 f"{type(labeler).__name__}.usd_per_label = {labeler.usd_per_label!r}: "
@@ -324,12 +246,12 @@ class Ledger:
         if category not in CATEGORIES:
             raise ValueError(f"Ledger.charge category {category!r}: must be one of {CATEGORIES}")
         self._check_key(key)
-        if _as_usd(usd) is None:
+        if as_usd(usd) is None:
             raise ValueError(f"Ledger.charge(key={key!r}) usd = {usd!r}: must be a finite >= 0")
-        record = {"kind": "charge", "key": key, "category": category, "usd": _as_usd(usd)}
+        record = {"kind": "charge", "key": key, "category": category, "usd": as_usd(usd)}
         try:
             # Round-trip through JSON so the comparison with a reloaded record is exact.
-            record = json.loads(_dumps({**record, "details": details}))
+            record = json.loads(dumps({**record, "details": details}))
         except (TypeError, ValueError) as e:
             raise ValueError(f"Ledger.charge(key={key!r}) details {details!r}: {e}") from None
         if key in self._keys:
@@ -360,7 +282,7 @@ class Ledger:
                   "indices": indices, "usd": 0.0}  # fmt: skip
         if key in self._keys:
             old = self._records[self._keys[key]]
-            if old["kind"] == "move" and _dumps(old) == _dumps(record):
+            if old["kind"] == "move" and dumps(old) == dumps(record):
                 return
             raise ValueError(
                 f"ledger {self.path}: key {key!r} is already recorded as {self._summary(old)}; "

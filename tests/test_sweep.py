@@ -183,16 +183,17 @@ def test_ablation_sweep_walks_from_the_previous_demo_to_this_one_over_three_seed
             c.train.horizontal_flip,
             c.mcal.test_fraction,
             c.mcal.stop_when_bill_rises,
+            c.mcal.max_rounds,
         )
         for c in configs
     ]
     assert len(points) == len(set(zip(cells, [c.seed for c in configs], strict=True))) == 15
     assert cells[::3] == [
-        (800, 0, False, 0.05, False),  # the previous demo
-        (800, 0, False, 0.02, False),
-        (800, 0, False, 0.05, True),
-        (800, 0, False, 0.02, True),
-        (1600, 2, True, 0.02, True),  # this one
+        (800, 0, False, 0.05, False, 10),  # the previous demo
+        (800, 0, False, 0.02, False, 10),
+        (800, 0, False, 0.05, True, 10),
+        (800, 0, False, 0.02, True, 10),
+        (1600, 2, True, 0.02, True, 5),  # this one
     ]
     current = fashion_mnist.get_config("cpu")
     assert cells[-1] == (
@@ -201,6 +202,7 @@ def test_ablation_sweep_walks_from_the_previous_demo_to_this_one_over_three_seed
         current.train.horizontal_flip,
         current.mcal.test_fraction,
         current.mcal.stop_when_bill_rises,
+        current.mcal.max_rounds,
     )
     final = {(c.final_train.teacher_ensemble, c.final_train.test_time_flip) for c in configs}
     assert final == {(True, True)}
