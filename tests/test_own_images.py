@@ -170,7 +170,10 @@ def test_people_label_a_folder_of_images_end_to_end(tmp_path, monkeypatch, workd
     assert header == ["path", "label", "source", "confidence"]
     assert [r[0] for r in rows] == paths
     counts = summary["counts"]
-    assert sum(counts.values()) == 300 and counts["test"] == 60 and counts["train"] >= 60
+    records = Ledger(workdir / "ledger.jsonl").records()
+    moved = sum(len(r["indices"]) for r in records if r["kind"] == "move")  # T's items in B
+    assert sum(counts.values()) == 300 and counts["test"] == 60 - moved
+    assert counts["train"] == sum(len(r["indices"]) for r in purchases[1:-1]) + moved
     human = [r for r in rows if r[2] == "human"]
     machine = [r for r in rows if r[2] == "machine"]
     assert len(human) == 300 - counts["machine"] and len(machine) == counts["machine"] > 0
