@@ -60,18 +60,17 @@ def parse_changes(changes: list[str]) -> dict:
 
 def purchases(ledger: Ledger) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """(round, indices, labels) of what each round added to B, in the order taken: the
-    labels it bought, then the items of T it moved to B (with the labels T bought)."""
+    labels it bought, then the items of T it moved to B."""
     records = {r["key"]: r for r in ledger.records() if r["kind"] in ("purchase", "move")}
-    tested = dict(zip(*(a.tolist() for a in ledger.purchased("test")), strict=True))
+    label_of = dict(zip(*(a.tolist() for a in ledger.bought("train")), strict=True))
     rounds, number = [], 1
     while True:
-        bought = records.get(state.train_purchase_key(number), {"indices": [], "labels": []})
-        moved = records.get(state.train_move_key(number), {"indices": []})["indices"]
-        if not bought["indices"] and not moved:
+        keys = (state.train_purchase_key(number), state.train_move_key(number))
+        indices = [i for key in keys if key in records for i in records[key]["indices"]]
+        if not indices:
             return rounds
-        indices = np.asarray(bought["indices"] + moved, np.int64)
-        labels = np.asarray(bought["labels"] + [tested[i] for i in moved], np.int32)
-        rounds.append((number, indices, labels))
+        labels = [label_of[i] for i in indices]
+        rounds.append((number, np.asarray(indices, np.int64), np.asarray(labels, np.int32)))
         number += 1
 
 

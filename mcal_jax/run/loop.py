@@ -28,7 +28,7 @@ from mcal_jax import controller
 from mcal_jax.profile import THETAS
 from mcal_jax.run import baselines, finish, state
 from mcal_jax.run.measure import Measurement, charge, least_confident, measure
-from mcal_jax.run.prepare import Context, prepare
+from mcal_jax.run.prepare import Context, Split, prepare
 
 
 def mcal(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -72,7 +72,8 @@ def run_round(ctx: Context, run: state.RunState) -> state.RunState:
     device time, plan, select, record the round, and buy the next batch."""
     settings, ledger, r = ctx.settings, ctx.ledger, run.next_round
     train_indices, train_labels = ledger.bought("train")
-    unlabeled = ctx.unlabeled(train_indices)
+    split = Split.of(ctx, train_indices)
+    unlabeled = split.unlabeled
     teacher = _teacher(ctx, r)
     measured = {
         model: measure(ctx, model, train_indices, train_labels, unlabeled, r, teacher=teacher)
@@ -111,9 +112,10 @@ def run_round(ctx: Context, run: state.RunState) -> state.RunState:
             kept = (chosen,)
     lead = min(kept, key=lambda model: plans[model].cost_star_usd)
     plan = plans[lead]
-    candidates = ctx.candidates(train_indices)
     next_batch = (
-        () if plan.stop else least_confident(measured[lead].scores, candidates, plan.next_delta)
+        ()
+        if plan.stop
+        else least_confident(measured[lead].scores, split.candidates, plan.next_delta)
     )
 
     ctx.workdir.save_scores(f"round{r}", measured[lead].scores)

@@ -68,24 +68,13 @@ class Context:
             mask[indices] = False
         return np.flatnonzero(mask)
 
-    def candidates(self, train: np.ndarray) -> np.ndarray:
-        """The items active learning chooses B's next batch from: every item outside B,
-        T and its reserve included. A chosen item of T joins B with the label T bought
-        (`Ledger.move`); a chosen item of the reserve is bought for B, and T never takes
-        it. So B is chosen without regard to which items T holds, and what is left of T is
-        a random sample of what is left of X (docs/algorithm.md, step 1)."""
-        mask = np.ones(self.num_items, bool)
-        mask[train] = False
-        return np.flatnonzero(mask)
-
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-    """X split around a B (``labeled``) taken from every item outside it, as active
-    learning takes it: what is left of T as bought (``test``, with labels) and U, the rest.
-    An AL baseline's items after a round, or a run's at an earlier |B|."""
+    """X split around a B taken from every item outside it, as active learning takes it:
+    what is left of T as bought (``test``, with labels) and U, the rest. A run's items
+    after a round, an AL baseline's, or a run's at an earlier |B|."""
 
-    labeled: np.ndarray
     test: tuple[np.ndarray, np.ndarray]
     unlabeled: np.ndarray
 
@@ -96,11 +85,15 @@ class Split:
         mask = np.ones(ctx.num_items, bool)
         mask[labeled] = False
         mask[tested] = False
-        return cls(labeled, (tested[left], tested_labels[left]), np.flatnonzero(mask))
+        return cls((tested[left], tested_labels[left]), np.flatnonzero(mask))
 
     @property
     def candidates(self) -> np.ndarray:
-        """The items the next batch is chosen from: all outside B."""
+        """The items active learning chooses B's next batch from: every item outside B, T
+        and its reserve included. A chosen item of T joins B with the label T bought
+        (`Ledger.move`); a chosen item of the reserve is bought for B, and T never takes
+        it. So B is chosen without regard to which items T holds, and what is left of T is
+        a random sample of what is left of X (docs/algorithm.md, step 1)."""
         return np.sort(np.concatenate([self.test[0], self.unlabeled]))
 
 
