@@ -161,7 +161,8 @@ def measure_curves(
             if semi and teacher is not None:
                 outside = np.setdiff1d(everything, labeled)
                 fraction = recipes[floor].pseudo_fraction
-                pseudo_indices, pseudo_labels = teacher.pseudo_labels(outside, fraction)
+                ties = np.random.default_rng((int(config.seed), seed, 1)).permutation(len(dataset))
+                pseudo_indices, pseudo_labels = teacher.pseudo_labels(outside, fraction, ties)
             recipe = dataclasses.replace(recipes[floor], semi_supervised=semi)
             result = train_lib.train(
                 model,

@@ -8,8 +8,9 @@ final classifier of step 10 labels: when the rounds' classifier keeps improving 
 final one has flattened, the run buys labels the final classifier cannot use. This
 benchmark cuts the run's B at the sizes it had after each round (``--cuts`` for others),
 in the order the labels were bought, trains each recipe on each cut from scratch, scores
-U ∪ T and certifies on the run's T exactly as the run did. ``round`` is the run's round
-recipe (with ``--round_changes``, TrainConfig fields, applied), ``final`` the final recipe's
+U ∪ T_plan and certifies on what was left of T_plan then, as the rounds estimate it.
+``round`` is the run's round recipe (with ``--round_changes``, TrainConfig fields,
+applied), ``final`` the final recipe's
 supervised classifier (the teacher of a semi-supervised final recipe, without its
 ensemble). Each cut trains with the seed of the round that reached it, so the run's round
 recipe reproduces that round's own classifier.
@@ -60,7 +61,7 @@ def parse_changes(changes: list[str]) -> dict:
 
 def purchases(ledger: Ledger) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """(round, indices, labels) of what each round added to B, in the order taken: the
-    labels it bought, then the items of T it moved to B."""
+    labels it bought, then the items of T_plan it moved to B."""
     records = {r["key"]: r for r in ledger.records() if r["kind"] in ("purchase", "move")}
     label_of = dict(zip(*(a.tolist() for a in ledger.bought("train")), strict=True))
     rounds, number = [], 1
@@ -109,7 +110,7 @@ def recipe_curve(
                 raise ValueError(f"--cuts: {size} is not in [1, |B| = {len(indices)}]")
             round_index = bought[int(np.searchsorted(reached, size))][0]
             train = indices[:size]
-            split = Split.of(ctx, train)  # T as it stood then: as bought, less B's
+            split = Split.of(ctx, train)  # T_plan as it stood then: as bought, less B's
             for name in recipes:
                 m = measure.measure(
                     ctx,

@@ -1,23 +1,26 @@
-r"""What a test set of another size would have cost: finished runs re-certified with random
-subsets of their own T, holding their B and their labeling classifier's scores fixed.
+r"""What a certifying test set of another size would have cost: finished runs re-certified
+with random subsets of their own T_cert, holding their B and their labeling classifier's
+scores fixed.
 
     python -m benchmarks.test_size --workdirs='/tmp/sweeps/fmnist_cpu/*' \
         --fractions=0.01,0.015,0.02,0.025,0.03,0.04,0.05 --draws=100
 
-A larger T tightens the bound of step 10 (docs/algorithm.md) and so certifies more machine
-labels, but each of its items is a human label. For each finished run of ``--workdirs``
-(globs) and each fraction f of N no larger than the run's own |T|, ``--draws`` times: T' is
-a random f·N items of the run's T; the rest of T joins U (it could then be machine-labeled,
-as any item outside T and B); the threshold is certified on T' exactly as step 10 does
-(fixed-sequence testing on the pre-set grid, the run's ε, constraint and 1 − α, α not
-split); and the bill is the human labels of everything not machine-labeled plus the run's
-device cost. The ground truth (the data set's labels, so simulated runs only) gives the
-true error of each labeling and whether it broke ε.
+A larger T_cert tightens the bound of step 10 (docs/algorithm.md) and so certifies more
+machine labels, but each of its items is a human label. For each finished run of
+``--workdirs`` (globs) and each fraction f of N no larger than the run's own |T_cert|,
+``--draws`` times: T' is a random f·N items of the run's T_cert; the rest of T_cert joins U
+(it could then be machine-labeled, as any item outside T_plan, B and T'); the threshold is
+certified on T' exactly as step 10 does (fixed-sequence testing on the pre-set grid, the
+run's ε, constraint and 1 − α); and the bill is the human labels of everything not
+machine-labeled plus the run's device cost. (A run that certified on T_plan,
+``mcal.certify_on = "plan"``, is re-certified with subsets of T_plan.) The ground truth
+(the data set's labels, so simulated runs only) gives the true error of each labeling and
+whether it broke ε.
 
 It prints, per fraction: the bill's mean ± std over runs and draws, |S|, the true and
 certified overall error and the rate of labelings whose true error exceeds ε (it should
-stay ≤ α). The runs' own B was bought under their own T, so this isolates the test set's
-price and precision from the rounds: a run with a smaller T also plans differently.
+stay ≤ α). The step-10 choice of |T_cert| is the run's plan; this shows what other sizes
+would have cost on the same run.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ _WORKDIRS = flags.DEFINE_list("workdirs", None, "finished runs (globs)")
 _FRACTIONS = flags.DEFINE_list(
     "fractions", ["0.01", "0.015", "0.02", "0.025", "0.03", "0.04", "0.05"], "|T'| / N"
 )
-_DRAWS = flags.DEFINE_integer("draws", 100, "random subsets of T per run and fraction")
+_DRAWS = flags.DEFINE_integer("draws", 100, "random subsets of T_cert per run and fraction")
 _SEED = flags.DEFINE_integer("seed", 0, "seed of the subsets")
 
 
@@ -59,8 +62,9 @@ class Labeling:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class FinishedRun:
-    """What re-certifying a finished run needs, read once: the ground truth, T, B, the
-    labeling classifier's scores, the device cost spent and the run's terms."""
+    """What re-certifying a finished run needs, read once: the ground truth, the test set
+    that certified, the other labeled items (T_plan and B), the labeling classifier's
+    scores, the device cost spent and the run's terms."""
 
     truth: np.ndarray
     test: np.ndarray
@@ -70,7 +74,7 @@ class FinishedRun:
     usd_per_label: float
     epsilon: float
     constraint: str
-    confidence: float  # 1 − α, not split: every size is re-certified as a fixed T
+    confidence: float  # 1 − α
 
 
 def load_run(workdir: str) -> FinishedRun:
@@ -84,10 +88,13 @@ def load_run(workdir: str) -> FinishedRun:
         raise FileNotFoundError(f"{workdir}/final.json not found: {unfinished}")
     ledger = Ledger(os.path.join(workdir, "ledger.jsonl"), writer=False)
     totals = ledger.totals()
+    plan_test, train = ledger.bought("test")[0], ledger.bought("train")[0]
+    on_plan = config["mcal"].get("certify_on") == "plan"
+    test = plan_test if on_plan else ledger.bought("certify")[0]
     return FinishedRun(
         truth=np.asarray(load_data(ml_collections.ConfigDict(config))[0].labels),
-        test=ledger.bought("test")[0],
-        train=ledger.bought("train")[0],
+        test=test,
+        train=train if on_plan else np.concatenate([train, plan_test]),
         scores=files.load_scores(final.stage),
         device_usd=totals["training"] + totals["scoring"],
         usd_per_label=summary["usd_per_label"],
@@ -150,7 +157,7 @@ def main(argv):
     for fraction in map(float, _FRACTIONS.value):
         found = [x for r in runs for x in recertify(r, fraction, _DRAWS.value, rng)]
         if not found:
-            print(f"| {fraction:.2%} | (no run has so large a T) | | | | |")
+            print(f"| {fraction:.2%} | (no run has so large a T_cert) | | | | |")
             continue
         usd = np.array([x.usd for x in found])
         print(

@@ -35,8 +35,6 @@ def get_config(arg: str = "") -> "common.ml_collections.ConfigDict":
     config.data.dataset = "folder:"  # set it: --config.data.dataset=folder:DIR
     config.data.image_shape = "32x32x3"
     config.labeling.service = "queue"  # the workdir's queue/, or queue:QDIR
-    # A pool of a few thousand images: T of 5% would hold too few items to certify much.
-    config.mcal.test_fraction = 0.1
     config.mcal.delta0_fraction = 0.02
     config.mcal.max_rounds = 10
     if "cpu" in options:

@@ -21,8 +21,8 @@ def get_config(arg: str = "") -> "common.ml_collections.ConfigDict":
     # hundred labels in seconds (about 16% test error from 300 labels; chance is 75%).
     config.data.dataset = f"synthetic:n={n},shape=28x28x1,classes=4,seed=0,noise=0.8"
     config.models = ("tiny",)
-    config.mcal.test_fraction = 0.1
     config.mcal.delta0_fraction = 0.05
+    config.mcal.min_delta0_items = 0  # tiny pools for tests: δ0 is 5% of N
     config.mcal.max_rounds = 4
     config.train.epochs = 10
     config.train.batch_size = 32

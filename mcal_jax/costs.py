@@ -53,7 +53,7 @@ class Pricing:
     usd_per_image_epoch: Mapping[str, float]
     scoring_fraction_of_image_epoch: float
 
-    def training_usd(self, model: str, images: int, device_seconds: float) -> float:
+    def training_usd(self, model: str, images: float, device_seconds: float) -> float:
         """C_train of one round that put ``images`` images through forward and backward
         (an image-epoch is one image processed once)."""
         if self.mode == "per_image_epoch":

@@ -25,6 +25,9 @@ with warnings.catch_warnings():
     )
     import jaxopt
 
+#: Fewest test items above τ_θ, in the latest round, for a θ's curve to be trusted.
+MIN_TEST_ITEMS = 20
+
 #: Error count put in place of a zero error count when taking log ε̂ (one home for it: the
 #: fit, its scipy reference and the report all use this value).
 PSEUDO_COUNT = 0.5
@@ -86,9 +89,10 @@ def fit_truncated_power_laws(
     counts: np.ndarray,
     *,
     thetas: np.ndarray = THETAS,
-    min_test_items: int = 20,
+    min_test_items: int = MIN_TEST_ITEMS,
     pseudo_count: float = PSEUDO_COUNT,
     max_iter: int = 30,
+    refine: bool = True,
 ) -> PowerLawFit:
     """Fits Eq. 2 to the error profiles of all rounds so far, for every θ at once (step 4).
 
@@ -119,6 +123,8 @@ def fit_truncated_power_laws(
       min_test_items: fewest test items in the latest round for a trusted θ.
       pseudo_count: error count used in place of zero errors.
       max_iter: Levenberg–Marquardt iterations.
+      refine: run the Levenberg–Marquardt solve; False keeps the exact active-set solution
+        and trusts it when finite (the plan's resampled replicates, thousands of fits).
     """
     b = np.asarray(train_sizes, np.float64)
     errors = np.asarray(errors, np.float64)
@@ -136,7 +142,7 @@ def fit_truncated_power_laws(
         jnp.asarray(errors, jnp.float32),
         jnp.asarray(counts_p, jnp.float32),
         jnp.float32(pseudo_count),
-        max_iter=max_iter,
+        max_iter=max_iter if refine else 0,
     )
     trusted = ok & jnp.asarray(counts[-1] >= min_test_items)
     return PowerLawFit(
@@ -208,17 +214,20 @@ def _fit_power_laws_padded(b, errors, counts, pseudo_count, *, max_iter):
     face = jnp.take_along_axis(faces, best[:, None, None], axis=1)[:, 0]
     q0 = q0.at[:, 1:].set(jnp.maximum(q0[:, 1:], 0.0))
 
-    lm = jaxopt.LevenbergMarquardt(
-        residual_fun=_residual,
-        maxiter=max_iter,
-        tol=_LM_TOL,
-        solver="qr",
-        materialize_jac=True,
-        implicit_diff=False,
-    )
-    q, state = jax.vmap(lambda q0_, sw, yy, f: lm.run(q0_, x, yy, sw, f))(q0, sqrt_w, y, face)
-    q = jnp.maximum(q * face, jnp.array([-jnp.inf, 0.0, 0.0]))
-    converged = (state.error <= 100 * _LM_TOL) | (state.iter_num < max_iter)
+    if max_iter:
+        lm = jaxopt.LevenbergMarquardt(
+            residual_fun=_residual,
+            maxiter=max_iter,
+            tol=_LM_TOL,
+            solver="qr",
+            materialize_jac=True,
+            implicit_diff=False,
+        )
+        q, state = jax.vmap(lambda q0_, sw, yy, f: lm.run(q0_, x, yy, sw, f))(q0, sqrt_w, y, face)
+        q = jnp.maximum(q * face, jnp.array([-jnp.inf, 0.0, 0.0]))
+        converged = (state.error <= 100 * _LM_TOL) | (state.iter_num < max_iter)
+    else:  # the active-set solution is the exact optimum of this linear problem
+        q, converged = q0, jnp.ones(q0.shape[0], bool)
 
     gamma = q[:, 1]
     log_alpha = q[:, 0] + gamma * jnp.log(scale)

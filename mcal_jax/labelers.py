@@ -1,4 +1,4 @@
-"""Human labelers: where the gold-standard labels of T, B and the residual R come from.
+"""Human labelers: where the gold-standard labels of T_plan, B, T_cert and the residual R come from.
 
 MCAL buys every human label through a `Labeler`, at C_h dollars each (the C_h of Eq. 1 of
 the paper). A run never reads the ground truth any other way: in simulation the ground

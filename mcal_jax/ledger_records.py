@@ -18,11 +18,14 @@ import numpy as np
 
 from mcal_jax.indices import as_int_array
 
-PURPOSES = ("test", "train", "residual")
+# "test": T_plan, the test set the rounds read; "certify": T_cert, bought once at the end to
+# certify the machine labels (docs/algorithm.md, steps 1 and 10).
+PURPOSES = ("test", "train", "certify", "residual")
 CATEGORIES = ("training", "scoring")
 TOTALS = (
     "human_labels_test",
     "human_labels_train",
+    "human_labels_certify",
     "human_labels_residual",
     "human_labels",
     "training",

@@ -10,8 +10,8 @@ on T keeps the bound valid.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,37 +31,40 @@ CONSTRAINTS = ("overall", "machine_subset")
 _ROUNDING_SLACK = 1e-6
 
 
-@flax.struct.dataclass
+@dataclasses.dataclass(frozen=True)
 class ErrorProfile:
     """ε_T(θ) for every θ, with the counts behind it (step 3 of the algorithm).
 
     ``thresholds[i]`` is τ_θ, the confidence above which a fraction ``thetas[i]`` of the
     pool lies; the counts are over items with confidence ≥ τ_θ. A threshold, not a
     fraction, is carried from U to T because active learning drains the hard items from
-    U, so the same fraction means a lower confidence level in U than in T.
+    U, so the same fraction means a lower confidence level in U than in T. Host arrays:
+    the scores it is measured from are on the host.
     """
 
-    thetas: jax.Array
-    thresholds: jax.Array
-    test_errors: jax.Array
-    test_counts: jax.Array
-    pool_counts: jax.Array
+    thetas: np.ndarray
+    thresholds: np.ndarray
+    test_errors: np.ndarray
+    test_counts: np.ndarray
+    pool_counts: np.ndarray
 
     @property
-    def error_rate(self) -> jax.Array:
+    def error_rate(self) -> np.ndarray:
         """ε_T(θ): errors per test item above τ_θ (0 where no test item is above it)."""
-        return self.test_errors / jnp.maximum(self.test_counts, 1)
+        return self.test_errors / np.maximum(self.test_counts, 1)
 
 
 def error_profile(
-    pool_confidence: jax.Array,
-    test_confidence: jax.Array,
-    test_correct: jax.Array,
-    thetas: jax.Array | np.ndarray = THETAS,
-    pool_mask: jax.Array | None = None,
-    test_mask: jax.Array | None = None,
+    pool_confidence: np.ndarray | jax.Array,
+    test_confidence: np.ndarray | jax.Array,
+    test_correct: np.ndarray | jax.Array,
+    thetas: np.ndarray | jax.Array = THETAS,
+    pool_mask: np.ndarray | jax.Array | None = None,
+    test_mask: np.ndarray | jax.Array | None = None,
 ) -> ErrorProfile:
-    """Measures ε_T(θ) for all θ at once with one sort of each set.
+    """Measures ε_T(θ) for all θ at once with one sort of each set (on the host: the
+    scores are host arrays, and a compiled version would compile again for every size
+    of U and T).
 
     Tie rule: τ_θ is the ⌈θ·|U|⌉-th largest pool confidence, and every item (of U or T)
     whose confidence is ≥ τ_θ counts as above the threshold. Items tied with τ_θ are
@@ -79,9 +82,9 @@ def error_profile(
         is left out of |U| and of every count.
       test_mask: optional bool [N_test], the same for T.
     """
-    pool_confidence = jnp.asarray(pool_confidence, jnp.float32)
-    test_confidence = jnp.asarray(test_confidence, jnp.float32)
-    test_correct = jnp.asarray(test_correct)
+    pool_confidence = np.asarray(pool_confidence, np.float32)
+    test_confidence = np.asarray(test_confidence, np.float32)
+    test_correct = np.asarray(test_correct)
     if pool_confidence.ndim != 1 or test_confidence.ndim != 1:
         raise ValueError(
             "error_profile: pool_confidence and test_confidence must be 1-D, got shapes "
@@ -92,58 +95,38 @@ def error_profile(
             f"error_profile: test_correct has shape {test_correct.shape}, expected "
             f"{test_confidence.shape} (one flag per test item)"
         )
-    if pool_mask is None:
-        pool_mask = jnp.ones(pool_confidence.shape, bool)
-    if test_mask is None:
-        test_mask = jnp.ones(test_confidence.shape, bool)
     masks = (("pool", pool_mask, pool_confidence), ("test", test_mask, test_confidence))
     for name, mask, ref in masks:
-        if jnp.shape(mask) != ref.shape:
+        if mask is not None and np.shape(mask) != ref.shape:
             raise ValueError(
-                f"error_profile: {name}_mask has shape {jnp.shape(mask)}, expected {ref.shape}"
+                f"error_profile: {name}_mask has shape {np.shape(mask)}, expected {ref.shape}"
             )
-    return _error_profile(
-        pool_confidence,
-        test_confidence,
-        test_correct.astype(bool),
-        jnp.asarray(thetas, jnp.float32),
-        jnp.asarray(pool_mask, bool),
-        jnp.asarray(test_mask, bool),
-    )
-
-
-@jax.jit
-def _error_profile(pool_conf, test_conf, test_correct, thetas, pool_mask, test_mask):
-    if pool_conf.shape[0] == 0:
-        # An empty U (a static shape) becomes one padding item, so the indexing below
-        # stays in bounds; it is left out like any padding.
-        pool_conf = jnp.full(1, -jnp.inf, jnp.float32)
-        pool_mask = jnp.zeros(1, bool)
-    num_pool = pool_conf.shape[0]
-    num_test = test_conf.shape[0]
-    # Padding sorts below every real confidence and is never ≥ a real threshold.
-    pool_sorted = jnp.sort(jnp.where(pool_mask, pool_conf, -jnp.inf))
-    num_valid = jnp.sum(pool_mask)
-    wanted = jnp.ceil(thetas * num_valid.astype(jnp.float32) * (1 - _ROUNDING_SLACK))
-    wanted = jnp.clip(wanted.astype(jnp.int32), 1, jnp.maximum(num_valid, 1))
-    thresholds = jnp.where(num_valid > 0, pool_sorted[num_pool - wanted], jnp.inf)
-    pool_counts = num_pool - jnp.searchsorted(pool_sorted, thresholds, side="left")
-
-    order = jnp.argsort(jnp.where(test_mask, test_conf, -jnp.inf))
-    test_sorted = jnp.where(test_mask, test_conf, -jnp.inf)[order]
-    wrong_sorted = (test_mask & ~test_correct)[order].astype(jnp.int32)
+    if pool_mask is not None:
+        pool_confidence = pool_confidence[np.asarray(pool_mask, bool)]
+    if test_mask is not None:
+        keep = np.asarray(test_mask, bool)
+        test_confidence, test_correct = test_confidence[keep], test_correct[keep]
+    thetas = np.asarray(thetas, np.float32)
+    num_pool, num_test = pool_confidence.size, test_confidence.size
+    zeros = np.zeros(thetas.shape, np.int32)
+    if num_pool == 0:
+        return ErrorProfile(thetas, np.full(thetas.shape, np.inf, np.float32), zeros, zeros, zeros)
+    pool_sorted = np.sort(pool_confidence)
+    wanted = np.ceil(thetas * np.float32(num_pool) * np.float32(1 - _ROUNDING_SLACK))
+    wanted = np.clip(wanted.astype(np.int64), 1, num_pool)
+    thresholds = pool_sorted[num_pool - wanted]
+    pool_counts = num_pool - np.searchsorted(pool_sorted, thresholds, side="left")
+    order = np.argsort(test_confidence, kind="stable")
+    test_sorted = test_confidence[order]
     # wrong_before[i] = errors among the i least confident test items.
-    wrong_before = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(wrong_sorted)])
-    first_above = jnp.searchsorted(test_sorted, thresholds, side="left")
-    # With no pool item there is no threshold: nothing of T counts, whatever its confidence.
-    test_counts = jnp.where(num_valid > 0, num_test - first_above, 0)
-    test_errors = jnp.where(num_valid > 0, wrong_before[-1] - wrong_before[first_above], 0)
+    wrong_before = np.concatenate([[0], np.cumsum(~test_correct.astype(bool)[order])])
+    first_above = np.searchsorted(test_sorted, thresholds, side="left")
     return ErrorProfile(
         thetas=thetas,
-        thresholds=thresholds,
-        test_errors=test_errors.astype(jnp.int32),
-        test_counts=test_counts.astype(jnp.int32),
-        pool_counts=pool_counts.astype(jnp.int32),
+        thresholds=thresholds.astype(np.float32),
+        test_errors=(wrong_before[-1] - wrong_before[first_above]).astype(np.int32),
+        test_counts=(num_test - first_above).astype(np.int32),
+        pool_counts=pool_counts.astype(np.int32),
     )
 
 
@@ -177,21 +160,45 @@ def clopper_pearson_upper(
     return np.where(bounded, upper, 1.0)
 
 
-# Error rates at which `bound_table` tabulates the bound (0, then 1e-4 … 1, geometric).
+# Where `bound_surface` tabulates the bound: error rates 0, then 1e-4 … 1 (geometric), and
+# test counts 1 … 10^7 (geometric, uniform in log count).
 BOUND_RATES: np.ndarray = np.concatenate([[0.0], np.geomspace(1e-4, 1.0, 255)])
+BOUND_COUNTS: np.ndarray = np.geomspace(1.0, 1e7, 160)
 
 
-def bound_table(test_counts: np.ndarray, confidence: float | None) -> np.ndarray:
-    """[Θ, len(BOUND_RATES)]: the Clopper–Pearson bound step 10 would certify if a fraction
-    r of the ``test_counts`` T items above τ_θ were wrong, for each r in `BOUND_RATES`
-    (r itself when ``confidence`` is None: the point estimate). The plan interpolates it
-    at the predicted error; expected error counts need not be whole."""
-    counts = np.asarray(test_counts, np.float64)[:, None]
-    rates = np.broadcast_to(BOUND_RATES, (counts.shape[0], BOUND_RATES.size))
+@functools.lru_cache(maxsize=8)
+def bound_surface(confidence: float | None) -> np.ndarray:
+    """[len(BOUND_COUNTS), len(BOUND_RATES)]: the Clopper–Pearson bound at ``confidence``
+    that step 10 would certify if a fraction r of n test items were wrong, for each n in
+    `BOUND_COUNTS` and r in `BOUND_RATES` (r itself when ``confidence`` is None: the point
+    estimate). Expected error counts need not be whole; `predicted_bound` interpolates it."""
+    counts = np.broadcast_to(BOUND_COUNTS[:, None], (BOUND_COUNTS.size, BOUND_RATES.size))
+    rates = np.broadcast_to(BOUND_RATES[None, :], counts.shape)
     if confidence is None:
-        return rates.astype(np.float32)
-    counts = np.broadcast_to(counts, rates.shape)
+        return np.array(rates, np.float32)
     return clopper_pearson_upper(rates * counts, counts, confidence).astype(np.float32)
+
+
+def predicted_bound(surface: jax.Array, rate: jax.Array, count: jax.Array) -> jax.Array:
+    """The bound of `bound_surface` for an error ``rate`` among ``count`` test items,
+    interpolated (linearly in the rate and in log count; 1 below one item); traceable, and
+    broadcast over ``rate`` and ``count``."""
+    rate, count = jnp.broadcast_arrays(jnp.clip(rate, 0.0, 1.0), jnp.asarray(count, jnp.float32))
+    log_counts = np.log(BOUND_COUNTS)
+    step = log_counts[1] - log_counts[0]
+    where = jnp.clip(jnp.log(jnp.maximum(count, 1.0)) / step, 0.0, BOUND_COUNTS.size - 1.001)
+    row = jnp.floor(where).astype(jnp.int32)
+    row_weight = where - row
+    rates = jnp.asarray(BOUND_RATES, jnp.float32)
+    col = jnp.clip(jnp.searchsorted(rates, rate, side="right") - 1, 0, rates.size - 2)
+    col_weight = (rate - rates[col]) / (rates[col + 1] - rates[col])
+    table = jnp.asarray(surface)
+
+    def at(r, c):
+        return table[r, c] * (1 - col_weight) + table[r, c + 1] * col_weight
+
+    bound = at(row, col) * (1 - row_weight) + at(row + 1, col) * row_weight
+    return jnp.where(count < 1.0, 1.0, bound)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -356,7 +363,9 @@ __all__ = [
     "error_profile",
     "clopper_pearson_upper",
     "BOUND_RATES",
-    "bound_table",
+    "BOUND_COUNTS",
+    "bound_surface",
+    "predicted_bound",
     "MachineLabelingChoice",
     "choose_machine_threshold",
     "certify",

@@ -35,12 +35,13 @@ def check_field(owner, field: str, ok, wanted: str) -> None:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class History:
-    """What has been measured, one entry per completed round (train D(B_i), score U and T).
+    """What has been measured, one entry per completed round (train D(B_i), score U and T_plan).
 
     ``test_errors`` and ``test_counts`` [R, Θ] are, per round and θ, the misclassified and
     all T items with confidence ≥ τ_θ (as in ``ErrorProfile``): ε_T(θ) is their ratio.
     ``certified_machine`` is, per round, how many items of U the round's model could
-    machine-label under the certificate right away (step 10 applied to that round).
+    machine-label under the certificate right away if T_plan certified (step 10 applied to
+    that round with T_plan: an estimate for the stop rules, never a certificate).
     ``cost_star``, ``b_opts`` and ``no_longer_pays`` hold the C*, the B_opt and whether
     buying more no longer paid, planned after each earlier round (`record_plan`), for the
     stability test and the stop rules. ``spent_usd`` is
@@ -99,7 +100,8 @@ class History:
 
     @classmethod
     def start(cls, thetas, delta: int, spent_usd: float = 0.0) -> History:
-        """An empty history: before round 1, with ``spent_usd`` already paid (e.g. T's labels)."""
+        """An empty history: before round 1, with ``spent_usd`` already paid (T_plan's
+        labels, say)."""
         thetas = np.asarray(thetas, np.float64)
         empty = np.zeros((0, thetas.size))
         return cls((), empty, empty, thetas, (), (), (), (), float(spent_usd), int(delta))
@@ -128,8 +130,9 @@ class History:
         test_size: int | None = None,
     ) -> History:
         """The history after one more round; ``labels_usd`` is what its new labels cost,
-        ``certified_machine`` how much of U its model could machine-label right away,
-        ``test_size`` the |T| it was measured on (kept when given for every round)."""
+        ``certified_machine`` how much of U its model could machine-label right away (on
+        T_plan), ``test_size`` the |T_plan| it was measured on (kept when given for every
+        round)."""
         test_sizes = (*self.test_sizes, test_size) if test_size is not None else ()
         return dataclasses.replace(
             self,
@@ -179,14 +182,15 @@ class ControllerConfig:
     """What the user asks for and what things cost; docs/algorithm.md, steps 6-9.
 
     ``constraint`` is "overall" (errors(S) / N ≤ ε) or "machine_subset" (errors(S) / |S|
-    ≤ ε). ``max_rounds`` caps the rounds of a run (None: no cap). ``confidence`` is 1 − α of the
-    certificate the plan predicts (None: plan on the point estimate). ``train_epochs`` and
-    ``train_min_images`` describe how a future round trains (its passes over B, and the
-    images of its step floor) for the training-cost model. ``num_b_grid`` is fixed so
-    repeated plans compile once. T starts with ``num_test`` items and may grow to each of
-    ``test_stages`` in turn; ``confidence`` is then the level of each stage's test.
-    ``stop_when_bill_rises`` also stops the loop once the measured price of stopping now
-    (each round's own certificate) did not fall over the last round (step 9).
+    ≤ ε). ``num_test`` is |T_plan| at the start, the test set the rounds read.
+    ``confidence`` is 1 − α of the certificate step 10 will give on T_cert, which the plan
+    predicts (None: plan on the point estimate). ``max_rounds`` caps the rounds of a run
+    (None: no cap). ``train_epochs`` and ``train_min_images`` describe how a future round
+    trains (its passes over B, and the images of its step floor) for the training-cost
+    model. ``num_b_grid`` is fixed so repeated plans compile once. ``plan_replicates``
+    plans are refitted to resampled test counts to measure how uncertain a plan's saving
+    is (0: taken as certain); ``seed`` seeds that resampling, so a plan is a function of
+    its inputs.
     """
 
     num_items: int
@@ -205,8 +209,8 @@ class ControllerConfig:
     max_rounds: int | None = None
     confidence: float | None = 0.95
     num_b_grid: int = 1024
-    test_stages: tuple[int, ...] = ()  # |T| it may grow to, after num_test (step 6)
-    stop_when_bill_rises: bool = True
+    plan_replicates: int = 32
+    seed: int = 0
 
     def __post_init__(self):
         check = functools.partial(check_field, self)
@@ -232,29 +236,26 @@ class ControllerConfig:
         ok = self.confidence is None or 0.0 < self.confidence < 1.0
         check("confidence", ok, "None or a level in (0, 1)")
         check("num_b_grid", is_int(self.num_b_grid) and self.num_b_grid >= 2, "an integer ≥ 2")
-        check("stop_when_bill_rises", isinstance(self.stop_when_bill_rises, bool), "True or False")
-        stages = (self.num_test, *self.test_stages)
-        ok = all(is_int(t) for t in stages) and all(np.diff(stages) > 0) and stages[-1] < n
-        check("test_stages", ok, f"increasing integers above num_test and below N = {n}")
-        object.__setattr__(self, "test_stages", tuple(int(t) for t in self.test_stages))
-
-    @property
-    def stages(self) -> tuple[int, ...]:
-        """Every size T may have: num_test, then the stages it may grow to."""
-        return (self.num_test, *self.test_stages)
+        ok = is_int(self.plan_replicates) and self.plan_replicates >= 0
+        check("plan_replicates", ok, "an integer ≥ 0")
+        check("seed", is_int(self.seed), "an integer")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Plan:
     """The decision after one round; the cost terms add up to ``cost_star_usd`` (Eq. 1).
 
-    ``human_labels_usd`` prices every human label, bought or to buy (T, B_opt and the
-    residual); ``scoring_usd`` is scoring so far plus predicted. ``machine_error`` and
-    ``machine_bound`` are the predicted error at B_opt and θ* and the bound step 10 would
-    certify there with ``test_size`` test items (T grows to it now when it is larger).
-    ``cost_now_usd`` is C(|B|), the price of stopping now. ``next_delta`` is the next
-    batch, 0 when ``stop``. ``error_model`` and ``cost_model`` are the fits the plan used;
-    the curve ``cost_by_b`` (with ``theta_star_by_b``) over ``b_grid`` is for reports.
+    ``human_labels_usd`` prices every human label, bought or to buy (T_plan, B_opt, T_cert
+    and the residual); ``scoring_usd`` is scoring so far plus predicted. ``machine_error``
+    and ``machine_bound`` are the predicted error at B_opt and θ* and the bound step 10
+    would certify there with ``cert_size`` items in T_cert. ``cost_now_usd`` is C(|B|),
+    the price of stopping now; ``saving_usd`` = C(|B|) − C* what more labels are predicted
+    to save, and ``saving_uncertainty_usd`` how sure that is: one standard deviation of
+    the savings of plans refitted to resampled test counts (the slack β·C* without them).
+    ``next_delta`` is the next batch, 0 when ``stop``.
+    ``error_model`` and ``cost_model`` are the fits the plan used; the curve ``cost_by_b``
+    (with ``theta_star_by_b`` and the best |T_cert| ``cert_size_by_b``) over ``b_grid``
+    starts at the current |B|: its first point is what stopping now would do.
     """
 
     b_opt: int
@@ -264,6 +265,8 @@ class Plan:
     machine_bound: float
     cost_star_usd: float
     cost_now_usd: float
+    saving_usd: float
+    saving_uncertainty_usd: float
     human_labels_usd: float
     training_so_far_usd: float
     future_training_usd: float
@@ -274,9 +277,16 @@ class Plan:
     no_longer_pays: bool
     stop: bool
     reason: str
+    cert_size: int
     b_grid: np.ndarray
     cost_by_b: np.ndarray
     theta_star_by_b: np.ndarray
+    cert_size_by_b: np.ndarray
     error_model: PowerLawFit
     cost_model: TrainingCostModel
-    test_size: int = 0  # the |T| planned with: above the current |T|, buy up to it now
+
+    @property
+    def cert_size_now(self) -> int:
+        """|T_cert| that makes stopping now cheapest, by the plan's curves (step 10 decides
+        the size it buys from the labeling classifier's own confidences)."""
+        return int(self.cert_size_by_b[0])

@@ -209,8 +209,9 @@ def plot_cost_vs_b(run: FinishedRun):
 
 
 _BREAKDOWN = (
-    ("human_labels_test", "labels of T"),
+    ("human_labels_test", "labels of T_plan"),
     ("human_labels_train", "labels of B"),
+    ("human_labels_certify", "labels of T_cert"),
     ("human_labels_residual", "labels of R"),
     ("training", "training"),
     ("scoring", "scoring"),

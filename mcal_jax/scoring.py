@@ -1,6 +1,6 @@
 """Scoring the pool with the active-learning metric M (docs/algorithm.md, step 2).
 
-Every round scores the unlabeled pool U and the test set T with the freshly trained
+Every round scores the unlabeled pool U and the test set T_plan with the freshly trained
 classifier: the confidences rank the items outside B for the next batch (least confident
 first, Algorithm 1 line 10), set the thresholds τ_θ of the error profile, and finally
 choose what is machine-labeled.
@@ -73,14 +73,18 @@ class Scores:
     confidence: np.ndarray  # float32 [N]
     predicted: np.ndarray  # int32 [N]
 
-    def pseudo_labels(self, items: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    def pseudo_labels(
+        self, items: np.ndarray, fraction: float, tie_order: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(indices, predicted labels) of the ⌊``fraction`` · |items|⌋ most confident of
-        ``items`` (which must have been scored), ties broken by item order: the training
-        targets a semi-supervised round takes from its teacher. Uses no label of any item."""
+        ``items`` (which must have been scored), ties broken by ``tie_order`` (each item's
+        rank in a random order, so no set of items is favoured at a tied cut-off): the
+        training targets a semi-supervised round takes from its teacher. Uses no label of
+        any item."""
         if not 0 < fraction <= 1:
             raise ValueError(f"pseudo_labels: fraction={fraction} must lie in (0, 1]")
         items = np.asarray(items)
-        order = np.argsort(-self.confidence[items], kind="stable")
+        order = np.lexsort((tie_order[items], -self.confidence[items]))
         chosen = np.sort(items[order[: int(fraction * len(items))]])
         return chosen, self.predicted[chosen]
 

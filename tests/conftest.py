@@ -39,5 +39,5 @@ def finished_synthetic_run(tmp_path_factory):
     config = synthetic.get_config("1000")
     with config.unlocked():
         config.mcal.max_rounds = 2
-        config.mcal.test_fraction = 0.2
+        config.mcal.plan_test_fraction = 0.2
     return str(workdir), run.mcal(config, str(workdir))

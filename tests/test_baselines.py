@@ -16,6 +16,7 @@ RATE = 1e-4  # USD per image-epoch of the tiny model, so device dollars are easy
 
 def _config(n=600, **mcal):
     config = synthetic.get_config(str(n))
+    mcal = {"plan_test_fraction": 0.1, "min_plan_test_items": 20, **mcal}  # |T_plan| = N/10
     with config.unlocked():
         config.cost.mode = "per_image_epoch"
         config.cost.usd_per_image_epoch.tiny = RATE
@@ -60,10 +61,10 @@ def test_compare_picks_the_oracle_and_the_hindsight_floor():
 
 def test_stop_now_prices_humans_for_everything_not_certified(tmp_path):
     ctx = prepare(_config(1000), str(tmp_path))  # N = 1000, |T| = 100, 0.04 USD, ε = 5%
-    test = ctx.test_stage(ctx.settings.num_test)
+    test = ctx.plan_test
     labels = ctx.labeler.label(test)
     ctx.ledger.buy(ctx.labeler, test, purpose="test", key=TEST_PURCHASE_KEY)
-    others = ctx.unlabeled()
+    others = ctx.outside()
     labeled, unlabeled = others[:200], others[200:]  # |B| = 200, |U| = 700
     confidence = np.zeros(1000, np.float32)
     confidence[unlabeled] = np.linspace(0.0, 1.0, 700)
@@ -91,7 +92,7 @@ def test_stop_now_prices_humans_for_everything_not_certified(tmp_path):
 
 def test_active_learning_pays_exactly_what_its_rounds_bought(tmp_path):
     ctx = prepare(_config(), str(tmp_path))
-    test = ctx.test_stage(ctx.settings.num_test)
+    test = ctx.plan_test
     ctx.ledger.buy(ctx.labeler, test, purpose="test", key=TEST_PURCHASE_KEY)
     n, num_test, train = ctx.num_items, ctx.settings.num_test, ctx.settings.train
     result = baselines.active_learning(ctx, "tiny", fraction=0.1, max_rounds=3)
@@ -105,12 +106,13 @@ def test_active_learning_pays_exactly_what_its_rounds_bought(tmp_path):
     assert list(images) == [train.images(s) for s in sizes]
     device = np.cumsum(images * RATE + (n - sizes) * RATE / 3)
     unlabeled = n - num_test - sizes[-1]
-    assert result.total_usd == result.stop_now_usd[-1]
-    assert result.total_usd == pytest.approx(
-        (num_test + sizes[-1] + unlabeled - result.machine) * 0.04 + device[-1]
-    )
-    # Stopped at the round cap, or because the rest could all be machine-labeled.
-    assert result.rounds == 3 or result.machine == unlabeled
+    # Its price is a certified final labeling: people label T_plan, B, its T_cert (drawn
+    # from the reserve as MCAL's) and what the certificate leaves; nothing else is paid.
+    assert 0 < result.machine < unlabeled
+    assert result.total_usd == pytest.approx((n - result.machine) * 0.04 + device[-1])
+    # Stopped at the round cap, or because its estimate on T_plan machine-labeled the rest.
+    everything = (num_test + sizes[-1]) * 0.04 + device[-1]
+    assert result.rounds == 3 or result.stop_now_usd[-1] == pytest.approx(everything)
 
 
 def test_run_baselines_saves_each_delta_and_resumes(tmp_path, monkeypatch):
@@ -119,7 +121,7 @@ def test_run_baselines_saves_each_delta_and_resumes(tmp_path, monkeypatch):
         config.baselines.delta_fractions = (0.1, 0.3)
         config.baselines.max_rounds = 2
     ctx = prepare(config, str(tmp_path))
-    test = ctx.test_stage(ctx.settings.num_test)
+    test = ctx.plan_test
     ctx.ledger.buy(ctx.labeler, test, purpose="test", key=TEST_PURCHASE_KEY)
     first = baselines.run_baselines(ctx, "tiny")
     assert set(first["al"]) == {"0.1", "0.3"}

@@ -1,4 +1,4 @@
-"""benchmarks.test_size: re-certifying a finished run with subsets of its T."""
+"""benchmarks.test_size: re-certifying a finished run with subsets of its T_cert."""
 
 import json
 
@@ -17,7 +17,7 @@ def test_the_whole_t_gives_the_run_its_own_bill(finished):
     workdir, summary = finished
     rng = np.random.default_rng(0)
     finished_run = test_size.load_run(workdir)
-    assert len(finished_run.test) == summary["counts"]["test"]  # less what moved to B
+    assert len(finished_run.test) == summary["counts"]["certify"] > 20
     [whole] = test_size.recertify(finished_run, len(finished_run.test) / 1000, 1, rng)
     assert whole.machine == summary["counts"]["machine"]
     assert whole.usd == pytest.approx(summary["cost_usd"]["total"])
@@ -30,10 +30,12 @@ def test_a_smaller_t_pays_fewer_test_labels_and_certifies_what_its_subset_allows
     with open(f"{workdir}/config.json") as f:
         config = json.load(f)
     price = summary["usd_per_label"]
-    draws = test_size.recertify(test_size.load_run(workdir), 0.05, 20, np.random.default_rng(1))
+    run = test_size.load_run(workdir)
+    half = len(run.test) // 2
+    draws = test_size.recertify(run, half / 1000, 20, np.random.default_rng(1))
     assert len(draws) == 20
     for x in draws:
-        # Every item not machine-labeled is a human label; the 150 test items left out of
+        # Every item not machine-labeled is a human label; the T_cert items left out of
         # T' are among them or machine-labeled, never paid twice.
         human = 1000 - x.machine
         assert x.usd == pytest.approx(
@@ -41,6 +43,5 @@ def test_a_smaller_t_pays_fewer_test_labels_and_certifies_what_its_subset_allows
         )
         assert x.bound <= config["mcal"]["epsilon"] + 1e-12
     assert len({x.machine for x in draws}) > 1  # the subsets differ
-    assert (
-        test_size.recertify(test_size.load_run(workdir), 0.3, 5, np.random.default_rng(0)) == []
-    )  # > |T|
+    larger = (len(run.test) + 1) / 1000
+    assert test_size.recertify(run, larger, 5, np.random.default_rng(0)) == []  # > |T_cert|

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mcal_jax import controller
+from mcal_jax import controller, cost_search
 from mcal_jax import fit as fit_module
 from mcal_jax.controller import (
     ControllerConfig,
@@ -80,20 +80,27 @@ def make_history(
 
 
 def brute_force(config, history, fit, cost_model, delta=None):
-    """C(b, θ*(b)) for every integer b in float64, future rounds simulated one by one."""
+    """C(b, θ*(b)) for every integer b in float64, future rounds simulated one by one, on
+    the point estimate (``confidence`` None): θ is feasible at b when its error meets the
+    constraint once T_cert's n items are taken from the L = N − |T| − b left; n is at least
+    one item, and under ``overall`` the smallest that makes θ·(L − n)·error ≤ ε·N."""
     thetas, alpha = np.asarray(fit.thetas, float), np.asarray(fit.alpha, float)
     gamma, inv_k = np.asarray(fit.gamma, float), np.asarray(fit.inv_k, float)
     pool, b_now = config.num_items - config.num_test, history.train_size
     delta = history.delta if delta is None else delta
     b = np.arange(b_now, pool + 1)
     error = alpha[:, None] * b ** -gamma[:, None] * np.exp(-b * inv_k[:, None])
-    unlabeled = pool - b
+    left = (pool - b).astype(float)
     if config.constraint == "overall":
-        ok = thetas[:, None] * unlabeled * error / config.num_items <= config.epsilon
+        need = left - config.epsilon * config.num_items / (thetas[:, None] * error)
+        cert = np.maximum(1.0, np.ceil(need))
     else:
-        ok = error <= config.epsilon
-    ok &= np.asarray(fit.trusted)[:, None]
-    theta_star = np.where(ok, thetas[:, None], 0.0).max(axis=0)
+        cert = np.where(error <= config.epsilon, 1.0, np.inf)
+    ok = (cert < left) & np.asarray(fit.trusted)[:, None]
+    machine = np.where(ok, thetas[:, None] * (left - cert), 0.0)
+    best_theta = np.argmax(machine, axis=0)
+    columns = np.arange(b.size)
+    theta_star = np.where(ok[best_theta, columns], thetas[best_theta], 0.0)
     size, training, scoring = np.full(b.shape, b_now), np.zeros(b.shape), np.zeros(b.shape)
     kappa, epochs, floor = (
         cost_model.usd_per_image_epoch,
@@ -109,7 +116,7 @@ def brute_force(config, history, fit, cost_model, delta=None):
         training += active * (kappa * images + cost_model.usd_per_round)
         scoring += active * scoring_per_item * (config.num_items - size)
     so_far = sum(history.training_usd) + sum(history.scoring_usd)
-    human = config.human_usd_per_label * (config.num_items - theta_star * unlabeled)
+    human = config.human_usd_per_label * (config.num_items - machine[best_theta, columns])
     return b, human + so_far + training + scoring, theta_star
 
 
@@ -128,7 +135,9 @@ def test_plan_matches_brute_force_when_grid_holds_every_integer(floor):
     assert p.theta_star == pytest.approx(theta_star[p.b_opt - 100])
     total = p.human_labels_usd + p.training_so_far_usd + p.future_training_usd + p.scoring_usd
     assert p.cost_star_usd == pytest.approx(total, rel=1e-12)
-    assert p.human_labels_usd == pytest.approx(0.04 * (N - p.theta_star * (POOL - p.b_opt)))
+    assert p.cert_size == 1  # on the point estimate, T_cert needs no more than one item
+    human = 0.04 * (N - p.theta_star * (POOL - p.b_opt - p.cert_size))
+    assert p.human_labels_usd == pytest.approx(human)
     assert p.future_rounds == -(-(p.b_opt - 100) // 30)
     assert p.b_grid[0] == 100 and p.b_grid[-1] == POOL and p.b_grid.size == 2048
 
@@ -180,8 +189,8 @@ def test_next_delta_is_the_smallest_within_the_slack():
 def test_flat_curve_stops_and_overall_admits_a_larger_theta():
     """The previous plan already found B_opt = |B| (at 70): the decision holds, so it stops."""
     # ε_θ constant in b; θ ∈ {0.25, 0.5, 0.75, 1}. machine_subset: ε_θ ≤ 0.05 → θ* = 0.5.
-    # overall at b = |B| = 100, N = 1000, |T| = 50: θ = 0.75 gives 637.5 · 0.07 / 1000 = 0.045
-    # ≤ 0.05 but θ = 1 gives 850 · 0.2 / 1000 = 0.17, so θ* = 0.75.
+    # overall at b = |B| = 100, N = 1000, |T| = 50, one item of T_cert: θ = 0.75 gives
+    # 636.75 · 0.07 / 1000 = 0.045 ≤ 0.05, but θ = 1 needs |S| · 0.2 ≤ 50, |S| ≤ 250 < 636.75.
     thetas = np.array([0.25, 0.5, 0.75, 1.0])
     fit = make_fit(alpha=[0.01, 0.04, 0.07, 0.2], gamma=0.0, inv_k=0.0, thetas=thetas)
     history = make_history(thetas=thetas, b_opts=(70,), no_longer_paid=(True,))
@@ -189,13 +198,13 @@ def test_flat_curve_stops_and_overall_admits_a_larger_theta():
     subset = plan_from_models(make_config(**base), history, fit, COST)
     overall = plan_from_models(make_config(**base, constraint="overall"), history, fit, COST)
     spent_device = sum(history.training_usd) + sum(history.scoring_usd)
-    for p, theta, machine in ((subset, 0.5, 425), (overall, 0.75, 638)):
+    for p, theta, machine in ((subset, 0.5, 424), (overall, 0.75, 637)):
         assert p.b_opt == 100 and p.stop and p.next_delta == 0
-        assert p.theta_star == theta and p.num_machine == machine
-        assert p.cost_star_usd == pytest.approx(0.04 * (1000 - theta * 850) + spent_device)
+        assert p.theta_star == theta and p.num_machine == machine and p.cert_size == 1
+        assert p.cost_star_usd == pytest.approx(0.04 * (1000 - theta * 849) + spent_device)
         assert p.future_training_usd == 0.0
         assert "no longer pays" in p.reason and "so did the previous plan" in p.reason
-    assert overall.cost_star_usd == pytest.approx(subset.cost_star_usd - 0.04 * 0.25 * 850)
+    assert overall.cost_star_usd == pytest.approx(subset.cost_star_usd - 0.04 * 0.25 * 849)
     # θ = 0.75 untrusted: never chosen, anywhere on the curve.
     untrusted = make_fit(alpha=[0.01, 0.04, 0.07, 0.2], gamma=0.0, inv_k=0.0, thetas=thetas,
                          trusted=[True, True, False, True])  # fmt: skip
@@ -239,7 +248,7 @@ def test_next_delta_never_exceeds_the_pool():
     history = make_history((40, 70, POOL - 10), certified=0)
     fit = make_fit(alpha=0.5, gamma=0.0, inv_k=0.0)  # no θ ever feasible: B_opt = |B|
     # Three rounds of five needed: no stop yet, δ0 = 30 capped at the 10 items left.
-    config = make_config(min_rounds_for_stability=5, stop_when_bill_rises=False)
+    config = make_config(min_rounds_for_stability=5)
     p = plan_from_models(config, history, fit, COST)
     assert not p.stop and p.next_delta == 10
 
@@ -288,13 +297,13 @@ def test_cheaper_labels_never_buy_more():
 
 def test_one_compile_for_repeated_plans():
     config = make_config(num_b_grid=333)
-    before = controller._search_grid._cache_size()
+    before = cost_search.search_grid._cache_size()
     plan_from_models(config, make_history(), make_fit(), COST)
-    assert controller._search_grid._cache_size() == before + 1
+    assert cost_search.search_grid._cache_size() == before + 1
     plan_from_models(config, make_history((10, 50, 90, 120), delta=7), make_fit(alpha=0.3), COST)
     cost = TrainingCostModel(usd_per_image_epoch=2e-6, usd_per_round=0.0, epochs=10)
     plan_from_models(dataclasses.replace(config, epsilon=0.02), make_history(), make_fit(), cost)
-    assert controller._search_grid._cache_size() == before + 1
+    assert cost_search.search_grid._cache_size() == before + 1
 
 
 def test_history_helpers_and_validation():
@@ -318,7 +327,8 @@ def test_history_helpers_and_validation():
 @pytest.mark.parametrize(
     "field, value",
     [("epsilon", 1.5), ("constraint", "per_class"), ("delta0", 5000), ("num_b_grid", 1),
-     ("human_usd_per_label", 0.0), ("num_test", N), ("budget_usd", -1.0), ("max_rounds", 0)],
+     ("human_usd_per_label", 0.0), ("num_test", N), ("budget_usd", -1.0), ("max_rounds", 0),
+     ("plan_replicates", -1)],
 )  # fmt: skip
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=rf"ControllerConfig\.{field} = {value!r}"):
@@ -379,8 +389,9 @@ def test_one_noisy_round_does_not_stop_the_run():
     """Rounds measured on the true curves, then one lucky round with no test error at all:
     its fit says B_opt ≤ |B|, which the first version took as the irreversible stop. The
     decision does not hold yet (B_opt jumped, and the previous plan wanted more labels),
-    so it keeps buying δ."""
-    config, true_fit = make_config(confidence=0.95), make_fit()
+    so it keeps buying δ. (No replicates and no slack β: any saving is taken as real.)"""
+    config = make_config(confidence=0.95, batch_slack=0.0, plan_replicates=0)
+    true_fit = make_fit()
     history = History.start(THETAS, 30)
     counts = np.round(THETAS * 400 + 20)
     plans = []
@@ -407,130 +418,161 @@ def test_no_longer_pays_twice_in_a_row_stops():
     assert twice.stop and "so did the previous plan" in twice.reason
 
 
-def test_measured_bills_price_stopping_after_each_round():
-    """Human labels for the N − certified items of each round, plus the device dollars
-    spent up to it (make_history: 3e-4·|B| training and 2e-3 scoring per round)."""
-    history = make_history(certified=(300, 420, 410))
-    device = np.cumsum([3e-4 * 40 + 2e-3, 3e-4 * 70 + 2e-3, 3e-4 * 100 + 2e-3])
-    want = 0.04 * (N - np.array([300, 420, 410])) + device
-    np.testing.assert_allclose(controller.measured_bills(make_config(), history), want)
+def _replicates(fit: PowerLawFit, scales) -> PowerLawFit:
+    """Replicate curves: ``fit`` with its α multiplied by each of ``scales``."""
+    scales = np.asarray(scales, np.float32)[:, None]
+    stack = lambda x: jnp.broadcast_to(jnp.asarray(x), (scales.shape[0], *np.shape(x)))
+    return PowerLawFit(
+        stack(fit.thetas), jnp.asarray(scales * np.asarray(fit.alpha)), stack(fit.gamma),
+        stack(fit.inv_k), stack(fit.trusted),
+    )  # fmt: skip
 
 
-def test_a_round_that_did_not_pay_stops_the_run():
-    """The plan wants more labels (B_opt far beyond |B|), but the last round's model
-    certified fewer items than the one before: its labels did not pay, measured."""
-    config, fit = make_config(), make_fit()
-    rose = make_history(certified=(300, 420, 410))
-    p = plan_from_models(config, rose, fit, COST)
-    assert p.b_opt > 300 and p.stop and "did not pay" in p.reason
-    assert "stopping now costs 63.67 USD, measured, against 63.24" in p.reason
-    # Ten more items certified pay for the round's 30 labels and its device time: go on.
-    fell = plan_from_models(config, make_history(certified=(300, 420, 430)), fit, COST)
-    assert not fell.stop
-    # The same bill with the rule off, or before enough rounds to judge: go on.
-    off = dataclasses.replace(config, stop_when_bill_rises=False)
-    assert not plan_from_models(off, rose, fit, COST).stop
-    early = dataclasses.replace(config, min_rounds_for_stability=4)
-    assert not plan_from_models(early, rose, fit, COST).stop
-
-
-def test_stopping_within_the_slack_of_c_star_no_longer_pays():
-    """B_opt lies beyond |B|, but stopping now costs within β of C*: where the curve is
-    this flat, the gain is inside what its extrapolation can tell, so a stable plan stops."""
-    config, fit = make_config(), make_fit()
-    p = plan_from_models(config, make_history(), fit, COST)
-    assert p.b_opt > 100 and p.cost_now_usd == pytest.approx(p.cost_by_b[0])
-    assert p.no_longer_pays == (p.cost_now_usd <= p.cost_star_usd * 1.05)
-    slack = p.cost_now_usd / p.cost_star_usd - 1.0 + 1e-3  # just enough slack
-    wide = dataclasses.replace(config, batch_slack=slack)
-    stable = make_history(b_opts=(p.b_opt,))
-    q = plan_from_models(wide, stable, fit, COST)
-    assert q.b_opt == p.b_opt > 100 and q.no_longer_pays and q.stable and q.stop
-    assert "stopping now costs" in q.reason
-    narrow = dataclasses.replace(config, batch_slack=slack - 2e-3)
-    assert not plan_from_models(narrow, stable, fit, COST).stop
+def test_more_labels_no_longer_pay_when_the_saving_is_within_its_uncertainty():
+    """B_opt lies beyond |B|: more labels are predicted to save something. With replicate
+    plans, the saving is held against the spread of their own savings: within it, a stable
+    plan stops (whatever the slack β); beyond it, the loop never stops. Without replicates
+    the slack β·C* stands in for that spread."""
+    config, fit, sizes = make_config(), make_fit(), (250, 300, 350)
+    p = plan_from_models(config, make_history(sizes, certified=0), fit, COST)
+    assert p.b_opt > 350 and p.cost_now_usd == pytest.approx(p.cost_by_b[0])
+    assert p.saving_usd == pytest.approx(p.cost_now_usd - p.cost_by_b.min(), rel=1e-6)
+    assert p.saving_usd > 0
+    stable = make_history(sizes, b_opts=(p.b_opt,), certified=0)
+    slack = p.saving_usd / p.cost_star_usd
+    # No replicates: the slack decides, and the reason quotes it.
+    wide = plan_from_models(
+        dataclasses.replace(config, batch_slack=slack + 1e-3), stable, fit, COST
+    )
+    assert wide.saving_uncertainty_usd == pytest.approx((slack + 1e-3) * wide.cost_star_usd)
+    assert wide.no_longer_pays and wide.stable and wide.stop
+    assert f"saving {wide.saving_usd:.2f} ± {wide.saving_uncertainty_usd:.2f} USD" in wide.reason
+    narrow = plan_from_models(
+        dataclasses.replace(config, batch_slack=slack - 1e-3), stable, fit, COST
+    )
+    assert not narrow.stop and "lower bill by more than its uncertainty" in narrow.reason
+    # Replicates whose savings spread more than the saving: stop, even with no slack at all.
+    noisy = _replicates(fit, [0.25, 0.5, 1.0, 2.0, 4.0])
+    none = dataclasses.replace(config, batch_slack=0.0)
+    q = plan_from_models(none, stable, fit, COST, noisy)
+    assert q.saving_uncertainty_usd > q.saving_usd > 0 and q.stop and q.b_opt == p.b_opt
+    # Identical replicates have no spread: the saving is real, go on, however wide the slack.
+    same = _replicates(fit, [1.0, 1.0])
+    huge = dataclasses.replace(config, batch_slack=10.0)
+    r = plan_from_models(huge, stable, fit, COST, same)
+    assert r.saving_uncertainty_usd == pytest.approx(0.0, abs=1e-3) and not r.stop
+    assert not r.no_longer_pays and r.next_delta > 0
 
 
 def test_latest_model_certifying_every_remaining_item_stops():
     history = make_history(certified=(50, 60, POOL - 100))  # all of U, after |B| = 100
     p = plan_from_models(make_config(), history, make_fit(), COST)
-    assert p.stop and "already certifies all 1800 remaining items" in p.reason
+    assert p.stop and "already machine-labels all 1800 remaining items on T_plan" in p.reason
     short_history = make_history(certified=(50, 60, POOL - 101))
     short = plan_from_models(make_config(), short_history, make_fit(), COST)
     assert not short.stop
 
 
 @pytest.mark.parametrize("constraint", ["machine_subset", "overall"])
-def test_plan_promises_what_the_certificate_will_certify(constraint):
-    """θ*(b) is the largest θ whose Clopper–Pearson bound, predicted from ε_θ(b) and the 400
-    test items above each τ_θ, meets the constraint: brute force with scipy's beta."""
+def test_plan_sizes_t_cert_to_certify_what_it_promises(constraint):
+    """At each b and θ, the plan's |T_cert| is the smallest n whose Clopper–Pearson bound
+    (scipy's beta), at the predicted error plus one standard deviation of its estimate on
+    the n·θ items above τ_θ, meets the constraint; θ*(b) is the θ that then machine-labels
+    most of what is left. Brute force over every integer n, at a sample of b."""
     import scipy.stats
 
     config = make_config(confidence=0.95, constraint=constraint)
-    history, fit = make_history(counts=400), make_fit()
+    counts = np.round(THETAS * NUM_TEST)  # T_plan items above τ_θ: a fraction θ of T_plan
+    history = dataclasses.replace(
+        make_history(), test_counts=np.tile(counts, (3, 1)), test_errors=np.zeros((3, 20))
+    )
+    fit = make_fit()
     p = plan_from_models(config, history, fit, COST)
-    b = p.b_grid.astype(float)
-    error = np.asarray(fit.alpha)[:, None] * b**-GAMMA * np.exp(-b * INV_K)
-    n = 400.0
-    bound = scipy.stats.beta.ppf(0.95, error * n + 1, n - error * n)
-    machine = THETAS[:, None] * (POOL - b)
-    ok = machine * bound <= 0.05 * N if constraint == "overall" else bound <= 0.05
-    expected = np.where(ok, THETAS[:, None], 0.0).max(axis=0)
-    # Interpolating the tabulated bound can flip θ* only right at a boundary.
-    assert np.mean(np.isclose(p.theta_star_by_b, expected)) > 0.99
+    n = np.arange(1, POOL + 1, dtype=float)
+    checked = 0
+    for g in range(0, p.b_grid.size, 97):
+        b = float(p.b_grid[g])
+        left = POOL - b
+        error = np.asarray(fit.alpha) * b**-GAMMA * np.exp(-b * INV_K)
+        items = n[None, :] * (counts / NUM_TEST)[:, None]  # [Θ, n]
+        rate = error[:, None] + np.sqrt(error * (1 - error))[:, None] / np.sqrt(items)
+        wrong = np.minimum(rate, 1.0) * items
+        bound = np.where(wrong < items, scipy.stats.beta.ppf(0.95, wrong + 1, items - wrong), 1)
+        machine = THETAS[:, None] * (left - n[None, :])
+        ok = (machine * bound <= 0.05 * N) if constraint == "overall" else (bound <= 0.05)
+        ok &= n[None, :] < left
+        smallest = np.where(ok.any(axis=1), n[np.argmax(ok, axis=1)], np.inf)
+        best = THETAS * (left - smallest)
+        if not np.isfinite(best).any():
+            assert p.theta_star_by_b[g] == 0.0 and p.cert_size_by_b[g] == 0
+            continue
+        k = int(np.argmax(np.where(np.isfinite(best), best, -1.0)))
+        checked += 1
+        # Interpolating the tabulated bound moves n by a fraction of a percent.
+        assert p.theta_star_by_b[g] == pytest.approx(THETAS[k])
+        assert p.cert_size_by_b[g] == pytest.approx(smallest[k], rel=0.01, abs=2)
+        human = 0.04 * (N - THETAS[k] * (left - p.cert_size_by_b[g]))
+        assert p.cost_by_b[g] >= human  # human labels plus device dollars
+    assert checked >= 10
+    assert p.cert_size == p.cert_size_by_b[np.argmin(p.cost_by_b)] > 0
+    assert p.cert_size_now == p.cert_size_by_b[0]
     point = plan_from_models(make_config(constraint=constraint), history, fit, COST)
-    assert p.b_opt > point.b_opt or p.theta_star < point.theta_star  # the bound costs labels
+    assert p.cost_star_usd > point.cost_star_usd  # certifying costs labels
     assert p.machine_bound > p.machine_error
 
 
-def _fixed_t_costs(history, fit, sizes, **changes):
-    """C* planned with T fixed at each size (T's counts above τ_θ scaled to it)."""
-    costs = {}
-    for size in sizes:
-        scale = size / NUM_TEST
-        grown = dataclasses.replace(
-            history, test_counts=history.test_counts * scale,
-            test_errors=history.test_errors * scale,
-        )  # fmt: skip
-        config = make_config(num_test=size, **changes)
-        costs[size] = plan_from_models(config, grown, fit, COST).cost_star_usd
-    return costs
+def test_certificate_size_takes_a_profile_at_its_word():
+    """Step 10 sizes T_cert from a measured profile: its rates stand for the error above
+    each threshold, with a share θ of T_cert above τ_θ. A better profile needs fewer items
+    to certify, and a hopeless one none at all; on the planning grid it is the size a plan
+    over a flat curve at those rates finds for stopping now."""
+    from mcal_jax.profile import ErrorProfile
 
-
-def test_t_grows_to_the_stage_whose_tighter_bound_pays():
-    """Few test items make the bound loose: the plan buys T up to the stage with the
-    cheapest total, the same C* a plan with T fixed at that size finds."""
-    history = make_history(counts=50)
-    staged = make_config(confidence=0.95, test_stages=(400, 1000))
-    p = plan_from_models(staged, history, make_fit(), COST)
-    costs = _fixed_t_costs(history, make_fit(), (100, 400, 1000), confidence=0.95)
-    assert p.test_size == min(costs, key=costs.get) > NUM_TEST, costs
-    assert p.cost_star_usd == pytest.approx(costs[p.test_size], rel=1e-6)
-    assert f"T grows from {NUM_TEST} to {p.test_size}" in p.reason
-    # Without stages, or before enough rounds are fitted, T stays.
-    assert (
-        plan_from_models(make_config(confidence=0.95), history, make_fit(), COST).test_size == 100
+    config = make_config(confidence=0.95, constraint="overall")
+    counts = np.round(THETAS * NUM_TEST).astype(int)
+    history = History.start(THETAS, 30).append_round(
+        100, np.zeros(20), counts, 0.0, 1.0, 0.0, test_size=NUM_TEST
     )
-    early = make_history(sizes=(40, 70), counts=50)
-    assert plan_from_models(staged, early, make_fit(), COST).test_size == NUM_TEST
+
+    def profile(rate):
+        errors = np.floor(rate * counts)
+        return ErrorProfile(THETAS.astype(np.float32), np.zeros(20), errors, counts, counts)
+
+    size = lambda rate, c=config: controller.certificate_size(c, history, profile(rate))
+    assert 0 < size(0.02) < size(0.05)
+    assert size(0.5, make_config(confidence=0.95, constraint="machine_subset")) == 0
+    at_five = profile(0.05)
+    rates = at_five.test_errors / np.maximum(counts, 1)
+    flat = make_fit(alpha=np.maximum(rates, 1e-6), gamma=0.0, inv_k=0.0, trusted=counts >= 20)
+    flat_history = dataclasses.replace(history, test_errors=at_five.test_errors[None])
+    planned = plan_from_models(config, flat_history, flat, COST)
+    assert planned.cert_size_now == size(0.05)
 
 
-def test_t_stays_when_more_test_labels_cannot_pay():
-    """A near-perfect classifier: the first stage already certifies almost everything."""
-    fit = make_fit(alpha=1e-4 + 0 * THETAS)
+def test_resampled_counts_are_nested_and_centred_on_the_measured_ones():
+    config = make_config(plan_replicates=400)
     history = make_history(counts=90)
-    history = dataclasses.replace(history, test_errors=np.zeros_like(history.test_errors))
-    staged = make_config(confidence=0.95, test_stages=(400, 1000))
-    assert plan_from_models(staged, history, fit, COST).test_size == NUM_TEST
+    history = dataclasses.replace(history, test_sizes=(100, 100, 100))
+    errors, counts = cost_search.resampled_counts(config, history)
+    assert errors.shape == counts.shape == (3, 400 * len(THETAS))
+    errors, counts = errors.reshape(3, 400, -1), counts.reshape(3, 400, -1)
+    assert np.all(np.diff(counts, axis=2) >= 0) and np.all(np.diff(errors, axis=2) >= 0)
+    assert np.all(errors <= counts) and np.all(counts <= 100)
+    np.testing.assert_allclose(counts.mean(axis=1), history.test_counts, rtol=0.05)
+    np.testing.assert_allclose(errors.mean(axis=1), history.test_errors, rtol=0.2)
+    assert np.all(counts.std(axis=1) > 0)  # the items were drawn again
+    again = cost_search.resampled_counts(config, history)
+    np.testing.assert_array_equal(again[0].reshape(3, 400, -1), errors)  # seeded: pure
 
 
-def test_test_stages_must_grow():
-    with pytest.raises(ValueError, match="test_stages"):
-        make_config(test_stages=(400, 300))
-    with pytest.raises(ValueError, match="test_stages"):
-        make_config(test_stages=(NUM_TEST,))
-    with pytest.raises(ValueError, match="test_stages"):
-        make_config(test_stages=(N,))
+def test_plan_with_replicates_is_a_function_of_its_inputs():
+    config = make_config(confidence=0.95, plan_replicates=8)
+    history = make_history(counts=90)
+    first, second = plan(config, history), plan(config, history)
+    assert first.saving_uncertainty_usd == second.saving_uncertainty_usd > 0
+    assert first.reason == second.reason
+    other_seed = plan(dataclasses.replace(config, seed=1), history)
+    assert other_seed.saving_uncertainty_usd != first.saving_uncertainty_usd
 
 
 def test_plans_run_on_the_host():

@@ -119,6 +119,7 @@ def test_totals_by_reason_match_hand_sums(path):
     ledger.buy(amazon, np.arange(0, 100), purpose="test", key="test")
     ledger.buy(amazon, np.arange(100, 150), purpose="train", key="round0/train")
     ledger.buy(amazon, np.arange(150, 180), purpose="train", key="round1/train")
+    ledger.buy(amazon, np.arange(1180, 1230), purpose="certify", key="certify")
     ledger.buy(satyam, np.arange(180, 1180), purpose="residual", key="residual")
     ledger.charge(category="training", usd=1.5, key="round0/training", device_seconds=3.0)
     ledger.charge(category="training", usd=np.float32(0.5), key="round1/training")
@@ -126,11 +127,12 @@ def test_totals_by_reason_match_hand_sums(path):
     expected = {
         "human_labels_test": 4.0,
         "human_labels_train": 3.2,
+        "human_labels_certify": 2.0,
         "human_labels_residual": 3.0,
-        "human_labels": 10.2,
+        "human_labels": 12.2,
         "training": 2.0,
         "scoring": 0.125,
-        "total": 12.325,
+        "total": 14.325,
     }
     totals = ledger.totals()
     assert totals.keys() == expected.keys()

@@ -55,8 +55,10 @@ def get_config():
     config.final_train.crop_padding = None
     config.final_train.horizontal_flip = None
     config.mcal.epsilon = 0.1
-    config.mcal.test_fraction = 0.2
+    config.mcal.plan_test_fraction = 0.2
+    config.mcal.min_plan_test_items = 60
     config.mcal.delta0_fraction = 0.1
+    config.mcal.min_delta0_items = 0
     config.mcal.max_rounds = 2
     return config
 """
@@ -139,12 +141,17 @@ def test_people_label_a_folder_of_images_end_to_end(tmp_path, monkeypatch, workd
             run.mcal(config, str(workdir))
     torn = (workdir / "ledger.jsonl").read_bytes()
     assert not torn.endswith(b"\n") and b'"key":"round2/train"' in torn.split(b"\n")[-1]
-    # The rerun drops the torn line, imports the answers again, runs round 2 (the last),
-    # certifies the machine labels and asks for the residual; asking again changes nothing.
+    # The rerun drops the torn line, imports the answers again, runs round 2 (the last)
+    # and asks for T_cert's labels, the test set that certifies, drawn at the start.
     with (
         pytest.warns(UserWarning, match=r"line \d+ is incomplete"),
-        pytest.raises(LabelsAwaited, match="purchase 'residual'"),
+        pytest.raises(LabelsAwaited, match="labels awaited for purchase 'certify'"),
     ):
+        run.mcal(config, str(workdir))
+    people.answer(str(queue), truth)
+    # It certifies the machine labels on T_cert and asks for the residual; asking again
+    # changes nothing.
+    with pytest.raises(LabelsAwaited, match="purchase 'residual'"):
         run.mcal(config, str(workdir))
     request = (queue / "requests" / "residual.csv").read_bytes()
     with pytest.raises(LabelsAwaited, match="purchase 'residual'"):
@@ -155,7 +162,8 @@ def test_people_label_a_folder_of_images_end_to_end(tmp_path, monkeypatch, workd
 
     # Every answer is in the ledger once, as the people gave it.
     purchases = [r for r in Ledger(workdir / "ledger.jsonl").records() if r["kind"] == "purchase"]
-    assert [r["key"] for r in purchases] == ["test", "round1/train", "round2/train", "residual"]
+    keys = ["test", "round1/train", "round2/train", "certify", "residual"]
+    assert [r["key"] for r in purchases] == keys
     paths = sorted(truth)
     classes = json.loads((workdir / "classes.json").read_text())
     assert classes == sorted(NAMES)  # learned from the first answers, names sorted
@@ -171,9 +179,10 @@ def test_people_label_a_folder_of_images_end_to_end(tmp_path, monkeypatch, workd
     assert [r[0] for r in rows] == paths
     counts = summary["counts"]
     records = Ledger(workdir / "ledger.jsonl").records()
-    moved = sum(len(r["indices"]) for r in records if r["kind"] == "move")  # T's items in B
+    moved = sum(len(r["indices"]) for r in records if r["kind"] == "move")  # T_plan's, in B
     assert sum(counts.values()) == 300 and counts["test"] == 60 - moved
-    assert counts["train"] == sum(len(r["indices"]) for r in purchases[1:-1]) + moved
+    assert counts["train"] == sum(len(r["indices"]) for r in purchases[1:-2]) + moved
+    assert counts["certify"] == len(purchases[-2]["indices"]) > 0
     human = [r for r in rows if r[2] == "human"]
     machine = [r for r in rows if r[2] == "machine"]
     assert len(human) == 300 - counts["machine"] and len(machine) == counts["machine"] > 0

@@ -38,7 +38,7 @@ def _true_error(b):
 
 
 def _summary(total=33.3, baselines=None):
-    counts = {"test": NUM_TEST, "train": 400, "machine": 1200, "residual": 300}
+    counts = {"test": NUM_TEST, "train": 400, "certify": 150, "machine": 1200, "residual": 150}
     summary = {
         "dataset": "fake_mnist",
         "num_items": N,
@@ -51,7 +51,8 @@ def _summary(total=33.3, baselines=None):
             "human_labels": 32.0,
             "human_labels_test": 4.0,
             "human_labels_train": 16.0,
-            "human_labels_residual": 12.0,
+            "human_labels_certify": 6.0,
+            "human_labels_residual": 6.0,
             "training": 1.25,
             "scoring": 0.05,
             "total": total,
@@ -98,6 +99,8 @@ def _write_run(workdir, summary=None):
             machine_bound=0.025,
             cost_star_usd=float(usd[best]),
             cost_now_usd=float(usd[0]),
+            saving_usd=float(usd[0] - usd[best]),
+            saving_uncertainty_usd=1.5,
             human_labels_usd=30.0,
             training_so_far_usd=1.0,
             future_training_usd=0.5,
@@ -108,9 +111,11 @@ def _write_run(workdir, summary=None):
             no_longer_pays=stop,
             stop=stop,
             reason="B_opt ≤ |B|" if stop else f"|S| grows, round {r}",
+            cert_size=150,
             b_grid=grid.astype(int),
             cost_by_b=usd,
             theta_star_by_b=np.full(grid.shape, 0.7),
+            cert_size_by_b=np.full(grid.shape, 150),
             # The true curve, with a bias that shrinks as rounds add points.
             error_model=PowerLawFit(
                 thetas=THETAS,

@@ -42,6 +42,14 @@ def _purchases(workdir):
     return [r for r in _ledger(workdir) if r["kind"] == "purchase"]
 
 
+def _decided(summary):
+    """What a run decided: its counts, certificate, rounds and why it stopped. (A round run
+    again after a kill measures its device time again, so the cost terms quoted after the
+    reason's first clause may move in their last digits.)"""
+    fields = ("counts", "error", "threshold", "rounds", "model")
+    return {**{k: summary[k] for k in fields}, "stop": summary["stop_reason"].split(";")[0]}
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A finished run of the synthetic config on 1,500 items, and its summary."""
@@ -105,16 +113,36 @@ def test_outputs_and_summary(finished):
     assert n == 1500
     counts = summary["counts"]
     assert sum(counts.values()) == n
-    # Active learning chose some items of T: they left T for B with the labels T bought.
+    # Active learning chose some items of T_plan (200 items: 2% of N, at least 200): they
+    # left T_plan for B with the labels T_plan bought.
     moved = [r["indices"] for r in _ledger(workdir) if r["kind"] == "move"]
     assert moved and all(r["purpose"] == "train" for r in _ledger(workdir) if r["kind"] == "move")
-    assert counts["test"] == 150 - sum(map(len, moved))
-    train = Ledger(workdir / "ledger.jsonl", writer=False).bought("train")[0]
+    assert counts["test"] == 200 - sum(map(len, moved))
+    ledger = Ledger(workdir / "ledger.jsonl", writer=False)
+    train, plan_test = ledger.bought("train")[0], ledger.bought("test")[0]
     assert np.isin(np.concatenate(moved), train).all() and len(train) == counts["train"]
+    # T_cert: bought once, after the last round, the size the last plan chose, from the
+    # reserve in its random order, less B; it alone certifies.
+    purchases = _purchases(workdir)
+    keys = [r["key"] for r in purchases]
+    assert keys[-2:] == ["certify", "residual"]
+    from mcal_jax.profile import THETAS
+    from mcal_jax.run import finish, state
+    from mcal_jax.run.prepare import prepare
+
+    ctx = prepare(synthetic.get_config("1500"), str(workdir))
+    replayed = state.RunState.replay(Workdir(workdir).read_rounds(), ("tiny",), THETAS, 75)
+    cert = ledger.bought("certify")[0]
+    labeling = ctx.workdir.load_scores(json.loads((workdir / "final.json").read_text())["stage"])
+    assert len(cert) == counts["certify"] == finish.certificate_size(ctx, replayed, labeling) > 0
+    assert not np.isin(cert, np.concatenate([train, plan_test])).any()
+    np.testing.assert_array_equal(cert, ctx.cert_candidates(len(cert), train))
+    assert summary["threshold"]["tested"] >= 1 and summary["certify_on"] == "reserve"
     cost = summary["cost_usd"]
     assert cost["human_labels"] == pytest.approx(
-        0.04 * (counts["test"] + counts["train"] + counts["residual"])
+        0.04 * (counts["test"] + counts["train"] + counts["certify"] + counts["residual"])
     )
+    assert cost["human_labels_certify"] == pytest.approx(0.04 * len(cert))
     assert cost["total"] == pytest.approx(cost["human_labels"] + cost["training"] + cost["scoring"])
     assert cost["human_only"] == pytest.approx(0.04 * n)
     error = summary["error"]
@@ -167,7 +195,11 @@ def test_synthetic_classifier_learns_and_machine_labels_are_right(finished):
         ("mcal.epsilon", 1.5, "mcal.epsilon=1.5: must be"),
         ("mcal.constraint", "both", "mcal.constraint='both'"),
         ("labeling.service", "-0.1", "labeling.service"),
-        ("mcal.test_fraction", 0.999, "test_fraction + mcal.delta0_fraction must be below 1"),
+        ("mcal.plan_test_fraction", 0.6, "take more than half of the 1000 items"),
+        ("mcal.plan_test_fraction", 1.5, "mcal.plan_test_fraction=1.5 must lie in (0, 1)"),
+        ("mcal.min_plan_test_items", 0, "mcal.min_plan_test_items=0 must be an integer ≥ 1"),
+        ("mcal.certify_on", "test", "mcal.certify_on='test': use one of ('reserve', 'plan')"),
+        ("mcal.plan_replicates", -2, "mcal.plan_replicates=-2"),
         ("labeling.service", "0", "labeling.service='0'"),
         ("mcal.batch_slack", -0.5, "mcal.batch_slack=-0.5"),
         ("mcal.stability_tolerance", 0.0, "mcal.stability_tolerance=0.0"),
@@ -208,17 +240,21 @@ def test_rerunning_a_finished_run_changes_nothing(finished, tmp_path, workdir_fi
     assert workdir_files(workdir) == before
 
 
-@pytest.mark.parametrize("cut", ["residual", "outputs", "final"])
+@pytest.mark.parametrize("cut", ["residual", "outputs", "final", "certify"])
 def test_rerunning_a_half_finished_run_gives_the_same_answer(finished, tmp_path, cut):
-    """Killed before the residual was bought, after it, or before the decision was saved."""
+    """Killed before the residual was bought, after it, before the decision was saved, or
+    before T_cert was bought: the rerun buys the same T_cert and decides the same."""
     workdir = _copy(finished, tmp_path)
     labels = np.load(workdir / "labels.npz")
-    if cut == "residual":
-        ledger = workdir / "ledger.jsonl"
-        lines = ledger.read_text().splitlines(keepends=True)
-        ledger.write_text("".join(line for line in lines if '"key":"residual"' not in line))
+    ledger = workdir / "ledger.jsonl"
+    lines = ledger.read_text().splitlines(keepends=True)
+    if cut in ("residual", "certify"):
+        dropped = ('"key":"residual"', '"key":"certify"')[: 1 + (cut == "certify")]
+        ledger.write_text("".join(line for line in lines if not any(k in line for k in dropped)))
     if cut == "final":
         (workdir / "final.json").write_text('{"round": 4, "mod')  # torn: decided again
+    if cut == "certify":
+        os.remove(workdir / "final.json")
     for name in ("labels.npz", "summary.json"):
         os.remove(workdir / name)
     assert run.mcal(synthetic.get_config("1500"), str(workdir)) == finished[1]
@@ -226,7 +262,9 @@ def test_rerunning_a_half_finished_run_gives_the_same_answer(finished, tmp_path,
     for name in ("label", "source", "confidence"):
         np.testing.assert_array_equal(labels[name], again[name])
     keys = [r["key"] for r in _purchases(workdir)]
-    assert keys.count("residual") == 1
+    assert keys.count("residual") == keys.count("certify") == 1
+    if cut == "certify":  # the same items bought for T_cert, then the same residual
+        assert ledger.read_text().splitlines(keepends=True)[-2:] == lines[-2:]
 
 
 def test_a_run_cut_between_a_move_and_its_purchase_ends_where_the_whole_run_did(finished, tmp_path):
@@ -260,8 +298,7 @@ def test_torn_round_record_is_run_again(finished, tmp_path):
         os.remove(workdir / name)
     (workdir / "metrics.jsonl").write_text("")
     summary = run.mcal(synthetic.get_config("1500"), str(workdir))
-    for field in ("counts", "error", "threshold", "rounds", "model", "stop_reason"):
-        assert summary[field] == finished[1][field]
+    assert _decided(summary) == _decided(finished[1])
     # The last round was trained again and really charged again, under fresh keys.
     charges = [r["key"] for r in _ledger(workdir) if r["kind"] == "charge"]
     last = summary["rounds"]
@@ -271,22 +308,24 @@ def test_torn_round_record_is_run_again(finished, tmp_path):
     assert len((workdir / "metrics.jsonl").read_text().splitlines()) == last
 
 
-def test_a_batch_that_takes_most_of_t_leaves_the_rest_certified_by_what_is_left(tmp_path):
-    config = synthetic.get_config("600")
+def test_a_batch_that_takes_most_of_t_plan_leaves_the_rest_to_plan_with(tmp_path):
+    config = synthetic.get_config("1000")
     with config.unlocked():
-        config.mcal.delta0_fraction = 0.45  # B0 = 270: round 1 takes 270 of the 330 left
+        config.mcal.min_plan_test_items = 60
+        config.mcal.plan_test_fraction = 0.06  # |T_plan| = 60
+        config.mcal.delta0_fraction = 0.43  # B0 = 430: round 1 takes 430 of the 510 left
     summary = run.mcal(config, str(tmp_path))
-    # The batch is the least confident items outside B, T's included: it takes items of
-    # T (moved to B, not bought again) and leaves as many items of U.
+    # The batch is the least confident items outside B, T_plan's included: it takes items
+    # of T_plan (moved to B, not bought again) and leaves as many items of U.
     moved = sum(len(r["indices"]) for r in _ledger(tmp_path) if r["kind"] == "move")
     assert 0 < moved < 60
     assert summary["counts"]["test"] == 60 - moved
-    assert summary["counts"]["train"] == 540
+    assert summary["counts"]["train"] == 860
     assert summary["rounds"] == 2
-    assert summary["stop_reason"].startswith(f"the latest model already certifies all {moved}")
-    assert summary["counts"]["machine"] + summary["counts"]["residual"] == moved
+    left = summary["counts"]
+    assert left["machine"] + left["residual"] + left["certify"] == 1000 - 860 - 60 + moved
     assert summary["cost_usd"]["human_labels"] == pytest.approx(
-        0.04 * (600 - summary["counts"]["machine"])
+        0.04 * (1000 - summary["counts"]["machine"])
     )
 
 
@@ -303,6 +342,19 @@ def test_diverged_model_stops_before_planning_and_keeps_paid_labels(tmp_path):
     # Every label bought is kept; the diverged round recorded nothing and bought nothing.
     assert keys == ["test"] + [f"round{r}/train" for r in range(1, len(records) + 2)]
     assert all(len(r["labels"]) == len(r["indices"]) > 0 for r in _purchases(tmp_path))
+
+
+def test_a_workdir_of_the_earlier_test_set_design_is_refused_clearly(finished, tmp_path):
+    """A run started when one test set both planned and certified cannot be resumed: the
+    refusal says why and what to do, before anything is read or bought."""
+    workdir = _copy(finished, tmp_path)
+    config = json.loads((workdir / "config.json").read_text())
+    config["mcal"]["test_fraction"] = config["mcal"].pop("plan_test_fraction")
+    (workdir / "config.json").write_text(json.dumps(config))
+    ledger = (workdir / "ledger.jsonl").read_bytes()
+    with pytest.raises(ValueError, match="earlier version of mcal_jax.*new --workdir"):
+        run.mcal(synthetic.get_config("1500"), str(workdir))
+    assert (workdir / "ledger.jsonl").read_bytes() == ledger
 
 
 def test_failed_start_leaves_nothing_and_other_data_is_refused(tmp_path):
@@ -358,6 +410,13 @@ def test_final_classifier_labels_and_a_rerun_neither_trains_nor_pays_again(tmp_p
     summary = run.mcal(config, str(tmp_path))
     final = json.loads((tmp_path / "final.json").read_text())
     assert final["stage"] == "final" and (tmp_path / "scores" / "final.npz").exists()
+    # It trains on B and T_plan (whose labels the certificate does not need) and scores
+    # what is left to label, T_cert's items among them.
+    ledger = Ledger(tmp_path / "ledger.jsonl", writer=False)
+    scored = np.load(tmp_path / "scores" / "final.npz")["predicted"] >= 0
+    labeled = np.concatenate([ledger.bought("train")[0], ledger.bought("test")[0]])
+    assert not scored[labeled].any() and scored[ledger.bought("certify")[0]].all()
+    assert scored.sum() == 1000 - len(labeled)
     charges = [r for r in _ledger(tmp_path) if r["kind"] == "charge"]
     finals = [r for r in charges if r["key"].startswith("final/")]
     assert [r["key"] for r in finals] == ["final/tiny/training", "final/tiny/scoring"]
@@ -396,8 +455,7 @@ def test_semi_supervised_rounds_learn_from_the_last_round_and_resume_alike(tmp_p
     for name in ("final.json", "labels.npz", "summary.json", "scores/final.npz"):
         os.remove(tmp_path / "whole" / name)
     again = run.mcal(config, str(tmp_path / "whole"))
-    for field in ("counts", "error", "threshold", "rounds", "stop_reason"):
-        assert again[field] == summary[field]
+    assert _decided(again) == _decided(summary)
 
 
 def test_the_final_teacher_and_student_label_together_with_mirrors(tmp_path):
@@ -445,59 +503,3 @@ def test_the_final_teacher_and_student_label_together_with_mirrors(tmp_path):
     np.testing.assert_array_equal(saved["predicted"][scored], probs.argmax(1))
     alone = scoring.Scorer("tiny", pool, batch_size=256).score(student, np.flatnonzero(scored))
     assert np.abs(alone.confidence[scored] - saved["confidence"][scored]).max() > 1e-3
-
-
-def _staged_config():
-    config = synthetic.get_config("1500")
-    with config.unlocked():
-        config.mcal.test_fraction = 0.1
-        config.mcal.test_stages = (0.02, 0.05)  # |T| may be 30, 75 or 150
-    return config
-
-
-def test_staged_t_starts_small_grows_from_its_reserve_and_resumes(tmp_path):
-    from mcal_jax.run.prepare import prepare
-
-    config = _staged_config()
-    summary = run.mcal(config, str(tmp_path / "run"))
-    ctx = prepare(config, str(tmp_path / "run"))
-    assert ctx.settings.confidence == pytest.approx(1 - 0.05 / 3)  # α over 3 sizes
-    purchases = _purchases(tmp_path / "run")
-    tests = [r for r in purchases if r["purpose"] == "test"]
-    assert tests[0]["key"] == "test" and len(tests[0]["indices"]) == 30
-    # On this pool the plan grows T (to the last stage), from the reserve in its order.
-    assert len(tests) == 2 and re.fullmatch(r"round\d+/test", tests[1]["key"])
-    bought = np.concatenate([r["indices"] for r in tests])
-    # Active learning chooses from every item outside B, the reserve's included: the
-    # reserve items B took before T grew to them are not bought for T, and the items of T
-    # it chose moved to B. T and B never share an item, and T is the rest of the stage.
-    train_items = ctx.ledger.bought("train")[0]
-    test_items = ctx.ledger.bought("test")[0]
-    stage = ctx.reserve[:150]
-    np.testing.assert_array_equal(
-        np.sort(np.concatenate([bought, np.setdiff1d(np.intersect1d(train_items, stage), bought)])),
-        np.sort(stage),
-    )
-    assert not np.isin(test_items, train_items).any()
-    np.testing.assert_array_equal(np.sort(test_items), np.setdiff1d(stage, train_items))
-    assert summary["counts"]["test"] == len(test_items)
-    assert sum(summary["counts"].values()) == 1500
-    records = Workdir(tmp_path / "run").read_rounds()
-    grew = int(tests[1]["key"].split("/")[0][5:])
-    before, after = [r.candidates[r.lead].test_size for r in records][grew - 1 : grew + 1]
-    assert 0 < before <= 30 < after <= 150  # less what active learning moved to B
-    # Cut after the round that grew T, before its test labels were bought: the rerun buys
-    # them and ends where the whole run did.
-    cut = tmp_path / "cut"
-    shutil.copytree(tmp_path / "run", cut)
-    lines = (cut / "rounds.jsonl").read_text().splitlines(keepends=True)
-    (cut / "rounds.jsonl").write_text("".join(lines[:grew]))
-    ledger = (cut / "ledger.jsonl").read_text().splitlines(keepends=True)
-    position = next(i for i, line in enumerate(ledger) if f'"key":"round{grew}/test"' in line)
-    (cut / "ledger.jsonl").write_text("".join(ledger[:position]))
-    for name in ("final.json", "labels.npz", "summary.json"):
-        if (cut / name).exists():
-            os.remove(cut / name)
-    again = run.mcal(config, str(cut))
-    for field in ("counts", "error", "threshold", "rounds", "stop_reason"):
-        assert again[field] == summary[field]

@@ -136,10 +136,17 @@ def test_teacher_gives_its_most_confident_fraction():
     confidence = np.array([0.1, 0.9, 0.5, 0.9, 0.7, 0.2], np.float32)
     scores = scoring.Scores(confidence, np.array([0, 1, 2, 3, 4, 5], np.int32))
     items = np.array([0, 1, 2, 3, 4])  # item 5 (not a candidate) is never chosen
-    indices, labels = scores.pseudo_labels(items, 0.6)
+    ties = np.array([5, 4, 3, 2, 1, 0])  # each item's rank in the run's random tie order
+    indices, labels = scores.pseudo_labels(items, 0.6, ties)
     np.testing.assert_array_equal(indices, [1, 3, 4])
     np.testing.assert_array_equal(labels, [1, 3, 4])
-    indices, _ = scores.pseudo_labels(items, 0.2)  # one item; the tie goes to item order
+    # One item of two tied at the top: the tie order decides, not the item's position, so
+    # neither end of a list (U before T, say) is favoured.
+    indices, _ = scores.pseudo_labels(items, 0.2, ties)
+    np.testing.assert_array_equal(indices, [3])
+    indices, _ = scores.pseudo_labels(items[::-1], 0.2, ties)
+    np.testing.assert_array_equal(indices, [3])
+    indices, _ = scores.pseudo_labels(items, 0.2, np.arange(6))
     np.testing.assert_array_equal(indices, [1])
     with pytest.raises(ValueError, match="fraction"):
-        scores.pseudo_labels(items, 1.5)
+        scores.pseudo_labels(items, 1.5, ties)

@@ -1,12 +1,13 @@
 """The end of a run (docs/algorithm.md, step 10): train the final classifier when the
-config asks for one, certify the machine-labeling threshold on T, machine-label the items
-of U above it, buy human labels for the rest, and write ``labels.npz``, ``labels.csv``
-and ``summary.json``.
+config asks for one, buy T_cert and certify the machine-labeling threshold on it, once,
+machine-label the items above it, buy human labels for the rest, and write
+``labels.npz``, ``labels.csv`` and ``summary.json``.
 
-Idempotent: U is X ∖ (T ∪ B) from the test and training purchases only (never the
-residual), and the decision is saved in ``final.json`` before the residual is bought, so
-a rerun of a half-finished or finished run makes the same decision, buys nothing twice,
-and writes the same files (a finished run's files are left untouched).
+Idempotent: what is left to label is taken from the test, training and certificate
+purchases only (never the residual), T_cert's size is the last round's decision, and the
+decision is saved in ``final.json`` before the residual is bought, so a rerun of a
+half-finished or finished run makes the same decision, buys nothing twice, and writes the
+same files (a finished run's files are left untouched).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 from absl import logging
 
+from mcal_jax import controller
 from mcal_jax import profile as profile_lib
 from mcal_jax.run import state
 from mcal_jax.run.measure import certified_choice, charge, measure_final
@@ -25,14 +27,24 @@ from mcal_jax.run.prepare import Context
 from mcal_jax.scoring import Scores
 
 
+def training_labels(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
+    """The labels the final classifier trains on: B, and T_plan too when T_cert certifies
+    (T_plan's labels have done their work for the plans; the certificate never reads them)."""
+    train = ctx.ledger.bought("train")
+    if ctx.settings.certify_on == "plan":
+        return train
+    test = ctx.test_set()
+    return np.concatenate([train[0], test[0]]), np.concatenate([train[1], test[1]])
+
+
 def final_scores(ctx: Context, run: state.RunState) -> tuple[str, Scores]:
     """(stage, scores) of the classifier that labels: the last round's lead, or, when the
-    config sets ``final_train``, a final classifier trained once on the final B with that
-    recipe (seeded, charged like any training; its scores are saved, so a rerun neither
-    trains nor pays again). Its recipe is fixed before T is looked at, so the certificate
-    stays valid; a semi-supervised recipe trains a supervised teacher first (charged as
-    ``final_teacher``, and labeling with the student when the recipe says
-    ``teacher_ensemble``), see `measure.measure_final`."""
+    config sets ``final_train``, a final classifier trained once with that recipe on B
+    (and T_plan, `training_labels`), seeded, charged like any training; its scores are
+    saved, so a rerun neither trains nor pays again. Its recipe is fixed before any label
+    of T_cert is bought, so the certificate stays valid; a semi-supervised recipe trains a
+    supervised teacher first (charged as ``final_teacher``, and labeling with the student
+    when the recipe says ``teacher_ensemble``), see `measure.measure_final`."""
     last = run.rounds[-1]
     recipe = ctx.settings.final_train
     if recipe is None:
@@ -40,34 +52,76 @@ def final_scores(ctx: Context, run: state.RunState) -> tuple[str, Scores]:
     saved = ctx.workdir.find_scores("final")
     if saved is not None:
         return "final", saved
-    train_indices, train_labels = ctx.ledger.bought("train")
-    unlabeled = ctx.unlabeled(train_indices)
+    train_indices, train_labels = training_labels(ctx)
+    left = ctx.outside(ctx.ledger.bought("train")[0])
+    # It scores what is left to label (T_plan with it, when T_plan certifies).
+    nothing = np.zeros(0, np.int64), np.zeros(0, np.int32)
+    test = nothing if ctx.settings.certify_on == "reserve" else None
     *teachers, m = measure_final(
-        ctx, last.lead, train_indices, train_labels, unlabeled, last.round, recipe
+        ctx, last.lead, train_indices, train_labels, left, last.round, recipe, test=test
     )
     for teacher in teachers:
         charge(ctx, "final_teacher", teacher)
     charge(ctx, "final", m)
-    ctx.workdir.save_checkpoint("final", last.lead, m.train.variables)
-    if recipe.teacher_ensemble:  # the teacher labels too: keep it with the student
-        ctx.workdir.save_checkpoint("final_teacher", last.lead, teachers[0].train.variables)
+    if m.learned.variables is not None:
+        ctx.workdir.save_checkpoint("final", last.lead, m.learned.variables)
+    if recipe.teacher_ensemble and teachers[0].learned.variables is not None:
+        # The teacher labels too: keep it with the student.
+        ctx.workdir.save_checkpoint("final_teacher", last.lead, teachers[0].learned.variables)
     ctx.workdir.save_scores("final", m.scores)
     logging.info(
-        "final classifier: %d steps on |B|=%d, %d of %d items of U certified",
-        m.train.steps,
+        "final classifier: %d steps on %d labels, %d items to label",
+        m.learned.steps,
         m.train_size,
-        m.certified_machine,
-        len(unlabeled),
+        len(left),
     )
     return "final", m.scores
 
 
-def certify(ctx: Context, run: state.RunState) -> state.FinalLabeling:
-    """The certified decision with the scores of the labeling classifier."""
-    stage, scores = final_scores(ctx, run)
-    train_indices, _ = ctx.ledger.bought("train")
-    unlabeled = ctx.unlabeled(train_indices)
+def certificate_size(ctx: Context, run: state.RunState, scores: Scores) -> int:
+    """|T_cert| for the labeling classifier's ``scores`` (docs/algorithm.md, step 10): the
+    size that makes stopping now cheapest when the error of the items above each of its
+    thresholds (every 0.5% of what is left) is the last round's error on T_plan at the same
+    confidence. Read from what the loop knows, never from T_cert: a final classifier
+    trained on T_plan cannot be measured on it, but where it is as confident as the round's
+    model was, it is about as often right (more often, as an ensemble: the safe side)."""
+    last = run.rounds[-1]
+    round_scores = ctx.workdir.load_scores(f"round{last.round}")
     test_indices, test_labels = ctx.test_set()
+    left = ctx.outside(ctx.ledger.bought("train")[0])
+    at_its_confidence = profile_lib.error_profile(
+        scores.confidence[left],
+        round_scores.confidence[test_indices],
+        round_scores.predicted[test_indices] == test_labels,
+        thetas=profile_lib.CERTIFY_THETAS,
+    )
+    history = run.histories[last.lead]
+    return controller.certificate_size(ctx.settings.controller, history, at_its_confidence)
+
+
+def certification_set(
+    ctx: Context, run: state.RunState, scores: Scores
+) -> tuple[np.ndarray, np.ndarray]:
+    """The test labels that certify (docs/algorithm.md, step 10): T_cert, the first
+    |T_cert| items of the reserve that B did not take (`certificate_size`), bought now; or,
+    when ``certify_on`` is "plan", what is left of T_plan (labels the loop read: the bound
+    then no longer holds)."""
+    if ctx.settings.certify_on == "plan":
+        return ctx.test_set()
+    size = certificate_size(ctx, run, scores)
+    cert = ctx.cert_candidates(size, ctx.ledger.bought("train")[0])
+    key = state.CERT_PURCHASE_KEY
+    if cert.size:
+        return cert, ctx.ledger.buy(ctx.labeler, cert, purpose="certify", key=key)
+    return cert, np.zeros(0, np.int32)
+
+
+def certify(ctx: Context, run: state.RunState) -> state.FinalLabeling:
+    """The certified decision: the labeling classifier's scores, then T_cert bought and
+    read once to choose the threshold for the items left outside T_plan, B and T_cert."""
+    stage, scores = final_scores(ctx, run)
+    test_indices, test_labels = certification_set(ctx, run, scores)
+    unlabeled = ctx.outside(ctx.ledger.bought("train")[0], test_indices)
     choice = certified_choice(ctx.settings, scores, unlabeled, test_indices, test_labels)
     machine = unlabeled[scores.confidence[unlabeled] >= choice.threshold]
     return state.FinalLabeling(stage, run.rounds[-1].lead, choice, machine.astype(np.int64))
@@ -79,8 +133,8 @@ def finish(ctx: Context, run: state.RunState, baselines: dict | None = None) -> 
     if final is None:
         final = certify(ctx, run)
         ctx.workdir.write_final(final)
-    train_indices, _ = ctx.ledger.bought("train")
-    residual = np.setdiff1d(ctx.unlabeled(train_indices), final.machine)
+    human = ctx.ledger.bought("train")[0], ctx.ledger.bought("certify")[0], final.machine
+    residual = ctx.outside(*human)
     if len(residual):
         ctx.ledger.buy(ctx.labeler, residual, purpose="residual", key=state.RESIDUAL_PURCHASE_KEY)
     scores = ctx.workdir.load_scores(final.stage)
@@ -116,7 +170,8 @@ def labels_csv(
     """``labels.csv``, one row an item in pool order: ``path`` (the item's file, or its
     index when the pool was not read from files), ``label`` (the class name), ``source``
     (human or machine) and ``confidence`` (the labeling classifier's, by the metric M; 0
-    for the items of B, which it was trained on and did not score)."""
+    for the items it was trained on and did not score: B, and T_plan under a final
+    classifier)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["path", "label", "source", "confidence"])
@@ -152,6 +207,7 @@ def _summary(ctx: Context, run: state.RunState, final: state.FinalLabeling, labe
     counts = {
         "test": len(ledger.bought("test")[0]),
         "train": len(ledger.bought("train")[0]),
+        "certify": len(ledger.bought("certify")[0]),
         "machine": len(machine),
         "residual": len(ledger.bought("residual")[0]),
     }
@@ -161,7 +217,7 @@ def _summary(ctx: Context, run: state.RunState, final: state.FinalLabeling, labe
     overall = settings.controller.constraint == "overall"
     # What the last plan expected to machine-label at the final |B| (its curve starts there).
     last_plan = run.rounds[-1].plan
-    left = n - counts["test"] - counts["train"]
+    left = n - counts["test"] - counts["train"] - last_plan.cert_size_now
     predicted = float(last_plan.theta_star_by_b[0]) * left
     true_overall = true_subset = None  # no ground truth: people labeled a pool of their own
     if machine_errors is not None:
@@ -179,7 +235,8 @@ def _summary(ctx: Context, run: state.RunState, final: state.FinalLabeling, labe
         "machine_fraction": {"predicted": predicted / n, "certified": len(machine) / n},
         "cost_usd": {
             **{k: totals[k] for k in ("human_labels", "human_labels_test")},
-            **{k: totals[k] for k in ("human_labels_train", "human_labels_residual")},
+            **{k: totals[k] for k in ("human_labels_train", "human_labels_certify")},
+            "human_labels_residual": totals["human_labels_residual"],
             **{k: totals[k] for k in ("training", "scoring", "total")},
             "human_only": human_only,
         },
@@ -203,6 +260,7 @@ def _summary(ctx: Context, run: state.RunState, final: state.FinalLabeling, labe
         },
         "rounds": len(run.rounds),
         "stop_reason": run.rounds[-1].reason,
+        "certify_on": settings.certify_on,
         "usd_per_label": settings.usd_per_label,
         "cost_mode": settings.pricing.mode,
     }

@@ -2,16 +2,17 @@
 trains, buys labels and writes files around the pure decisions of
 :mod:`mcal_jax.controller`.
 
-Each round trains every active candidate on B, scores U and T, measures the error profile,
-charges the device time, plans, and takes the next batch of least-confident items outside
-B: it buys those of U and moves those of T to B (their labels were bought already).
-After the last round the baselines run (when asked for) and the final, certified labeling
-machine-labels the confident part of U and buys human labels for the rest.
+Each round trains every active candidate on B, scores U and T_plan, measures the error
+profile on T_plan, charges the device time, plans, and takes the next batch of
+least-confident items outside B: it buys those of U and moves those of T_plan to B (their
+labels were bought already). After the last round the baselines run (when asked for) and
+the finish (`mcal_jax.run.finish`) buys T_cert, certifies the machine labels on it alone,
+and buys human labels for the rest. No label of T_cert is read before then.
 
 Resuming: every label is bought through the ledger under a key (``test``,
-``round3/train``, ``residual``) and is on disk before it is used; each finished round is
-one `RoundRecord` line of ``rounds.jsonl``, appended after the round's scores and
-checkpoints and before its next batch is bought. A rerun replays the records, buys the
+``round3/train``, ``certify``, ``residual``) and is on disk before it is used; each
+finished round is one `RoundRecord` line of ``rounds.jsonl``, appended after the round's
+scores and checkpoints and before its next batch is bought. A rerun replays the records, buys the
 recorded batch if the ledger does not hold it yet, and goes on; training is deterministic
 for a seed, so the result equals an uninterrupted run. A round cut short is run again
 (its device time is charged again, under a fresh key: it was paid twice).
@@ -19,23 +20,33 @@ for a seed, so the result equals an uninterrupted run. A round cut short is run 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import ml_collections
 import numpy as np
 from absl import logging
 
 from mcal_jax import controller
+from mcal_jax.dataset import Dataset
+from mcal_jax.learner import Learner
 from mcal_jax.profile import THETAS
 from mcal_jax.run import baselines, finish, state
 from mcal_jax.run.measure import Measurement, charge, least_confident, measure
 from mcal_jax.run.prepare import Context, Split, prepare
 
 
-def mcal(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def mcal(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    make_learner: Callable[[Dataset], Learner] | None = None,
+) -> dict:
     """Labels the whole dataset of ``config`` at minimum cost; writes everything to
     ``workdir`` (see README) and returns the summary. Rerunning resumes, and rerunning a
-    finished run returns its summary again and changes no file."""
-    ctx = prepare(config, workdir)
+    finished run returns its summary again and changes no file. ``make_learner(pool)``
+    gives the learner that trains and scores (default: the Flax learner on the devices;
+    `mcal_jax.simulated_learner` for simulations)."""
+    ctx = prepare(config, workdir, make_learner)
     run = resume(ctx)
     while not run.stopped:
         run = run_round(ctx, run)
@@ -51,15 +62,12 @@ def mcal(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def resume(ctx: Context) -> state.RunState:
     """The state after the finished rounds on disk, with every label they decided to buy
-    bought (T and B0 before round 1; the recorded next batch after the last round)."""
+    bought (T_plan and B0 before round 1; the recorded next batch after the last round)."""
     settings = ctx.settings
     records = ctx.workdir.read_rounds()
     ctx.workdir.write_metrics(records)
     run = state.RunState.replay(records, settings.models, THETAS, settings.delta0)
-    first_stage = ctx.test_stage(settings.num_test)
-    ctx.ledger.buy(ctx.labeler, first_stage, purpose="test", key=state.TEST_PURCHASE_KEY)
-    if records:
-        _grow_test(ctx, records[-1])
+    ctx.ledger.buy(ctx.labeler, ctx.plan_test, purpose="test", key=state.TEST_PURCHASE_KEY)
     if not records:
         _take_batch(ctx, ctx.initial_batch, 1)
     elif not run.stopped:
@@ -85,8 +93,6 @@ def run_round(ctx: Context, run: state.RunState) -> state.RunState:
     labels_usd = ledger.usd(key) if ledger.has(key) else 0.0  # a batch all from T is free
     if r == 1:
         labels_usd += ledger.usd(state.TEST_PURCHASE_KEY)
-    elif ledger.has(state.test_growth_key(r - 1)):
-        labels_usd += ledger.usd(state.test_growth_key(r - 1))
     test_size = len(ctx.test_set()[0])
 
     histories, plans = dict(run.histories), {}
@@ -96,7 +102,7 @@ def run_round(ctx: Context, run: state.RunState) -> state.RunState:
             m.profile.test_errors,
             m.profile.test_counts,
             m.training_usd,
-            m.train.images_processed,
+            m.learned.images_processed,
             m.scoring_usd,
             labels_usd=labels_usd,
             certified_machine=m.certified_machine,
@@ -115,12 +121,15 @@ def run_round(ctx: Context, run: state.RunState) -> state.RunState:
     next_batch = (
         ()
         if plan.stop
-        else least_confident(measured[lead].scores, split.candidates, plan.next_delta)
+        else least_confident(
+            measured[lead].scores, split.candidates, plan.next_delta, ctx.tie_order
+        )
     )
 
     ctx.workdir.save_scores(f"round{r}", measured[lead].scores)
     for model, m in measured.items():
-        ctx.workdir.save_checkpoint(f"round{r}", model, m.train.variables)
+        if m.learned.variables is not None:
+            ctx.workdir.save_checkpoint(f"round{r}", model, m.learned.variables)
     record = state.RoundRecord(
         round=r,
         lead=lead,
@@ -138,14 +147,13 @@ def run_round(ctx: Context, run: state.RunState) -> state.RunState:
     run = run.after(record, histories)
     ctx.workdir.write_metrics(run.rounds)
     _log_round(record)
-    _grow_test(ctx, record)
     if not plan.stop:
         _take_batch(ctx, np.asarray(next_batch, np.int64), r + 1)
     return run
 
 
 def _take_batch(ctx: Context, batch: np.ndarray, round_index: int) -> None:
-    """Adds ``batch`` to B for round ``round_index``: its items of T move to B with the
+    """Adds ``batch`` to B for round ``round_index``: its items of T_plan move to B with the
     labels T bought (`Ledger.move`), the others are bought. A rerun repeats both under the
     same keys, which records nothing new."""
     from_test = np.intersect1d(batch, ctx.ledger.purchased("test")[0])
@@ -167,19 +175,6 @@ def _teacher(ctx: Context, round_index: int):
     return ctx.workdir.load_scores(f"round{round_index - 1}")
 
 
-def _grow_test(ctx: Context, record: state.RoundRecord) -> None:
-    """Buys T up to the size the round's plan chose (docs/algorithm.md, step 6), from the
-    reserve in its drawn order, less the items B holds or takes next (active learning may
-    choose reserve items: T never takes them); nothing when T is that large already."""
-    key = state.test_growth_key(record.round)
-    if ctx.ledger.has(key):
-        return
-    taken = np.concatenate([ctx.ledger.labels()[0], np.asarray(record.next_batch, np.int64)])
-    grown = np.setdiff1d(ctx.test_stage(record.plan.test_size), taken)
-    if grown.size:
-        ctx.ledger.buy(ctx.labeler, grown, purpose="test", key=key)
-
-
 def _model_round(m: Measurement, plan: controller.Plan, test_size: int) -> state.ModelRound:
     return state.ModelRound(
         model=m.model,
@@ -188,10 +183,10 @@ def _model_round(m: Measurement, plan: controller.Plan, test_size: int) -> state
         test_counts=state.ints(m.profile.test_counts),
         training_usd=m.training_usd,
         scoring_usd=m.scoring_usd,
-        epochs=m.train.epochs,
-        images=m.train.images_processed,
-        device_seconds=m.train.device_seconds,
-        scoring_seconds=m.scoring_seconds,
+        epochs=m.learned.epochs,
+        images=int(m.learned.images_processed),
+        device_seconds=m.learned.device_seconds,
+        scoring_seconds=m.learned.scoring_seconds,
         certified_machine=m.certified_machine,
         plan=plan,
         test_size=test_size,
@@ -201,13 +196,17 @@ def _model_round(m: Measurement, plan: controller.Plan, test_size: int) -> state
 def _log_round(record: state.RoundRecord) -> None:
     plan = record.plan
     logging.info(
-        "round %d [%s]: |B|=%d  C*=%.2f USD  b_opt=%d  θ*=%.2f  δ=%d  spent=%.2f USD%s",
+        "round %d [%s]: |B|=%d  C*=%.2f USD  b_opt=%d  θ*=%.2f  |T_cert|=%d  saving=%.2f±%.2f"
+        "  δ=%d  spent=%.2f USD%s",
         record.round,
         record.lead,
         record.train_size,
         plan.cost_star_usd,
         plan.b_opt,
         plan.theta_star,
+        plan.cert_size,
+        plan.saving_usd,
+        plan.saving_uncertainty_usd,
         len(record.next_batch),
         record.spent_usd,
         f"  stop: {record.reason}" if record.stop else "",

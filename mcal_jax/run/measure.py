@@ -1,19 +1,19 @@
-"""One model's round of measurement: train D(B) from scratch, score U ∪ T with the metric
-M, measure the error profile on T, see how much of U the model could machine-label under
-the certificate right now, and price the device time (docs/algorithm.md, steps 2-3 and
-10). MCAL's loop, its final labeling and the AL(δ) baselines all measure through here.
+"""One model's round of measurement: train D(B) from scratch through the run's learner,
+score U ∪ T with the metric M, measure the error profile on T (T_plan by default), and
+price the device time (docs/algorithm.md, steps 2-3). MCAL's loop, its final labeling and
+the AL(δ) baselines all measure through here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import numpy as np
 
 from mcal_jax import profile as profile_lib
 from mcal_jax import scoring
 from mcal_jax import train as train_lib
+from mcal_jax.learner import Learned
 from mcal_jax.recipe import TrainConfig
 from mcal_jax.run import state
 from mcal_jax.run.prepare import Context
@@ -25,19 +25,21 @@ class Measurement:
     """What one trained model measured in a round, and what its device time cost."""
 
     model: str
-    train: train_lib.TrainResult
-    scores: scoring.Scores
+    learned: Learned
     profile: profile_lib.ErrorProfile
     train_size: int
     training_usd: float
     scoring_usd: float
     scored_items: int
-    scoring_seconds: float  # device seconds
-    choice: profile_lib.MachineLabelingChoice  # step 10 applied to this model now
+    choice: profile_lib.MachineLabelingChoice  # step 10 applied to this model now, on T
+
+    @property
+    def scores(self) -> scoring.Scores:
+        return self.learned.scores
 
     @property
     def certified_machine(self) -> int:
-        """Items of U step 10 would machine-label with this model now."""
+        """Items of U step 10 would machine-label with this model now if T certified."""
         return self.choice.num_machine
 
 
@@ -54,46 +56,34 @@ def measure(
     test: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Measurement:
     """Trains ``model`` on the bought labels (with ``recipe``, default the rounds'
-    ``settings.train``), scores U = ``unlabeled`` and T, and measures ε_T(θ) with T's
-    bought labels. A semi-supervised recipe also fits the ``teacher``'s (an earlier
-    model's) most confident predictions on U ∪ T: the images of U and T are treated alike
-    and no label of either is used, so T stays a fair sample of U (docs/algorithm.md,
-    step 2); without a teacher (round 1) it trains on B alone. The scores are the model's
-    own, or the average of its predictions and those of the ``ensemble`` (other models'
-    variables), over each image and its mirror with ``recipe.test_time_flip``. ``test``
-    (indices, labels) is T, by default the run's (a baseline keeps its own). Raises
-    `train.DivergedError` (naming ``train.learning_rate``) when the model or its scores
-    are not finite, so nothing is planned or bought from a diverged model."""
+    ``settings.train``) through the run's learner, scores U = ``unlabeled`` and T, and
+    measures ε_T(θ) with T's bought labels. A semi-supervised recipe also fits the
+    ``teacher``'s (an earlier model's) most confident predictions on U ∪ T: the images of
+    U and T are treated alike (ties broken by the run's tie order) and no label of either
+    is used, so T stays a fair sample of U (docs/algorithm.md, step 2); without a teacher
+    (round 1) it trains on B alone. The scores are the model's own, or the average of its
+    predictions and those of the ``ensemble`` (other models' variables), over each image
+    and its mirror with ``recipe.test_time_flip``. ``test`` (indices, labels) is T, by
+    default the run's T_plan. Raises `train.DivergedError` (naming
+    ``train.learning_rate``) when the scores are not finite, so nothing is planned or
+    bought from a diverged model."""
     settings = ctx.settings
     recipe = recipe or settings.train
-    seed = settings.round_seed(round_index)
     test_indices, test_labels = ctx.test_set() if test is None else test
     to_score = np.concatenate([unlabeled, test_indices])
-    pseudo_indices = pseudo_labels = None
+    pseudo = None
     if recipe.semi_supervised and teacher is not None:
-        pseudo_indices, pseudo_labels = teacher.pseudo_labels(to_score, recipe.pseudo_fraction)
-    result = train_lib.train(
+        pseudo = teacher.pseudo_labels(to_score, recipe.pseudo_fraction, ctx.tie_order)
+    learned = ctx.learner.learn(
         model,
-        ctx.pool,
-        train_indices,
-        train_labels,
+        (train_indices, train_labels),
         recipe,
-        pseudo_indices=pseudo_indices,
-        pseudo_labels=pseudo_labels,
-        seed=seed,
-        progress=True,
+        score=to_score,
+        seed=settings.round_seed(round_index),
+        pseudo=pseudo,
+        ensemble=ensemble,
     )
-    scorer = scoring.get_scorer(
-        model,
-        ctx.pool,
-        settings.metric,
-        settings.score_batch_size,
-        settings.train.compute_dtype,
-        recipe.test_time_flip,
-    )
-    start = time.perf_counter()
-    scores = scorer.score((result.variables, *ensemble), to_score, seed=seed)
-    scoring_seconds = (time.perf_counter() - start) * ctx.pool.mesh.size
+    scores = learned.scores
     if not np.all(np.isfinite(scores.confidence[to_score])):
         raise train_lib.DivergedError(
             f"{model} trained on |B|={len(train_indices)} gives non-finite confidences: "
@@ -105,17 +95,15 @@ def measure(
         scores.predicted[test_indices] == test_labels,
     )
     pricing = settings.pricing
-    passes = (1 + len(ensemble)) * (2 if recipe.test_time_flip else 1)  # forward, per item
+    passes = len(to_score) * learned.forward_passes
     return Measurement(
         model=model,
-        train=result,
-        scores=scores,
+        learned=learned,
         profile=profile,
         train_size=len(train_indices),
-        training_usd=pricing.training_usd(model, result.images_processed, result.device_seconds),
-        scoring_usd=pricing.scoring_usd(model, len(to_score) * passes, scoring_seconds),
+        training_usd=pricing.training_usd(model, learned.images_processed, learned.device_seconds),
+        scoring_usd=pricing.scoring_usd(model, passes, learned.scoring_seconds),
         scored_items=len(to_score),
-        scoring_seconds=scoring_seconds,
         choice=certified_choice(settings, scores, unlabeled, test_indices, test_labels),
     )
 
@@ -130,18 +118,18 @@ def measure_final(
     recipe: TrainConfig,
     test: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[Measurement]:
-    """The final classifier trained on the final B with ``recipe`` (docs/algorithm.md, step
-    10): one measurement, or, for a semi-supervised recipe, a supervised teacher with the
-    same recipe and then its student, which also fits the teacher's confident predictions
-    on U ∪ T. The teacher is as strong as the student (a round's classifier, trained on a
-    short recipe, is weaker and teaches little). The last measurement labels; with
-    ``recipe.teacher_ensemble`` its scores average the student's and the teacher's
-    predictions. ``test`` as for `measure`."""
+    """The final classifier trained on the final labels with ``recipe`` (docs/algorithm.md,
+    step 10): one measurement, or, for a semi-supervised recipe, a supervised teacher with
+    the same recipe and then its student, which also fits the teacher's confident
+    predictions on the items outside the training labels. The teacher is as strong as the
+    student (a round's classifier, trained on a short recipe, is weaker and teaches
+    little). The last measurement labels; with ``recipe.teacher_ensemble`` its scores
+    average the student's and the teacher's predictions. ``test`` as for `measure`."""
     args = (ctx, model, train_indices, train_labels, unlabeled, round_index)
     if not recipe.semi_supervised:
         return [measure(*args, recipe, test=test)]
     teacher = measure(*args, dataclasses.replace(recipe, semi_supervised=False), test=test)
-    ensemble = (teacher.train.variables,) if recipe.teacher_ensemble else ()
+    ensemble = (teacher.learned.variables,) if recipe.teacher_ensemble else ()
     return [teacher, measure(*args, recipe, teacher.scores, ensemble, test=test)]
 
 
@@ -172,22 +160,26 @@ def charge(ctx: Context, stage: str, m: Measurement) -> None:
         category="training",
         usd=m.training_usd,
         key=state.charge_key(ledger, stage, m.model, "training"),
-        device_seconds=m.train.device_seconds,
-        images=m.train.images_processed,
+        device_seconds=m.learned.device_seconds,
+        images=m.learned.images_processed,
         model=m.model,
     )
     ledger.charge(
         category="scoring",
         usd=m.scoring_usd,
         key=state.charge_key(ledger, stage, m.model, "scoring"),
-        device_seconds=m.scoring_seconds,
+        device_seconds=m.learned.scoring_seconds,
         items=m.scored_items,
         model=m.model,
     )
 
 
-def least_confident(scores: scoring.Scores, candidates: np.ndarray, count: int) -> np.ndarray:
+def least_confident(
+    scores: scoring.Scores, candidates: np.ndarray, count: int, tie_order: np.ndarray
+) -> np.ndarray:
     """Algorithm 1, line 10: the ``count`` least confident ``candidates`` by the metric M
-    (every item outside B, docs/algorithm.md, step 1)."""
-    order = np.argsort(scores.confidence[candidates], kind="stable")
+    (every item outside B, docs/algorithm.md, step 1), ties broken by ``tie_order`` (the
+    run's random order, the same for every item), sorted."""
+    candidates = np.asarray(candidates)
+    order = np.lexsort((tie_order[candidates], scores.confidence[candidates]))
     return np.sort(candidates[order[:count]])

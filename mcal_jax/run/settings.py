@@ -2,7 +2,7 @@
 
 `Settings.from_config` turns the config file's fields into the typed records the run
 uses (the controller's `ControllerConfig`, the trainer's `TrainConfig`, the `Pricing` of
-device time, the sizes of T and B0) and raises one ValueError that names the invalid
+device time, the sizes of T_plan and B0) and raises one ValueError that names the invalid
 fields by their config names (of the controller's own fields, `ControllerConfig` reports
 the first invalid one). The run builds it right after loading the data (the sizes depend
 on N) and before it opens the ledger or writes a file.
@@ -20,10 +20,13 @@ from mcal_jax.controller import ControllerConfig
 from mcal_jax.recipe import TrainConfig
 from mcal_jax.records import InvalidFieldError
 
+# Where the certificate's test labels come from (docs/algorithm.md, step 10).
+CERTIFY_ON = ("reserve", "plan")
+
 # Where each ControllerConfig field comes from in the config file.
 _CONTROLLER_SOURCES = {
     "num_items": "data",
-    "num_test": "mcal.test_fraction",
+    "num_test": "mcal.plan_test_fraction",
     "epsilon": "mcal.epsilon",
     "constraint": "mcal.constraint",
     "human_usd_per_label": "labeling.service",
@@ -35,8 +38,8 @@ _CONTROLLER_SOURCES = {
     "budget_usd": "mcal.budget_usd",
     "max_rounds": "mcal.max_rounds",
     "confidence": "mcal.confidence",
-    "test_stages": "mcal.test_stages",
-    "stop_when_bill_rises": "mcal.stop_when_bill_rises",
+    "plan_replicates": "mcal.plan_replicates",
+    "seed": "seed",
     "train_epochs": "train.epochs",
     "train_min_images": "train.min_steps",
 }
@@ -75,7 +78,8 @@ class Settings:
     seed: int
     metric: str
     score_batch_size: int
-    confidence: float  # 1 − α of the certified bound (α split over T's possible sizes)
+    confidence: float  # 1 − α of the certified bound
+    certify_on: str  # "reserve": T_cert, bought at the end; "plan": T_plan (the peeking variant)
     selection_rounds: int
     usd_per_label: float
     label_error_rate: float
@@ -88,13 +92,8 @@ class Settings:
 
     @property
     def num_test(self) -> int:
-        """|T| at the start."""
+        """|T_plan| at the start."""
         return self.controller.num_test
-
-    @property
-    def max_test(self) -> int:
-        """The largest |T|: the size of the reserve T is drawn from."""
-        return self.controller.stages[-1]
 
     @property
     def delta0(self) -> int:
@@ -115,30 +114,28 @@ class Settings:
             if not 0 < value < 1:
                 problems.append(f"{name}={value} must lie in (0, 1)")
 
-        fraction("mcal.test_fraction", m.test_fraction)
+        fraction("mcal.plan_test_fraction", m.plan_test_fraction)
         fraction("mcal.delta0_fraction", m.delta0_fraction)
         fraction("mcal.min_delta_fraction", m.min_delta_fraction)
         fraction("mcal.confidence", m.confidence)
-        if m.test_fraction + m.delta0_fraction >= 1:
-            problems.append("mcal.test_fraction + mcal.delta0_fraction must be below 1")
-        stages = tuple(m.test_stages)
-        if any(not 0 < f < m.test_fraction for f in stages) or list(stages) != sorted(set(stages)):
+        if not (isinstance(m.min_plan_test_items, int) and m.min_plan_test_items >= 1):
             problems.append(
-                f"mcal.test_stages={stages}: increasing fractions of N below "
-                f"mcal.test_fraction={m.test_fraction}"
+                f"mcal.min_plan_test_items={m.min_plan_test_items} must be an integer ≥ 1"
             )
-            stages = ()
-        # T starts at the first stage and may grow to each later one, up to test_fraction.
-        test_sizes = [int(round(f * num_items)) for f in (*stages, m.test_fraction)]
-        num_test = test_sizes[0]
-        if num_test < m.min_test_items:
+        if not (isinstance(m.min_delta0_items, int) and m.min_delta0_items >= 0):
+            problems.append(f"mcal.min_delta0_items={m.min_delta0_items} must be an integer ≥ 0")
+        num_test = max(_rounded(m.plan_test_fraction * num_items), m.min_plan_test_items)
+        delta0 = max(1, _rounded(m.delta0_fraction * num_items), m.min_delta0_items)
+        if num_test + delta0 > num_items // 2:
             problems.append(
-                f"mcal.test_fraction={m.test_fraction} and mcal.test_stages={stages} give "
-                f"|T| = {num_test} of N = {num_items} items at the start, fewer than "
-                f"mcal.min_test_items={m.min_test_items}"
+                f"|T_plan| = {num_test} (mcal.plan_test_fraction={m.plan_test_fraction}, at "
+                f"least mcal.min_plan_test_items={m.min_plan_test_items}) and δ0 = {delta0} "
+                "(mcal.delta0_fraction, at least mcal.min_delta0_items) take more than half "
+                f"of the {num_items} items: the "
+                "pool is too small for these settings"
             )
-        # α is split evenly over the sizes T may end at, so the bound holds at any of them.
-        confidence = 1.0 - (1.0 - m.confidence) / len(test_sizes)
+        if m.certify_on not in CERTIFY_ON:
+            problems.append(f"mcal.certify_on={m.certify_on!r}: use one of {CERTIFY_ON}")
         if m.metric not in scoring.METRICS:
             problems.append(f"mcal.metric={m.metric!r}: use one of {scoring.METRICS}")
         if not (isinstance(m.selection_rounds, int) and m.selection_rounds >= 1):
@@ -185,7 +182,7 @@ class Settings:
             epsilon=m.epsilon,
             constraint=m.constraint,
             human_usd_per_label=usd_per_label,
-            delta0=max(1, int(round(m.delta0_fraction * num_items))),
+            delta0=delta0,
             min_delta=max(1, int(round(m.min_delta_fraction * num_items))),
             train_epochs=float(config.train.epochs * per_image),
             train_min_images=float(config.train.min_steps * config.train.batch_size * per_image),
@@ -194,9 +191,9 @@ class Settings:
             min_rounds_for_stability=m.min_rounds_for_stability,
             budget_usd=m.budget_usd,
             max_rounds=m.max_rounds,
-            confidence=confidence,
-            test_stages=tuple(test_sizes[1:]),
-            stop_when_bill_rises=m.stop_when_bill_rises,
+            confidence=m.confidence,
+            plan_replicates=m.plan_replicates,
+            seed=config.seed,
         )
         try:
             controller = ControllerConfig(**controller_fields)
@@ -214,7 +211,8 @@ class Settings:
             seed=int(config.seed),
             metric=m.metric,
             score_batch_size=int(config.score_batch_size),
-            confidence=confidence,
+            confidence=float(m.confidence),
+            certify_on=m.certify_on,
             selection_rounds=int(m.selection_rounds),
             usd_per_label=usd_per_label,
             label_error_rate=float(config.labeling.error_rate),
@@ -259,6 +257,11 @@ def _labeling(config, problems: list[str]) -> tuple[LabelingSettings, float, boo
     queue = service.partition(":")[2]
     settings = LabelingSettings(queue, bool(lab.wait), float(lab.poll_seconds))
     return settings, float(price) if priced else 1.0, priced
+
+
+def _rounded(value: float) -> int:
+    """The nearest integer; NaN (a bad fraction, reported on its own) counts as 0."""
+    return int(round(value)) if math.isfinite(value) else 0
 
 
 def _controller_problem(config: ml_collections.ConfigDict, error: InvalidFieldError) -> str:

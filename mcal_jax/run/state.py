@@ -50,7 +50,7 @@ def plan_to_json(plan: controller.Plan) -> dict[str, Any]:
 
 def plan_from_json(value: Mapping[str, Any]) -> controller.Plan:
     fields = dict(value)
-    for name in ("b_grid", "cost_by_b", "theta_star_by_b"):
+    for name in ("b_grid", "cost_by_b", "theta_star_by_b", "cert_size_by_b"):
         fields[name] = np.asarray(fields[name])
     fit = fields["error_model"]
     fields["error_model"] = PowerLawFit(
@@ -62,7 +62,7 @@ def plan_from_json(value: Mapping[str, Any]) -> controller.Plan:
 
 @dataclasses.dataclass(frozen=True)
 class ModelRound:
-    """One candidate model's round: what it measured on T, what it cost, what it planned."""
+    """One candidate model's round: what it measured on T_plan, what it cost, what it planned."""
 
     model: str
     train_size: int
@@ -74,9 +74,9 @@ class ModelRound:
     images: int  # images through forward + backward
     device_seconds: float  # training, compile excluded
     scoring_seconds: float
-    certified_machine: int  # items of U the round's model could machine-label right away
+    certified_machine: int  # items of U the round's model could machine-label on T_plan
     plan: controller.Plan
-    test_size: int = 0  # |T| the round measured on
+    test_size: int = 0  # |T_plan| the round measured on
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +124,6 @@ class RoundRecord:
             "model": self.lead,
             "train_size": lead.train_size,
             "test_size": lead.test_size,
-            "planned_test_size": plan.test_size,
             "delta": len(self.next_batch),
             "cost_star_usd": plan.cost_star_usd,
             "b_opt": plan.b_opt,
@@ -132,6 +131,9 @@ class RoundRecord:
             "stable": plan.stable,
             "no_longer_pays": plan.no_longer_pays,
             "certified_machine": lead.certified_machine,
+            "cert_size": plan.cert_size,
+            "saving_usd": plan.saving_usd,
+            "saving_uncertainty_usd": plan.saving_uncertainty_usd,
             "stop": self.stop,
             "reason": self.reason,
             "error_profile": {
@@ -275,18 +277,13 @@ def train_purchase_key(round_index: int) -> str:
 
 
 def train_move_key(round_index: int) -> str:
-    """The ledger key of the items of T a round trains on for the first time (moved to B:
+    """The ledger key of the items of T_plan a round trains on for the first time (moved to B:
     active learning chose them, and their labels were bought for T)."""
     return f"round{round_index}/from_test"
 
 
-TEST_PURCHASE_KEY = "test"
-
-
-def test_growth_key(round_index: int) -> str:
-    """The ledger key of the test labels a round's plan added to T (a later stage)."""
-    return f"round{round_index}/test"
-
+TEST_PURCHASE_KEY = "test"  # T_plan, bought before round 1
+CERT_PURCHASE_KEY = "certify"  # T_cert, bought at step 10
 
 RESIDUAL_PURCHASE_KEY = "residual"
 

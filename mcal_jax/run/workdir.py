@@ -61,6 +61,15 @@ class Workdir:
         """Checks that this workdir is new or was started with ``config`` on the same data,
         then records both (once). ValueError naming the difference otherwise."""
         wanted = json.loads(config.to_json())
+        earlier = files.read_json(self.file("config.json"))
+        if isinstance(earlier, dict) and "test_fraction" in earlier.get("mcal", {}):
+            raise ValueError(
+                f"{self.file('config.json')} was written by an earlier version of mcal_jax, "
+                "whose one test set both steered the rounds and certified the labels; this "
+                "version certifies on a test set the rounds never read (docs/algorithm.md, "
+                "step 10) and cannot resume that run: finish it with the version that "
+                "started it, or use a new --workdir"
+            )
         for name, value, what in (
             ("config.json", wanted, "a different config"),
             ("dataset.json", fingerprint, "a different dataset"),

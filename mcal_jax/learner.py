@@ -1,0 +1,129 @@
+"""How the labeling loop trains and scores: the `Learner` protocol and its default, the
+Flax learner.
+
+The loop (``mcal_jax.run``) needs one thing of a classifier: trained on B's labels
+(possibly with pseudo-labels on other items), score the items it is asked about with the
+metric M, and say what the work cost in images and device seconds. `FlaxLearner` does it
+with the data-parallel Flax trainer and the compiled scorer on a device-resident pool;
+`mcal_jax.simulated_learner.SimulatedLearner` does it from a known per-item error model,
+so that a whole run takes milliseconds and its true error is known exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from mcal_jax import scoring
+from mcal_jax import train as train_lib
+from mcal_jax.pool import DevicePool
+from mcal_jax.recipe import TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Learned:
+    """What one trained classifier measured, and what the work cost.
+
+    ``scores`` covers the whole pool; only the items asked for are scored (the others
+    hold 0 and -1). ``forward_passes`` is the passes per scored item (an ensemble or
+    test-time flips take several). ``variables`` is the trained model, for checkpoints and
+    for ensembles (None when there is nothing to keep, as for a simulated learner).
+    """
+
+    scores: scoring.Scores
+    images_processed: float  # through forward and backward
+    device_seconds: float  # training, compile excluded, times the devices used
+    scoring_seconds: float  # scoring, times the devices used
+    forward_passes: int
+    steps: int
+    epochs: float
+    variables: Any = None
+
+
+class Learner(Protocol):
+    """Trains a classifier on B and scores items with it (docs/algorithm.md, step 2)."""
+
+    def learn(
+        self,
+        model: str,
+        train: tuple[np.ndarray, np.ndarray],
+        recipe: TrainConfig,
+        *,
+        score: np.ndarray,
+        seed: int,
+        pseudo: tuple[np.ndarray, np.ndarray] | None = None,
+        ensemble: Sequence[Any] = (),
+    ) -> Learned:
+        """Trains ``model`` from scratch on ``train`` = (indices, labels) with ``recipe``
+        (also fitting ``pseudo`` = (indices, labels), when given), then scores the items
+        ``score``, averaging with the ``ensemble`` members' predictions (earlier
+        `Learned.variables`) when given. Deterministic for a ``seed``."""
+        ...
+
+
+class FlaxLearner:
+    """The default learner: `train.train` on the device-resident ``pool`` (data-parallel
+    over its mesh), then the compiled scorer with ``metric`` in batches of
+    ``score_batch_size`` at ``compute_dtype``."""
+
+    def __init__(
+        self,
+        pool: DevicePool,
+        *,
+        metric: str = "margin",
+        score_batch_size: int = 1024,
+        compute_dtype: str = "float32",
+    ):
+        self.pool = pool
+        self.metric = metric
+        self.score_batch_size = score_batch_size
+        self.compute_dtype = compute_dtype
+
+    def learn(
+        self,
+        model: str,
+        train: tuple[np.ndarray, np.ndarray],
+        recipe: TrainConfig,
+        *,
+        score: np.ndarray,
+        seed: int,
+        pseudo: tuple[np.ndarray, np.ndarray] | None = None,
+        ensemble: Sequence[Any] = (),
+    ) -> Learned:
+        pseudo_indices, pseudo_labels = pseudo if pseudo is not None else (None, None)
+        result = train_lib.train(
+            model,
+            self.pool,
+            train[0],
+            train[1],
+            recipe,
+            pseudo_indices=pseudo_indices,
+            pseudo_labels=pseudo_labels,
+            seed=seed,
+            progress=True,
+        )
+        scorer = scoring.get_scorer(
+            model,
+            self.pool,
+            self.metric,
+            self.score_batch_size,
+            self.compute_dtype,
+            recipe.test_time_flip,
+        )
+        start = time.perf_counter()
+        scores = scorer.score((result.variables, *ensemble), score, seed=seed)
+        scoring_seconds = (time.perf_counter() - start) * self.pool.mesh.size
+        return Learned(
+            scores=scores,
+            images_processed=float(result.images_processed),
+            device_seconds=result.device_seconds,
+            scoring_seconds=scoring_seconds,
+            forward_passes=(1 + len(ensemble)) * (2 if recipe.test_time_flip else 1),
+            steps=result.steps,
+            epochs=result.epochs,
+            variables=result.variables,
+        )
