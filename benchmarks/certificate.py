@@ -46,10 +46,15 @@ _CONSTRAINTS = flags.DEFINE_list("constraints", ["overall", "machine_subset"], "
 _PEEKING = flags.DEFINE_list(
     "peeking", ["adversarial"], "Scenarios also run certifying on T_plan (none: '')."
 )
-_OUT = flags.DEFINE_string("out", None, "Write one JSON line per scenario to this file.")
+_OUT = flags.DEFINE_string(
+    "out", None, "Write one JSON line per scenario to this file.", allow_override=True
+)
 _WORKERS = flags.DEFINE_integer("workers", os.cpu_count() or 1, "Processes running runs.")
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Where the runs' workdirs go (default: a temporary folder, removed)."
+    "workdir",
+    None,
+    "Where the runs' workdirs go (default: a temporary folder, removed).",
+    allow_override=True,
 )
 
 
@@ -185,8 +190,12 @@ def run_once(
 
 def _run_many(args: tuple) -> list[Outcome]:
     scenario, constraint, seeds, peeking, folder = args
-    logging.set_verbosity(logging.ERROR)
-    return [run_once(scenario, constraint, s, peeking=peeking, folder=folder) for s in seeds]
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # thousands of runs: their progress lines go
+    try:
+        return [run_once(scenario, constraint, s, peeking=peeking, folder=folder) for s in seeds]
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 def run_scenario(

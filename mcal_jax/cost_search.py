@@ -247,8 +247,10 @@ def resampled_counts(config: ControllerConfig, history: History) -> tuple[np.nda
     sizes = history.test_sizes or (config.num_test,) * history.num_rounds
     out_errors, out_counts = [], []
     for r in range(history.num_rounds):
-        band = np.diff(counts[r], prepend=0)
-        band_errors = np.diff(errors[r], prepend=0)
+        # Measured profiles are nested; clipping keeps a hand-made history (rounded
+        # rates, counts that are not monotone) a valid distribution too.
+        band = np.maximum(np.diff(counts[r], prepend=0), 0)
+        band_errors = np.clip(np.diff(errors[r], prepend=0), 0, band)
         total = max(int(sizes[r]), int(counts[r, -1]))
         weights = np.append(band, total - counts[r, -1]) / max(total, 1)
         drawn = rng.multinomial(total, weights, size=reps)[:, :-1]  # [reps, Θ]

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from absl import logging
 
 from benchmarks import certificate
 from mcal_jax import run
@@ -18,7 +17,6 @@ RUNS = 120
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    logging.set_verbosity(logging.ERROR)
     return str(tmp_path_factory.mktemp("certificate"))
 
 

@@ -175,7 +175,13 @@ def test_write_report_plots_and_tables(tmp_path):
         _assert_png(path)
     text = (tmp_path / "report" / "summary.md").read_text()
     assert "**33.30 USD**" in text and "| cost_usd.total | 33.30 |" in text
-    for key, value in {"test": 100, "train": 400, "machine": 1200, "residual": 300}.items():
+    for key, value in {
+        "test": 100,
+        "train": 400,
+        "machine": 1200,
+        "certify": 150,
+        "residual": 150,
+    }.items():
         assert f"| counts.{key} | {value} |" in text
     assert "| oracle_al | 5 | 41.50 |" in text
     assert "| hindsight | 2 | 30.25 |" in text
