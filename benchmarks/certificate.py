@@ -278,6 +278,8 @@ def main(argv: Sequence[str]) -> None:
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
     folder = _WORKDIR.value or tempfile.mkdtemp(prefix="certificate_", dir=shm)
     os.makedirs(folder, exist_ok=True)
+    if _OUT.value:
+        open(_OUT.value, "w").close()  # this run's rows only
     rows = []
     pool = None
     if _WORKERS.value > 1:

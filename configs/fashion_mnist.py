@@ -56,13 +56,11 @@ def cpu(config) -> None:
 
     The rounds only measure, but the stop rules read their curve, so it must flatten
     where the final classifier's does. `benchmarks.recipe_curve` on one run's B (seed 0,
-    |T| = 2%): the final recipe's teacher leaves a flat bill from 2,100 labels on (525.68,
+    |T_plan| = 2%): the final recipe's teacher leaves a flat bill from 2,100 labels on (525.68,
     497.00, 524.76, 515.64, 520.16 USD at 2,100 to 5,272), rounds of 800 steps without
     augmentation keep falling to 4,433 labels (805.00 to 618.32 USD), rounds of 1,600
     steps with crops and flips flatten at 2,800 (658.68, 628.60, 641.80 USD at 2,100,
-    2,800, 3,594; 800 steps with crops and flips underfit: 1,004.48 USD at 2,100). With
-    rounds that stop when the bill stops falling (step 9), a smaller T pays: see
-    `ABLATION` and docs/algorithm.md, step 1, for the bill of each step."""
+    2,800, 3,594; 800 steps with crops and flips underfit: 1,004.48 USD at 2,100)."""
     common.small_cpu_recipe(config)
     config.train.min_steps = 1600
     config.train.crop_padding = 2
