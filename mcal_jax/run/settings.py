@@ -4,8 +4,12 @@
 uses (the controller's `ControllerConfig`, the trainer's `TrainConfig`, the `Pricing` of
 device time, the sizes of T_plan and B0) and raises one ValueError that names the invalid
 fields by their config names (of the controller's own fields, `ControllerConfig` reports
-the first invalid one). The run builds it right after loading the data (the sizes depend
-on N) and before it opens the ledger or writes a file.
+the first invalid one). A number that is NaN or infinite is refused first, by its name,
+whatever the field. Every price (labels, device time, image-epochs) must be ≥ 0, and a
+label's or image-epoch's price times N must stay a finite number, so that no charge of the
+run can fail after labels are bought. The run builds the settings right after loading the
+data (the sizes depend on N) and before it claims the workdir, opens the ledger or writes
+a file: a refused setting leaves nothing that would block the corrected command.
 """
 
 from __future__ import annotations
@@ -107,6 +111,13 @@ class Settings:
     def from_config(cls, config: ml_collections.ConfigDict, num_items: int) -> Settings:
         """The settings of ``config`` for a pool of ``num_items`` items; one ValueError
         naming the invalid fields by their config names."""
+        not_finite = [
+            f"{name}={value}: must be a finite number"
+            for name, value in _numbers(config)
+            if not math.isfinite(value)
+        ]
+        if not_finite:  # the checks below compare and round numbers: NaN would slip past
+            raise _invalid(not_finite)
         problems: list[str] = []
         m = config.mcal
 
@@ -124,8 +135,8 @@ class Settings:
             )
         if not (isinstance(m.min_delta0_items, int) and m.min_delta0_items >= 0):
             problems.append(f"mcal.min_delta0_items={m.min_delta0_items} must be an integer ≥ 0")
-        num_test = max(_rounded(m.plan_test_fraction * num_items), m.min_plan_test_items)
-        delta0 = max(1, _rounded(m.delta0_fraction * num_items), m.min_delta0_items)
+        num_test = max(round(m.plan_test_fraction * num_items), m.min_plan_test_items)
+        delta0 = max(1, round(m.delta0_fraction * num_items), m.min_delta0_items)
         if num_test + delta0 > num_items // 2:
             problems.append(
                 f"|T_plan| = {num_test} (mcal.plan_test_fraction={m.plan_test_fraction}, at "
@@ -142,14 +153,14 @@ class Settings:
             problems.append(f"mcal.selection_rounds={m.selection_rounds} must be an integer ≥ 1")
         if not 0 <= config.labeling.error_rate < 1:
             problems.append(f"labeling.error_rate={config.labeling.error_rate} must lie in [0, 1)")
-        labeling, usd_per_label, priced = _labeling(config, problems)
+        labeling, usd_per_label, priced = _labeling(config, num_items, problems)
         names = tuple(config.models)
         unknown = [name for name in names if name not in models.MODEL_NAMES]
         if unknown or not names:
             problems.append(f"models={names}: choose from {models.MODEL_NAMES}")
         if config.score_batch_size < 1:
             problems.append(f"score_batch_size={config.score_batch_size} must be ≥ 1")
-        pricing = _pricing(config, names, problems)
+        pricing = _pricing(config, names, num_items, problems)
         baselines = _baselines(config, problems)
         final_train = None
         try:
@@ -183,7 +194,7 @@ class Settings:
             constraint=m.constraint,
             human_usd_per_label=usd_per_label,
             delta0=delta0,
-            min_delta=max(1, int(round(m.min_delta_fraction * num_items))),
+            min_delta=max(1, round(m.min_delta_fraction * num_items)),
             train_epochs=float(config.train.epochs * per_image),
             train_min_images=float(config.train.min_steps * config.train.batch_size * per_image),
             stability_tolerance=m.stability_tolerance,
@@ -201,7 +212,7 @@ class Settings:
             if priced or error.field != "human_usd_per_label":
                 problems.append(_controller_problem(config, error))
         if problems:
-            raise ValueError("invalid config:\n  " + "\n  ".join(problems))
+            raise _invalid(problems)
         return cls(
             controller=controller,
             train=train,
@@ -221,7 +232,7 @@ class Settings:
         )
 
 
-def _labeling(config, problems: list[str]) -> tuple[LabelingSettings, float, bool]:
+def _labeling(config, num_items: int, problems: list[str]) -> tuple[LabelingSettings, float, bool]:
     """(who labels, USD per label, whether the price is valid) of ``config.labeling``."""
     lab = config.labeling
     service, price = lab.service, lab.usd_per_label
@@ -232,16 +243,23 @@ def _labeling(config, problems: list[str]) -> tuple[LabelingSettings, float, boo
                 "service); a simulated service's price is labeling.service"
             )
         try:
-            return LabelingSettings(), labelers.usd_per_label(service), True
+            price = labelers.usd_per_label(service)
         except (TypeError, ValueError) as error:
             problems.append(f"labeling.service: {error}")
             return LabelingSettings(), 1.0, False  # a stand-in price
+        wrong = _price_problem(f"labeling.service={service!r}", price, num_items)
+        if wrong:
+            problems.append(wrong)
+        return LabelingSettings(), 1.0 if wrong else price, not wrong
     priced = isinstance(price, int | float) and math.isfinite(price) and price > 0
     if not priced:
         problems.append(
             f"labeling.usd_per_label={price}: set the price of one label from people in USD "
             "(a number > 0, e.g. 0.04) with labeling.service=queue"
         )
+    elif wrong := _price_problem(f"labeling.usd_per_label={price}", price, num_items):
+        problems.append(wrong)
+        priced = False
     if lab.error_rate:
         problems.append(
             f"labeling.error_rate={lab.error_rate}: simulated label noise needs a simulated "
@@ -259,9 +277,36 @@ def _labeling(config, problems: list[str]) -> tuple[LabelingSettings, float, boo
     return settings, float(price) if priced else 1.0, priced
 
 
-def _rounded(value: float) -> int:
-    """The nearest integer; NaN (a bad fraction, reported on its own) counts as 0."""
-    return int(round(value)) if math.isfinite(value) else 0
+def _invalid(problems: list[str]) -> ValueError:
+    return ValueError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def _numbers(config: ml_collections.ConfigDict, prefix: str = ""):
+    """Every float of ``config`` (in sections and tuples too) as (config name, value)."""
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, ml_collections.ConfigDict):
+            yield from _numbers(value, f"{name}.")
+        elif isinstance(value, list | tuple):
+            for k, item in enumerate(value):
+                if isinstance(item, float):
+                    yield f"{name}[{k}]", item
+        elif isinstance(value, float):
+            yield name, value
+
+
+def _price_problem(shown: str, usd: float, num_items: int | None = None) -> str | None:
+    """What is wrong with the price ``usd`` (shown as ``shown``, the field and its value)
+    of one item, or None: negative, or bought for all ``num_items`` items, a sum that is
+    no finite number."""
+    if usd < 0:
+        return f"{shown} is negative: a price must be ≥ 0"
+    if num_items is not None and not math.isfinite(usd * num_items):
+        return (
+            f"{shown}: {usd} USD for each of the {num_items} items overflows a float "
+            "(the total is infinite); give a price in USD"
+        )
+    return None
 
 
 def _controller_problem(config: ml_collections.ConfigDict, error: InvalidFieldError) -> str:
@@ -284,13 +329,30 @@ def _train_fields(config: ml_collections.ConfigDict) -> dict:
     return fields
 
 
-def _pricing(config, names: tuple[str, ...], problems: list[str]) -> costs.Pricing:
+def _pricing(config, names: tuple[str, ...], num_items: int, problems: list[str]) -> costs.Pricing:
     cost = config.cost
     if cost.mode not in costs.COST_MODES:
         problems.append(f"cost.mode={cost.mode!r}: use one of {costs.COST_MODES}")
-    for name, value in cost.usd_per_device_hour.items():
-        if value < 0:
-            problems.append(f"cost.usd_per_device_hour.{name}={value} is negative")
+    rates = dict(cost.usd_per_image_epoch)
+    fraction = cost.scoring_fraction_of_image_epoch
+    wrong = [
+        *(
+            _price_problem(f"cost.usd_per_device_hour.{k}={v}", v)
+            for k, v in cost.usd_per_device_hour.items()
+        ),
+        *(
+            _price_problem(f"cost.usd_per_image_epoch.{k}={v}", v, num_items)
+            for k, v in rates.items()
+        ),
+        _price_problem(f"cost.scoring_fraction_of_image_epoch={fraction}", fraction)
+        # scoring every item once costs this fraction of the dearest image-epoch
+        or _price_problem(
+            f"cost.scoring_fraction_of_image_epoch={fraction}",
+            fraction * max(rates.values(), default=0.0),
+            num_items,
+        ),
+    ]
+    problems.extend(w for w in wrong if w)
     rate = costs.device_usd_per_hour(cost.usd_per_device_hour)
     if rate is None and cost.mode == "measured":
         problems.append(
@@ -303,7 +365,7 @@ def _pricing(config, names: tuple[str, ...], problems: list[str]) -> costs.Prici
     return costs.Pricing(
         mode=cost.mode,
         usd_per_device_hour=rate or 0.0,
-        usd_per_image_epoch=dict(cost.usd_per_image_epoch),
+        usd_per_image_epoch=rates,
         scoring_fraction_of_image_epoch=float(cost.scoring_fraction_of_image_epoch),
     )
 
