@@ -19,13 +19,20 @@ A label is a class name, or a class number (0, 1, ...) when it names no class. A
 file is taken whole or not at all: an index outside the request, an item answered twice,
 an item left without an answer or a label that is no class is refused, naming the file
 and the line (the task, in a JSON export) and the value.
+
+When the first answers name the classes (no ``data.classes``), names that look like slips
+are refused too (`check_new_classes`): two names alike but for case or spaces, or but for
+one letter, or one the beginning of the other (``Dog`` and ``dog``, ``hrose`` and
+``horse``, ``ca`` and ``cat``); numbers mixed with names; a class given once.
 """
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import io
+import itertools
 import json
 import re
 import urllib.parse
@@ -187,6 +194,66 @@ def classes_from(answers: Sequence[Answer]) -> tuple[str, ...]:
     if labels and all(re.fullmatch(r"\d+", label) for label in labels):
         return tuple(str(k) for k in range(max(int(label) for label in labels) + 1))
     return tuple(sorted(labels))
+
+
+def check_new_classes(answers: Sequence[Answer], where: str) -> None:
+    """AnswerError, naming the file ``where``, each doubtful label and its first line,
+    when the labels of the first answers look like slips rather than classes: the classes
+    they name are the run's for good (`classes_from`)."""
+    first: dict[str, Answer] = {}
+    for answer in answers:
+        first.setdefault(answer.label, answer)
+    counts = collections.Counter(a.label for a in answers)
+
+    def at(label: str) -> str:
+        return f"{label!r} ({first[label].where.removeprefix(f'{where}, ')})"
+
+    numbers = [label for label in first if re.fullmatch(r"\d+", label)]
+    names = sorted(set(first) - set(numbers))
+    doubts = []
+    if numbers and names:
+        shown_numbers, shown_names = (", ".join(map(at, labels[:3])) for labels in (numbers, names))
+        doubts.append(f"numbers among names: {shown_numbers} beside {shown_names}")
+    for a, b in itertools.combinations(names, 2):
+        why = _alike(a, b)
+        if why:
+            doubts.append(f"{at(a)} and {at(b)} {why}")
+    doubts += [f"{at(label)} is given once" for label in first if counts[label] == 1]
+    if doubts:
+        more = f"; and {len(doubts) - 8} more" if len(doubts) > 8 else ""
+        raise AnswerError(
+            f"{where}: the first answers name the run's classes for good, and some look like "
+            f"slips: {'; '.join(doubts[:8])}{more}. Fix the answers and rerun the same "
+            "command, or name the classes with data.classes (e.g. "
+            "--config.data.classes=cat,dog, in a new --workdir)"
+        )
+
+
+def _alike(a: str, b: str) -> str | None:
+    """Why two distinct class names look like one name written twice, or None."""
+    a_key, b_key = ("".join(name.casefold().split()) for name in (a, b))
+    short, long = sorted((a_key, b_key), key=len)
+    if short == long:
+        return "differ only in case or spaces"
+    if long.startswith(short) and not long[len(short)].isdigit():  # type1, type10: a series
+        return "differ only at the end (one cut short?)"
+    if len(short) >= 4 and _one_letter_apart(short, long):  # cat, car: short words differ so
+        return "differ by one letter"
+    return None
+
+
+def _one_letter_apart(short: str, long: str) -> bool:
+    """Whether one letter (not a digit: class1, class2 are a series) changed in, added to,
+    or swapped with its neighbour in ``short`` gives ``long`` (which is no shorter)."""
+    if len(long) - len(short) not in (0, 1):
+        return False
+    i = next((k for k, (x, y) in enumerate(zip(short, long, strict=False)) if x != y), len(short))
+    if len(long) > len(short):
+        return short[i:] == long[i + 1 :] and not long[i].isdigit()
+    if short[i + 1 :] == long[i + 1 :]:
+        return not (short[i].isdigit() or long[i].isdigit())
+    swapped = short[:i] + short[i + 1 : i + 2] + short[i] + short[i + 2 :]
+    return swapped == long and not short[i : i + 2].isdigit()
 
 
 def class_numbers(answers: Sequence[Answer], classes: Sequence[str]) -> np.ndarray:

@@ -1,14 +1,20 @@
 """Bad input refused before anything is paid for or learned for good, naming the field, file
-or line: non-finite and negative settings and prices."""
+or line: non-finite and negative settings and prices and answers whose class names look
+like slips."""
 
 import math
 import re
 
+import numpy as np
 import pytest
 
 from configs import synthetic
-from mcal_jax import run
+from mcal_jax import answers, data, run
+from mcal_jax.answers import AnswerError
+from mcal_jax.labelers import LabelsAwaited
+from mcal_jax.run import labeling
 from mcal_jax.run.settings import Settings
+from mcal_jax.run.workdir import Workdir
 
 NAN, INF = math.nan, math.inf
 
@@ -111,3 +117,104 @@ def test_a_nan_price_leaves_nothing_behind_so_the_corrected_command_runs(tmp_pat
         run.mcal(config, str(workdir))
     # No config.json (nor anything else) to refuse the corrected command with.
     assert not workdir.exists()
+
+
+# ---------------------------------------------------------------------------- classes
+
+
+def _answers(labels):
+    text = "index,label\n" + "".join(f"{i},{label}\n" for i, label in enumerate(labels))
+    return answers.parse_csv(text, "q/answers/test.csv")
+
+
+def _refusal(labels):
+    with pytest.raises(AnswerError) as error:
+        answers.check_new_classes(_answers(labels), "q/answers/test.csv")
+    return str(error.value)
+
+
+def test_class_names_that_differ_by_case_or_spaces_are_refused():
+    message = _refusal(["dog", "cat"] * 5 + ["Dog", "Dog", "c at", "c at"])
+    assert message.startswith("q/answers/test.csv: the first answers name the run's classes")
+    assert "'Dog' (line 12) and 'dog' (line 2) differ only in case or spaces" in message
+    assert "'c at' (line 14) and 'cat' (line 3) differ only in case or spaces" in message
+    assert "Fix the answers and rerun the same command, or name the classes with data.classes" in (
+        message
+    )
+
+
+def test_a_truncated_last_line_is_refused():
+    message = _refusal(["cat", "dog"] * 5 + ["ca"])
+    assert "'ca' (line 12) and 'cat' (line 2) differ only at the end (one cut short?)" in message
+    assert "'ca' (line 12) is given once" in message
+
+
+def test_names_one_letter_apart_are_refused():
+    for slip in ("horze", "hose", "hrose", "hoarse"):  # changed, dropped, swapped, added
+        message = _refusal(["horse", "zebra"] * 3 + [slip] * 2)
+        pair = sorted([("'horse'", "(line 2)"), (f"'{slip}'", "(line 8)")])
+        assert f"{' '.join(pair[0])} and {' '.join(pair[1])} differ by one letter" in message
+
+
+def test_numbers_among_names_are_refused():
+    message = _refusal(["cat", "dog"] * 3 + ["3", "3"])
+    assert "numbers among names: '3' (line 8) beside 'cat' (line 2), 'dog' (line 3)" in message
+
+
+def test_a_class_given_once_is_refused_and_the_line_of_a_label_studio_task_is_named():
+    tasks = "".join(
+        f'{{"data": {{"index": {i}}}, "annotations": [{{"result": [{{"type": "choices", '
+        f'"value": {{"choices": ["{label}"]}}}}]}}]}},'
+        for i, label in enumerate(["cat", "cat", "eel", "dog", "dog"])
+    )
+    parsed = answers.parse_labelstudio(f"[{tasks[:-1]}]", "q/answers/test.json", "test")
+    with pytest.raises(AnswerError, match=r"'eel' \(task 3\) is given once"):
+        answers.check_new_classes(parsed, "q/answers/test.json")
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        ["cat", "dog", "eel"] * 3,
+        ["car", "cat", "cow"] * 2,  # short names one letter apart: words, not slips
+        ["type1", "type2", "type10"] * 2,  # numbered series
+        ["golden retriever", "goldfish", "Labrador"] * 2,
+        ["0", "1", "2", "10"] * 2,  # numbers alone: 0..10
+    ],
+)
+def test_answers_that_name_classes_plainly_pass(labels):
+    answers.check_new_classes(_answers(labels), "q/answers/test.csv")
+
+
+def _people_run(tmp_path):
+    """(settings, workdir, pool, T) of a run labeled by people through the workdir's queue,
+    its classes learned from the answers for T."""
+    config = _config(**{"labeling.service": "queue", "labeling.usd_per_label": 0.04})
+    settings = Settings.from_config(config, 1000)
+    pool = data.Dataset(np.zeros((30, 2, 2, 1), np.uint8), None, 0, "flat")
+    return settings, Workdir(tmp_path / "run"), pool, np.arange(0, 30, 3)
+
+
+def test_slips_in_the_first_answers_are_refused_before_classes_are_recorded(tmp_path):
+    settings, workdir, pool, first = _people_run(tmp_path)
+    with pytest.raises(LabelsAwaited, match="10 labels awaited for purchase 'test'"):
+        labeling.classes_from_first_answers(settings, workdir, pool, first)
+    answer = tmp_path / "run" / "queue" / "answers" / "test.csv"
+    answer.parent.mkdir()
+    labels = ["dog", "cat"] * 4 + ["Dog", "ca"]
+    answer.write_text(
+        "index,label\n" + "".join(f"{i},{y}\n" for i, y in zip(first, labels, strict=True))
+    )
+    with pytest.raises(AnswerError) as error:
+        labeling.classes_from_first_answers(settings, workdir, pool, first)
+    assert str(error.value).startswith(f"{answer}: the first answers name the run's classes")
+    assert "'Dog' (line 10) and 'dog' (line 2) differ only in case" in str(error.value)
+    assert "'ca' (line 11) and 'cat' (line 3) differ only at the end" in str(error.value)
+    assert workdir.read_classes() is None  # nothing learned for good
+    # The answers fixed, the same call learns the classes.
+    labels[-2:] = ["dog", "cat"]
+    answer.write_text(
+        "index,label\n" + "".join(f"{i},{y}\n" for i, y in zip(first, labels, strict=True))
+    )
+    assert labeling.classes_from_first_answers(settings, workdir, pool, first) == ("cat", "dog")
+    assert workdir.read_classes() == ("cat", "dog")

@@ -108,7 +108,9 @@ def classes_from_first_answers(
 ) -> tuple[str, ...]:
     """The class names of a queue run without ``data.classes``: the recorded ones, else
     those of the answers to the first request (T's, ``first_test``), which are then
-    recorded. Awaits those answers (`labelers.LabelsAwaited`) like any purchase."""
+    recorded. Awaits those answers (`labelers.LabelsAwaited`) like any purchase; answers
+    whose labels look like slips (`answers.check_new_classes`) are refused before any
+    class is recorded."""
     recorded = workdir.read_classes()
     if recorded is not None:
         return recorded
@@ -127,7 +129,9 @@ def classes_from_first_answers(
         wait=settings.labeling.wait,
         poll_seconds=settings.labeling.poll_seconds,
     )
-    classes = answers.classes_from(queue.read(name, first_test))
+    first = queue.read(name, first_test)
+    answers.check_new_classes(first, queue.answer_files(name)[0])
+    classes = answers.classes_from(first)
     if len(classes) < 2:
         raise ValueError(
             f"the first answers ({queue.answer_files(name)[0]}) name {len(classes)} class "
