@@ -1,16 +1,19 @@
 """Bad input refused before anything is paid for or learned for good, naming the field, file
-or line: non-finite and negative settings and prices and answers whose class names look
-like slips."""
+or line: non-finite and negative settings and prices, answers whose class names look like
+slips, and odd image folders."""
 
 import math
+import os
 import re
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from configs import synthetic
 from mcal_jax import answers, data, run
 from mcal_jax.answers import AnswerError
+from mcal_jax.data import DataError, load_dataset
 from mcal_jax.labelers import LabelsAwaited
 from mcal_jax.run import labeling
 from mcal_jax.run.settings import Settings
@@ -218,3 +221,80 @@ def test_slips_in_the_first_answers_are_refused_before_classes_are_recorded(tmp_
     )
     assert labeling.classes_from_first_answers(settings, workdir, pool, first) == ("cat", "dog")
     assert workdir.read_classes() == ("cat", "dog")
+
+
+# ---------------------------------------------------------------------------- image folders
+
+
+def _save(path, value=1):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(np.full((4, 4), value, np.uint8)).save(path)
+
+
+def test_a_symlinked_class_folder_and_a_symlinked_image_are_read(tmp_path):
+    images, elsewhere = tmp_path / "images", tmp_path / "elsewhere"
+    _save(images / "cat" / "1.png", 10)
+    _save(images / "dog" / "2.png", 20)
+    _save(elsewhere / "eels" / "3.png", 30)
+    _save(elsewhere / "4.png", 40)
+    os.symlink(elsewhere / "eels", images / "eel")
+    os.symlink(elsewhere / "4.png", images / "dog" / "4.png")
+    pool = load_dataset(f"folder:{images}", image_shape="4x4x1")
+    assert pool.paths == ("cat/1.png", "dog/2.png", "dog/4.png", "eel/3.png")
+    assert pool.class_names == ("cat", "dog", "eel")
+    np.testing.assert_array_equal(pool.labels, [0, 1, 1, 2])
+    assert pool.images[:, 0, 0, 0].tolist() == [10, 20, 40, 30]
+
+
+def test_a_link_back_into_the_folder_is_refused(tmp_path):
+    _save(tmp_path / "cat" / "1.png")
+    os.symlink(tmp_path / "cat", tmp_path / "cat" / "again")
+    with pytest.raises(DataError, match=r"cat/again: the folder .*/cat again, through a symbolic"):
+        load_dataset(f"folder:{tmp_path}", image_shape="4x4x1")
+
+
+def test_a_folder_that_cannot_be_read_is_named(tmp_path, monkeypatch):
+    _save(tmp_path / "cat" / "1.png")
+    _save(tmp_path / "dog" / "2.png")
+    scandir = os.scandir
+
+    def denied(path="."):  # as for a folder without read permission (root reads all)
+        if os.path.basename(path) == "dog":
+            raise PermissionError(13, "Permission denied", path)
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    with pytest.raises(DataError, match=r"dog: cannot read this folder \(Permission denied\)"):
+        load_dataset(f"folder:{tmp_path}", image_shape="4x4x1")
+
+
+def test_a_file_name_that_is_not_utf8_is_named(tmp_path):
+    _save(tmp_path / "a.png")
+    bad = os.path.join(os.fsencode(tmp_path), b"caf\xe9.png")
+    with open(bad, "wb") as f:
+        f.write((tmp_path / "a.png").read_bytes())
+    with pytest.raises(DataError, match=r"caf\\xe9\.png: the file name is not valid UTF-8"):
+        load_dataset(f"folder:{tmp_path}", image_shape="4x4x1")
+
+
+def test_an_image_too_large_for_pillow_is_named(tmp_path, monkeypatch):
+    _save(tmp_path / "a.png")
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 400)  # 40x40 is 4 times that
+    with pytest.raises(
+        DataError, match=r"huge\.png: refused by Pillow as a possible decompression"
+    ):
+        load_dataset(f"folder:{tmp_path}", image_shape="4x4x1")
+
+
+def test_an_empty_class_folder_is_refused(tmp_path):
+    _save(tmp_path / "cat" / "1.png")
+    _save(tmp_path / "dog" / "2.png")
+    (tmp_path / "eel").mkdir()
+    (tmp_path / "eel" / "notes.txt").write_text("no image")
+    (tmp_path / ".cache").mkdir()  # hidden: ignored
+    with pytest.raises(DataError, match=rf"{tmp_path}/eel: a class folder without images"):
+        load_dataset(f"folder:{tmp_path}", image_shape="4x4x1")
+    # Flat folders have no classes: an empty subfolder there changes nothing.
+    _save(tmp_path / "top.png")
+    assert load_dataset(f"folder:{tmp_path}", image_shape="4x4x1").labels is None
