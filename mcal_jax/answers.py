@@ -69,6 +69,20 @@ def request_csv(indices: Iterable[int], paths: Sequence[str]) -> str:
     return out.getvalue()
 
 
+def request_rows(text: str) -> list[tuple[str, ...]]:
+    """The rows of a CSV request, cells stripped of spaces, empty cells at the end and
+    blank rows left out: what a request says, however an editor re-saved it (line ends,
+    quotes, a BOM)."""
+    rows = []
+    for row in csv.reader(io.StringIO(text.removeprefix("\ufeff"))):
+        cells = [cell.strip() for cell in row]
+        while cells and not cells[-1]:
+            cells.pop()
+        if cells:
+            rows.append(tuple(cells))
+    return rows
+
+
 def request_labelstudio(name: str, indices: Iterable[int], paths: Sequence[str]) -> str:
     """The Label Studio import file of the request ``name``: one task per item."""
     tasks = []

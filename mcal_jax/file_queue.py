@@ -53,16 +53,21 @@ class Queue:
         return [path for path in candidates if os.path.isfile(path)]
 
     def post(self, name: str, indices: np.ndarray, paths: Sequence[str]) -> None:
-        """Writes the request files of ``name`` (once; the same content again is a no-op).
-        A request of that name that lists other items belongs to another run: refused."""
+        """Writes the request files of ``name``. A request of that name already there must
+        list the same rows, however an editor re-saved it (a BOM, other line ends or
+        quotes); one that lists other items belongs to another run: refused."""
         text = answers.request_csv(indices, paths)
         path = self.request(name)
         try:
-            with open(path, encoding="utf-8") as f:
+            with open(path, encoding="utf-8-sig") as f:  # a spreadsheet may add a BOM
                 old = f.read()
         except FileNotFoundError:
             old = None
-        if old is not None and old != text:
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"{path}: not UTF-8 text ({error}); delete it and rerun: the run writes it again"
+            ) from None
+        if old is not None and answers.request_rows(old) != answers.request_rows(text):
             raise ValueError(
                 f"{path} already asks for other items than purchase {name!r} of this run: the "
                 f"queue {self.directory} holds another run's requests; use another queue"
@@ -82,7 +87,7 @@ class Queue:
             )
         path = found[0]
         try:
-            with open(path, encoding="utf-8") as f:
+            with open(path, encoding="utf-8-sig") as f:  # a byte-order mark is no label
                 text = f.read()
         except UnicodeDecodeError as error:
             raise answers.AnswerError(f"{path}: not UTF-8 text ({error})") from None

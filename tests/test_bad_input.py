@@ -1,6 +1,7 @@
-"""Bad input refused before anything is paid for or learned for good, naming the field, file
-or line: non-finite and negative settings and prices, answers whose class names look like
-slips, and odd image folders."""
+"""Bad input refused before anything is paid for or learned for good, naming the field,
+file or line: non-finite and negative settings and prices, answers whose class names look
+like slips, odd image folders, and request or answer files re-saved with a byte-order
+mark."""
 
 import math
 import os
@@ -14,6 +15,7 @@ from configs import synthetic
 from mcal_jax import answers, data, run
 from mcal_jax.answers import AnswerError
 from mcal_jax.data import DataError, load_dataset
+from mcal_jax.file_queue import Queue
 from mcal_jax.labelers import LabelsAwaited
 from mcal_jax.run import labeling
 from mcal_jax.run.settings import Settings
@@ -298,3 +300,34 @@ def test_an_empty_class_folder_is_refused(tmp_path):
     # Flat folders have no classes: an empty subfolder there changes nothing.
     _save(tmp_path / "top.png")
     assert load_dataset(f"folder:{tmp_path}", image_shape="4x4x1").labels is None
+
+
+# ---------------------------------------------------------------------------- byte-order marks
+
+
+def test_a_request_re_saved_with_a_bom_is_the_same_request(tmp_path):
+    queue = Queue(tmp_path / "q")
+    paths = ("a.png", "b b.png", "c,d.png")
+    queue.post("test", np.array([0, 2]), paths)
+    request = tmp_path / "q" / "requests" / "test.csv"
+    # Re-saved by a spreadsheet: a BOM, CRLF line ends, every cell quoted.
+    request.write_bytes(b'\xef\xbb\xbf"index","path"\r\n"0","a.png"\r\n"2","c,d.png"\r\n')
+    queue.post("test", np.array([0, 2]), paths)
+    assert request.read_text() == 'index,path\n0,a.png\n2,"c,d.png"\n'  # written again
+    with pytest.raises(ValueError, match="holds another run's requests"):
+        queue.post("test", np.array([0, 1]), paths)
+
+
+def test_answer_files_with_a_bom_are_read(tmp_path):
+    queue = Queue(tmp_path / "q")
+    (tmp_path / "q" / "answers").mkdir(parents=True)
+    answer = tmp_path / "q" / "answers" / "test.json"
+    export = '[{"data": {"index": 3}, "annotations": [{"result": [{"type": "choices", '
+    export += '"value": {"choices": ["cat"]}}]}]}]'
+    answer.write_bytes(b"\xef\xbb\xbf" + export.encode())
+    [read] = queue.read("test", np.array([3]))
+    assert (read.index, read.label) == (3, "cat")
+    os.remove(answer)
+    (tmp_path / "q" / "answers" / "test.csv").write_bytes(b"\xef\xbb\xbfindex,label\r\n3,dog\r\n")
+    [read] = queue.read("test", np.array([3]))
+    assert (read.index, read.label, read.where.endswith("test.csv, line 2")) == (3, "dog", True)
