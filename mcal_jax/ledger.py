@@ -12,8 +12,9 @@ File format: JSON lines, one record per line (purchases, charges and moves, see
 so a crash leaves at most the last line incomplete.
 
 A crash can lose only what was being written: labels bought but not yet on disk are
-bought again on the rerun. One process should write a ledger file at a time; two `Ledger`
-objects on one file do not see each other's appends.
+bought again on the rerun. One process may write a ledger file at a time (a run holds
+its workdir's lock, `mcal_jax.run.lock`); two `Ledger` objects on one file do not see
+each other's appends.
 """
 
 from __future__ import annotations

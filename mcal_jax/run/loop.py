@@ -34,6 +34,7 @@ from mcal_jax.profile import THETAS
 from mcal_jax.run import baselines, finish, state
 from mcal_jax.run.measure import Measurement, charge, least_confident, measure
 from mcal_jax.run.prepare import Context, Split, prepare
+from mcal_jax.run.workdir import Workdir
 
 
 def mcal(
@@ -45,19 +46,21 @@ def mcal(
     ``workdir`` (see README) and returns the summary. Rerunning resumes, and rerunning a
     finished run returns its summary again and changes no file. ``make_learner(pool)``
     gives the learner that trains and scores (default: the Flax learner on the devices;
-    `mcal_jax.simulated_learner` for simulations)."""
-    ctx = prepare(config, workdir, make_learner)
-    run = resume(ctx)
-    while not run.stopped:
-        run = run_round(ctx, run)
-    compared = None
-    if ctx.settings.baselines is not None:
-        compared = baselines.run_baselines(ctx, run.rounds[-1].lead)
-    if jax.process_count() > 1:  # the other hosts read what process 0 wrote
-        from jax.experimental import multihost_utils
+    `mcal_jax.simulated_learner` for simulations). One process at a time runs in a
+    workdir: a second one is refused (`lock.WorkdirBusyError`) before it reads it."""
+    with Workdir(workdir).locked():
+        ctx = prepare(config, workdir, make_learner)
+        run = resume(ctx)
+        while not run.stopped:
+            run = run_round(ctx, run)
+        compared = None
+        if ctx.settings.baselines is not None:
+            compared = baselines.run_baselines(ctx, run.rounds[-1].lead)
+        if jax.process_count() > 1:  # the other hosts read what process 0 wrote
+            from jax.experimental import multihost_utils
 
-        multihost_utils.sync_global_devices("mcal: rounds written")
-    return finish.finish(ctx, run, compared)
+            multihost_utils.sync_global_devices("mcal: rounds written")
+        return finish.finish(ctx, run, compared)
 
 
 def resume(ctx: Context) -> state.RunState:

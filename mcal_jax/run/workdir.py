@@ -1,5 +1,8 @@
 """The files of a run's workdir (README, "What a run writes"), read and written durably.
 
+One run at a time: `Workdir.locked` holds the workdir's lock (`mcal_jax.run.lock`) for the
+whole run and refuses a second process before it reads anything.
+
 Only process 0 of a multi-host job writes (the workdir is on a shared filesystem); the
 others read what is there at start and keep the rest in memory. Orbax checkpoints are the
 exception: all processes save them together, as orbax requires.
@@ -11,10 +14,11 @@ settings or on other data.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import ml_collections
@@ -25,6 +29,7 @@ from mcal_jax import files, parallel
 from mcal_jax.data import Dataset
 from mcal_jax.ledger import Ledger
 from mcal_jax.profile import THETAS
+from mcal_jax.run.lock import Holder, WorkdirBusyError, WorkdirLock
 from mcal_jax.run.state import FinalLabeling, RoundRecord
 from mcal_jax.scoring import Scores
 
@@ -46,7 +51,15 @@ def dataset_fingerprint(dataset: Dataset) -> dict[str, Any]:
 
 
 class Workdir:
-    """One run's folder; ``writer=False`` only reads it (default: process 0 writes)."""
+    """One run's folder; ``writer=False`` only reads it (default: process 0 writes).
+
+    A run holds the workdir's lock (`locked`) from before it reads anything until it
+    ends, so that no second process reads or buys in the same workdir meanwhile. In a
+    multi-host job the writer, process 0, holds it for the whole job; the other processes
+    take no lock of their own (they write nothing), but wait for process 0 to hold it
+    before they read anything, and when another job holds it they all refuse together
+    with process 0, naming the same holder.
+    """
 
     def __init__(self, path: str | os.PathLike, writer: bool | None = None):
         self.path = os.fspath(path)
@@ -54,6 +67,30 @@ class Workdir:
 
     def file(self, *parts: str) -> str:
         return os.path.join(self.path, *parts)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Holds the workdir's lock for the block (see the class); `lock.WorkdirBusyError`
+        naming the workdir and the holder's pid when another process holds it."""
+        lock = WorkdirLock(self.path) if self.writer else None
+        busy = None
+        if lock is not None:
+            try:
+                lock.acquire()
+            except WorkdirBusyError as error:
+                busy = error
+        # Every process learns process 0's outcome (0: it holds the lock; -1: held by a
+        # process whose pid is not written yet; else the holder's pid).
+        pid = parallel.main_process_value(0 if busy is None else busy.holder.pid or -1)
+        if busy is not None:
+            raise busy
+        if pid:
+            raise WorkdirBusyError(self.path, Holder(pid if pid > 0 else None))
+        try:
+            yield
+        finally:
+            if lock is not None:
+                lock.release()
 
     # ------------------------------------------------------------------------- identity
 
