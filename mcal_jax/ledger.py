@@ -335,6 +335,13 @@ class Ledger:
             raise KeyError(f"ledger {self.path}: no record with key {key!r}")
         return float(self._records[self._keys[key]]["usd"])
 
+    def num_items(self, key: str) -> int:
+        """How many items the purchase or move recorded under ``key`` holds (0: a charge)."""
+        if key not in self._keys:
+            raise KeyError(f"ledger {self.path}: no record with key {key!r}")
+        record = self._records[self._keys[key]]
+        return 0 if record["kind"] == "charge" else len(record["indices"])
+
     def labels(self) -> tuple[np.ndarray, np.ndarray]:
         """All bought (indices int64, labels int32), in purchase order."""
         return self._purchases()

@@ -1,6 +1,8 @@
-"""A workdir is safe from a second process: mcal_jax.run.lock (one process at a time), on
-copies of one finished run."""
+"""A workdir is safe from a second process and from lost files: mcal_jax.run.lock (one
+process at a time) and mcal_jax.run.integrity (files that agree), on copies of one finished
+run."""
 
+import dataclasses
 import json
 import os
 import re
@@ -12,6 +14,7 @@ import ml_collections
 import pytest
 
 from mcal_jax import parallel, run
+from mcal_jax.run import integrity
 from mcal_jax.run.lock import LOCK_FILE, WorkdirBusyError, WorkdirLock
 from mcal_jax.run.workdir import Workdir
 
@@ -97,3 +100,99 @@ def test_the_other_processes_of_a_job_refuse_with_process_0(tmp_path, monkeypatc
     with refused, Workdir(tmp_path / "run", writer=False).locked():
         pass
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_whose_ledger_was_deleted_is_refused(workdir, workdir_files):
+    os.remove(workdir / "ledger.jsonl")
+    message = _refused(workdir, integrity.WorkdirMismatchError, "ledger.jsonl", workdir_files)
+    assert message == (
+        f"{workdir}/ledger.jsonl is missing, yet {workdir}/rounds.jsonl records 2 rounds "
+        "trained on T_plan and B0: a rerun would buy those labels again; restore "
+        f"{workdir}/ledger.jsonl, or start a new --workdir"
+    )
+    assert not (workdir / "ledger.jsonl").exists()
+
+
+def test_a_run_whose_rounds_were_deleted_is_refused(workdir, workdir_files):
+    os.remove(workdir / "rounds.jsonl")
+    message = _refused(workdir, integrity.WorkdirMismatchError, "rounds.jsonl", workdir_files)
+    assert message.startswith(
+        f"{workdir}/rounds.jsonl is missing, yet {workdir}/ledger.jsonl holds the batch of "
+        "round 2 ('round2/train' or 'round2/from_test')"
+    )
+    assert message.endswith(f"restore {workdir}/rounds.jsonl, or start a new --workdir")
+
+
+def test_a_finished_run_whose_ledger_lost_its_residual_is_refused(workdir, workdir_files):
+    ledger = workdir / "ledger.jsonl"
+    lines = ledger.read_text().splitlines(keepends=True)
+    assert '"key":"residual"' in lines[-1]
+    ledger.write_text("".join(lines[:-1]))
+    residual = json.loads((workdir / "summary.json").read_text())["counts"]["residual"]
+    _refused(
+        workdir,
+        integrity.WorkdirMismatchError,
+        f"summary.json counts {residual} labels bought for 'residual', yet .*ledger.jsonl holds 0",
+        workdir_files,
+    )
+
+
+def _on_disk(workdir):
+    files = Workdir(workdir, writer=False)
+    return files.on_disk(files.find_ledger())
+
+
+def test_what_a_kill_leaves_agrees(workdir):
+    """The finished run, and the states a kill leaves: before anything was bought, with T
+    and B0 bought before round 1 was recorded, with a round's batch bought (or the round
+    trained and charged) before its record was written, the last one included."""
+    disk = _on_disk(workdir)
+    assert integrity.problem(disk) is None
+    first, last = disk.rounds
+    assert disk.batches == (first.train_size, last.train_size - first.train_size)
+    assert last.stop and not first.stop
+    fresh = integrity.OnDisk(
+        folder=str(workdir), ledger_found=False, test_bought=False, batches=(), bought={},
+        rounds_found=False, rounds=(), round_scores=False, after_rounds=(),
+        summary_counts=None,
+    )  # fmt: skip
+    assert integrity.problem(fresh) is None
+    bought_t_and_b0 = dataclasses.replace(
+        disk, rounds_found=False, rounds=(), batches=disk.batches[:1], after_rounds=(),
+        summary_counts=None, round_scores=False,
+    )  # fmt: skip
+    assert integrity.problem(bought_t_and_b0) is None
+    assert integrity.problem(dataclasses.replace(bought_t_and_b0, round_scores=True)) is None
+    one_behind = dataclasses.replace(disk, rounds=(first,), after_rounds=(), summary_counts=None)
+    assert integrity.problem(one_behind) is None
+
+
+def test_files_that_need_more_than_the_ledger_or_the_rounds_hold_are_named(workdir):
+    disk = _on_disk(workdir)
+    first, last = disk.rounds
+    folder = str(workdir)
+
+    def problem(**changes):
+        return integrity.problem(dataclasses.replace(disk, **changes))
+
+    # The ledger cut after round 1's batch: round 2 trained on more.
+    assert problem(batches=disk.batches[:1]).startswith(
+        f"{folder}/ledger.jsonl holds {first.train_size} labels for B up to round 2, yet "
+        f"{folder}/rounds.jsonl records that round 2 trained on {last.train_size}"
+    )
+    # Scores of rounds, and no purchase of T or B0.
+    assert problem(rounds=(), rounds_found=False, ledger_found=False).startswith(
+        f"{folder}/ledger.jsonl is missing, yet {folder}/scores holds the scores of rounds"
+    )
+    assert problem(test_bought=False).startswith(
+        f"{folder}/ledger.jsonl lacks the purchase of T_plan or B0, yet {folder}/rounds.jsonl"
+    )
+    # Two rounds ahead, or a batch after the stop.
+    assert problem(rounds=()).startswith(f"{folder}/rounds.jsonl records 0 rounds, yet")
+    assert "which a stopped run never buys" in problem(batches=(*disk.batches, 10))
+    # Written after the last round, with no stop recorded.
+    one_behind = problem(rounds=(first,), summary_counts=None)
+    assert one_behind.startswith(
+        f"{folder}/rounds.jsonl records 1 round, none stopping, yet {folder}/final.json, "
+        f"{folder}/summary.json exist"
+    )

@@ -12,10 +12,11 @@ and buys human labels for the rest. No label of T_cert is read before then.
 Resuming: every label is bought through the ledger under a key (``test``,
 ``round3/train``, ``certify``, ``residual``) and is on disk before it is used; each
 finished round is one `RoundRecord` line of ``rounds.jsonl``, appended after the round's
-scores and checkpoints and before its next batch is bought. A rerun replays the records, buys the
-recorded batch if the ledger does not hold it yet, and goes on; training is deterministic
-for a seed, so the result equals an uninterrupted run. A round cut short is run again
-(its device time is charged again, under a fresh key: it was paid twice).
+scores and checkpoints and before its next batch is bought. A rerun checks that the files
+agree (`mcal_jax.run.integrity`), replays the records, buys the recorded batch if the
+ledger does not hold it yet, and goes on; training is deterministic for a seed, so the
+result equals an uninterrupted run. A round cut short is run again (its device time is
+charged again, under a fresh key: it was paid twice).
 """
 
 from __future__ import annotations

@@ -28,9 +28,17 @@ from absl import logging
 from mcal_jax import files, parallel
 from mcal_jax.data import Dataset
 from mcal_jax.ledger import Ledger
+from mcal_jax.ledger_records import PURPOSES
 from mcal_jax.profile import THETAS
+from mcal_jax.run import integrity
 from mcal_jax.run.lock import Holder, WorkdirBusyError, WorkdirLock
-from mcal_jax.run.state import FinalLabeling, RoundRecord
+from mcal_jax.run.state import (
+    TEST_PURCHASE_KEY,
+    FinalLabeling,
+    RoundRecord,
+    train_move_key,
+    train_purchase_key,
+)
 from mcal_jax.scoring import Scores
 
 
@@ -125,6 +133,47 @@ class Workdir:
 
     def open_ledger(self) -> Ledger:
         return Ledger(self.file("ledger.jsonl"), writer=self.writer)
+
+    def find_ledger(self) -> Ledger | None:
+        """The ledger opened as `open_ledger` opens it, or None when there is no ledger
+        file (it is not created)."""
+        return self.open_ledger() if os.path.exists(self.file("ledger.jsonl")) else None
+
+    def on_disk(self, ledger: Ledger | None) -> integrity.OnDisk:
+        """What the workdir holds, for `integrity.check`: ``ledger`` is `find_ledger`'s."""
+        batches: list[int] = []
+        while ledger is not None:
+            keys = [key(len(batches) + 1) for key in (train_purchase_key, train_move_key)]
+            if not any(ledger.has(key) for key in keys):
+                break
+            batches.append(sum(ledger.num_items(key) for key in keys if ledger.has(key)))
+        summary = files.read_json(self.file("summary.json"))
+        counts = summary.get("counts") if isinstance(summary, dict) else None
+        scores = self.file("scores")
+        names = os.listdir(scores) if os.path.isdir(scores) else []
+        stages = [name[: -len(".npz")] for name in names if name.endswith(".npz")]
+        after = (
+            "final.json",
+            "baselines.json",
+            os.path.join("scores", "final.npz"),
+            "summary.json",
+        )
+        return integrity.OnDisk(
+            folder=self.path,
+            ledger_found=ledger is not None,
+            test_bought=ledger is not None and ledger.has(TEST_PURCHASE_KEY),
+            batches=tuple(batches),
+            bought={p: len(ledger.bought(p)[0]) for p in PURPOSES} if ledger is not None else {},
+            rounds_found=os.path.exists(self.file("rounds.jsonl")),
+            rounds=tuple(self.read_rounds()),
+            round_scores=any(stage != "final" for stage in stages),
+            after_rounds=tuple(name for name in after if os.path.exists(self.file(name))),
+            summary_counts=(
+                {p: counts[p] for p in PURPOSES if p in counts}
+                if isinstance(counts, dict)
+                else None
+            ),
+        )
 
     # ------------------------------------------------------------------------- rounds
 
