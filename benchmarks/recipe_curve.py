@@ -44,7 +44,9 @@ _CUTS = flags.DEFINE_list("cuts", None, "|B| to cut B at (default: |B| after eac
 _ROUND_CHANGES = flags.DEFINE_list(
     "round_changes", [], "TrainConfig fields for the round recipe, e.g. min_steps=1600"
 )
-RUN_FILES = ("config.json", "dataset.json", "ledger.jsonl")
+# What `prepare` reads of a run: its settings, data, purchases, and the rounds that
+# account for those purchases (it refuses a ledger the rounds do not account for).
+RUN_FILES = ("config.json", "dataset.json", "ledger.jsonl", "rounds.jsonl")
 
 
 def parse_changes(changes: list[str]) -> dict:
@@ -82,7 +84,8 @@ def recipe_curve(
     config = read_run_json(os.path.join(workdir, "config.json"), f"{workdir}: not an MCAL run")
     with tempfile.TemporaryDirectory() as copy:
         for name in RUN_FILES:
-            shutil.copy(os.path.join(workdir, name), copy)
+            if os.path.exists(os.path.join(workdir, name)):  # no rounds yet: no rounds.jsonl
+                shutil.copy(os.path.join(workdir, name), copy)
         ctx = prepare(ml_collections.ConfigDict(config), copy)
         settings = ctx.settings
         if len(settings.models) != 1:

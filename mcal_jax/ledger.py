@@ -12,8 +12,9 @@ File format: JSON lines, one record per line (purchases, charges and moves, see
 so a crash leaves at most the last line incomplete.
 
 A crash can lose only what was being written: labels bought but not yet on disk are
-bought again on the rerun. One process should write a ledger file at a time; two `Ledger`
-objects on one file do not see each other's appends.
+bought again on the rerun. One process may write a ledger file at a time (a run holds
+its workdir's lock, `mcal_jax.run.lock`); two `Ledger` objects on one file do not see
+each other's appends.
 """
 
 from __future__ import annotations
@@ -333,6 +334,13 @@ class Ledger:
         if key not in self._keys:
             raise KeyError(f"ledger {self.path}: no record with key {key!r}")
         return float(self._records[self._keys[key]]["usd"])
+
+    def num_items(self, key: str) -> int:
+        """How many items the purchase or move recorded under ``key`` holds (0: a charge)."""
+        if key not in self._keys:
+            raise KeyError(f"ledger {self.path}: no record with key {key!r}")
+        record = self._records[self._keys[key]]
+        return 0 if record["kind"] == "charge" else len(record["indices"])
 
     def labels(self) -> tuple[np.ndarray, np.ndarray]:
         """All bought (indices int64, labels int32), in purchase order."""

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 import jax
+import numpy as np
 from absl import logging
 from jax.sharding import AxisType, Mesh
 
@@ -67,6 +68,16 @@ def maybe_initialize_distributed() -> None:
 def is_main_process() -> bool:
     """Only process 0 writes files in a multi-host job."""
     return jax.process_index() == 0
+
+
+def main_process_value(value: int) -> int:
+    """Process 0's ``value`` on every process of a multi-host job (a collective: every
+    process calls it); ``value`` itself in a single process."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
 
 
 def host_device() -> jax.Device:

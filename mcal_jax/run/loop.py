@@ -12,10 +12,11 @@ and buys human labels for the rest. No label of T_cert is read before then.
 Resuming: every label is bought through the ledger under a key (``test``,
 ``round3/train``, ``certify``, ``residual``) and is on disk before it is used; each
 finished round is one `RoundRecord` line of ``rounds.jsonl``, appended after the round's
-scores and checkpoints and before its next batch is bought. A rerun replays the records, buys the
-recorded batch if the ledger does not hold it yet, and goes on; training is deterministic
-for a seed, so the result equals an uninterrupted run. A round cut short is run again
-(its device time is charged again, under a fresh key: it was paid twice).
+scores and checkpoints and before its next batch is bought. A rerun checks that the files
+agree (`mcal_jax.run.integrity`), replays the records, buys the recorded batch if the
+ledger does not hold it yet, and goes on; training is deterministic for a seed, so the
+result equals an uninterrupted run. A round cut short is run again (its device time is
+charged again, under a fresh key: it was paid twice).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from mcal_jax.profile import THETAS
 from mcal_jax.run import baselines, finish, state
 from mcal_jax.run.measure import Measurement, charge, least_confident, measure
 from mcal_jax.run.prepare import Context, Split, prepare
+from mcal_jax.run.workdir import Workdir
 
 
 def mcal(
@@ -45,19 +47,21 @@ def mcal(
     ``workdir`` (see README) and returns the summary. Rerunning resumes, and rerunning a
     finished run returns its summary again and changes no file. ``make_learner(pool)``
     gives the learner that trains and scores (default: the Flax learner on the devices;
-    `mcal_jax.simulated_learner` for simulations)."""
-    ctx = prepare(config, workdir, make_learner)
-    run = resume(ctx)
-    while not run.stopped:
-        run = run_round(ctx, run)
-    compared = None
-    if ctx.settings.baselines is not None:
-        compared = baselines.run_baselines(ctx, run.rounds[-1].lead)
-    if jax.process_count() > 1:  # the other hosts read what process 0 wrote
-        from jax.experimental import multihost_utils
+    `mcal_jax.simulated_learner` for simulations). One process at a time runs in a
+    workdir: a second one is refused (`lock.WorkdirBusyError`) before it reads it."""
+    with Workdir(workdir).locked():
+        ctx = prepare(config, workdir, make_learner)
+        run = resume(ctx)
+        while not run.stopped:
+            run = run_round(ctx, run)
+        compared = None
+        if ctx.settings.baselines is not None:
+            compared = baselines.run_baselines(ctx, run.rounds[-1].lead)
+        if jax.process_count() > 1:  # the other hosts read what process 0 wrote
+            from jax.experimental import multihost_utils
 
-        multihost_utils.sync_global_devices("mcal: rounds written")
-    return finish.finish(ctx, run, compared)
+            multihost_utils.sync_global_devices("mcal: rounds written")
+        return finish.finish(ctx, run, compared)
 
 
 def resume(ctx: Context) -> state.RunState:

@@ -1,10 +1,10 @@
 """Preparing a run: everything it needs, built and checked before anything is paid for.
 
 `prepare` loads the data, checks the settings and the class names against it, claims the
-workdir (the config and the dataset's fingerprint must match an earlier start), learns the
-class names from the people's first answers when nothing else names them, uploads the
-pool and opens the ledger, in that order: a start that fails leaves no file behind that
-would block the corrected command.
+workdir (the config and the dataset's fingerprint must match an earlier start), checks
+that its files agree (`integrity`), learns the class names from the people's first
+answers when nothing else names them, uploads the pool and opens the ledger, in that
+order: a start that fails leaves no file behind that would block the corrected command.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from mcal_jax.data import load_dataset
 from mcal_jax.dataset import Dataset
 from mcal_jax.learner import FlaxLearner, Learner
 from mcal_jax.ledger import Ledger
-from mcal_jax.run import labeling
+from mcal_jax.run import integrity, labeling
 from mcal_jax.run.settings import Settings
 from mcal_jax.run.workdir import Workdir, dataset_fingerprint
 
@@ -138,6 +138,8 @@ def prepare(
     classes = labeling.check_classes(settings, dataset, config.data.classes)
     files = Workdir(workdir)
     files.claim(config, dataset_fingerprint(dataset))
+    ledger = files.find_ledger()
+    integrity.check(files.on_disk(ledger))  # before anything is bought or asked for
 
     n, num_test, delta0 = settings.num_items, settings.num_test, settings.delta0
     order = rng.permutation(n)
@@ -159,7 +161,7 @@ def prepare(
     return Context(
         settings=settings,
         workdir=files,
-        ledger=files.open_ledger(),
+        ledger=files.open_ledger() if ledger is None else ledger,
         learner=learner,
         labeler=labeling.make_labeler(
             settings, files, dataset, classes, configured=bool(config.data.classes.strip())

@@ -1,5 +1,8 @@
 """The files of a run's workdir (README, "What a run writes"), read and written durably.
 
+One run at a time: `Workdir.locked` holds the workdir's lock (`mcal_jax.run.lock`) for the
+whole run and refuses a second process before it reads anything.
+
 Only process 0 of a multi-host job writes (the workdir is on a shared filesystem); the
 others read what is there at start and keep the rest in memory. Orbax checkpoints are the
 exception: all processes save them together, as orbax requires.
@@ -11,10 +14,11 @@ settings or on other data.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import ml_collections
@@ -24,8 +28,17 @@ from absl import logging
 from mcal_jax import files, parallel
 from mcal_jax.data import Dataset
 from mcal_jax.ledger import Ledger
+from mcal_jax.ledger_records import PURPOSES
 from mcal_jax.profile import THETAS
-from mcal_jax.run.state import FinalLabeling, RoundRecord
+from mcal_jax.run import integrity
+from mcal_jax.run.lock import Holder, WorkdirBusyError, WorkdirLock
+from mcal_jax.run.state import (
+    TEST_PURCHASE_KEY,
+    FinalLabeling,
+    RoundRecord,
+    train_move_key,
+    train_purchase_key,
+)
 from mcal_jax.scoring import Scores
 
 
@@ -46,7 +59,15 @@ def dataset_fingerprint(dataset: Dataset) -> dict[str, Any]:
 
 
 class Workdir:
-    """One run's folder; ``writer=False`` only reads it (default: process 0 writes)."""
+    """One run's folder; ``writer=False`` only reads it (default: process 0 writes).
+
+    A run holds the workdir's lock (`locked`) from before it reads anything until it
+    ends, so that no second process reads or buys in the same workdir meanwhile. In a
+    multi-host job the writer, process 0, holds it for the whole job; the other processes
+    take no lock of their own (they write nothing), but wait for process 0 to hold it
+    before they read anything, and when another job holds it they all refuse together
+    with process 0, naming the same holder.
+    """
 
     def __init__(self, path: str | os.PathLike, writer: bool | None = None):
         self.path = os.fspath(path)
@@ -54,6 +75,30 @@ class Workdir:
 
     def file(self, *parts: str) -> str:
         return os.path.join(self.path, *parts)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Holds the workdir's lock for the block (see the class); `lock.WorkdirBusyError`
+        naming the workdir and the holder's pid when another process holds it."""
+        lock = WorkdirLock(self.path) if self.writer else None
+        busy = None
+        if lock is not None:
+            try:
+                lock.acquire()
+            except WorkdirBusyError as error:
+                busy = error
+        # Every process learns process 0's outcome (0: it holds the lock; -1: held by a
+        # process whose pid is not written yet; else the holder's pid).
+        pid = parallel.main_process_value(0 if busy is None else busy.holder.pid or -1)
+        if busy is not None:
+            raise busy
+        if pid:
+            raise WorkdirBusyError(self.path, Holder(pid if pid > 0 else None))
+        try:
+            yield
+        finally:
+            if lock is not None:
+                lock.release()
 
     # ------------------------------------------------------------------------- identity
 
@@ -88,6 +133,47 @@ class Workdir:
 
     def open_ledger(self) -> Ledger:
         return Ledger(self.file("ledger.jsonl"), writer=self.writer)
+
+    def find_ledger(self) -> Ledger | None:
+        """The ledger opened as `open_ledger` opens it, or None when there is no ledger
+        file (it is not created)."""
+        return self.open_ledger() if os.path.exists(self.file("ledger.jsonl")) else None
+
+    def on_disk(self, ledger: Ledger | None) -> integrity.OnDisk:
+        """What the workdir holds, for `integrity.check`: ``ledger`` is `find_ledger`'s."""
+        batches: list[int] = []
+        while ledger is not None:
+            keys = [key(len(batches) + 1) for key in (train_purchase_key, train_move_key)]
+            if not any(ledger.has(key) for key in keys):
+                break
+            batches.append(sum(ledger.num_items(key) for key in keys if ledger.has(key)))
+        summary = files.read_json(self.file("summary.json"))
+        counts = summary.get("counts") if isinstance(summary, dict) else None
+        scores = self.file("scores")
+        names = os.listdir(scores) if os.path.isdir(scores) else []
+        stages = [name[: -len(".npz")] for name in names if name.endswith(".npz")]
+        after = (
+            "final.json",
+            "baselines.json",
+            os.path.join("scores", "final.npz"),
+            "summary.json",
+        )
+        return integrity.OnDisk(
+            folder=self.path,
+            ledger_found=ledger is not None,
+            test_bought=ledger is not None and ledger.has(TEST_PURCHASE_KEY),
+            batches=tuple(batches),
+            bought={p: len(ledger.bought(p)[0]) for p in PURPOSES} if ledger is not None else {},
+            rounds_found=os.path.exists(self.file("rounds.jsonl")),
+            rounds=tuple(self.read_rounds()),
+            round_scores=any(stage != "final" for stage in stages),
+            after_rounds=tuple(name for name in after if os.path.exists(self.file(name))),
+            summary_counts=(
+                {p: counts[p] for p in PURPOSES if p in counts}
+                if isinstance(counts, dict)
+                else None
+            ),
+        )
 
     # ------------------------------------------------------------------------- rounds
 
