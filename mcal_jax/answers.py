@@ -249,8 +249,6 @@ def _alike(a: str, b: str) -> str | None:
     short, long = sorted((a_key, b_key), key=len)
     if short == long:
         return "differ only in case or spaces"
-    if long.startswith(short) and not long[len(short)].isdigit():  # type1, type10: a series
-        return "differ only at the end (one cut short?)"
     if len(short) >= 4 and _one_letter_apart(short, long):  # cat, car: short words differ so
         return "differ by one letter"
     return None

@@ -150,7 +150,6 @@ def test_class_names_that_differ_by_case_or_spaces_are_refused():
 
 def test_a_truncated_last_line_is_refused():
     message = _refusal(["cat", "dog"] * 5 + ["ca"])
-    assert "'ca' (line 12) and 'cat' (line 2) differ only at the end (one cut short?)" in message
     assert "'ca' (line 12) is given once" in message
 
 
@@ -183,6 +182,7 @@ def test_a_class_given_once_is_refused_and_the_line_of_a_label_studio_task_is_na
         ["cat", "dog", "eel"] * 3,
         ["car", "cat", "cow"] * 2,  # short names one letter apart: words, not slips
         ["type1", "type2", "type10"] * 2,  # numbered series
+        ["pine", "pineapple", "sea", "seal"] * 2,  # one name the start of another
         ["golden retriever", "goldfish", "Labrador"] * 2,
         ["0", "1", "2", "10"] * 2,  # numbers alone: 0..10
     ],
@@ -214,7 +214,7 @@ def test_slips_in_the_first_answers_are_refused_before_classes_are_recorded(tmp_
         labeling.classes_from_first_answers(settings, workdir, pool, first)
     assert str(error.value).startswith(f"{answer}: the first answers name the run's classes")
     assert "'Dog' (line 10) and 'dog' (line 2) differ only in case" in str(error.value)
-    assert "'ca' (line 11) and 'cat' (line 3) differ only at the end" in str(error.value)
+    assert "'ca' (line 11) is given once" in str(error.value)
     assert workdir.read_classes() is None  # nothing learned for good
     # The answers fixed, the same call learns the classes.
     labels[-2:] = ["dog", "cat"]
