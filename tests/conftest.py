@@ -1,6 +1,9 @@
 """Test setup: 8 simulated CPU devices, so every data-parallel path runs sharded."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -8,6 +11,19 @@ _FLAG = "--xla_force_host_platform_device_count=8"
 if _FLAG not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# Many tests build the same programs anew (each run makes its own jitted functions, and the
+# launcher tests start fresh processes): a compilation cache shared by the whole session,
+# subprocesses included, compiles each program once. It changes no result: a program
+# loaded from the cache is the one XLA compiled for the same computation and flags.
+_CACHE = tempfile.mkdtemp(prefix="mcal_jax_tests_xla_")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+for _name, _value in (
+    ("JAX_COMPILATION_CACHE_DIR", _CACHE),
+    ("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"),
+    ("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1"),
+):
+    os.environ.setdefault(_name, _value)
 
 
 def _files(workdir):
