@@ -428,18 +428,32 @@ def test_final_classifier_labels_and_a_rerun_neither_trains_nor_pays_again(tmp_p
     assert [r for r in _ledger(tmp_path) if r["kind"] == "charge"] == charges
 
 
-def test_semi_supervised_rounds_learn_from_the_last_round_and_resume_alike(tmp_path):
-    """Round 1 has no teacher; every later round also fits the previous model's
-    pseudo-labels (twice the images per step), the final classifier its own supervised
-    teacher's, and a run cut after a round resumes to the same answer."""
+@pytest.fixture(scope="module")
+def semi_supervised(tmp_path_factory):
+    """(config, workdir, summary) of a run whose rounds after the first also learn the
+    previous model's pseudo-labels, and whose final labels are the average softmax of the
+    final teacher and student over each image and its mirror."""
     config = synthetic.get_config("1000")
     with config.unlocked():
         config.mcal.max_rounds = 3
         config.train.semi_supervised = True
         config.train.epochs, config.train.min_steps = 1, 30  # 30 steps: |B| ≤ 950 < 30 · 32
         config.final_train.min_steps = 100
-    summary = run.mcal(config, str(tmp_path / "whole"))
-    charges = [r for r in _ledger(tmp_path / "whole") if r["kind"] == "charge"]
+        config.final_train.test_time_flip = True
+        config.final_train.teacher_ensemble = True
+        config.cost.mode = "per_image_epoch"
+    workdir = tmp_path_factory.mktemp("semi_supervised")
+    return config, workdir, run.mcal(config, str(workdir))
+
+
+def test_semi_supervised_rounds_learn_from_the_last_round_and_resume_alike(
+    semi_supervised, tmp_path
+):
+    """Round 1 has no teacher; every later round also fits the previous model's
+    pseudo-labels (twice the images per step), the final classifier its own supervised
+    teacher's, and a run cut after a round resumes to the same answer."""
+    config, finished_dir, summary = semi_supervised
+    charges = [r for r in _ledger(finished_dir) if r["kind"] == "charge"]
     images = {r["key"]: r["details"]["images"] for r in charges if r["category"] == "training"}
     assert images["round1/tiny/training"] == 30 * 32
     assert images["round2/tiny/training"] == images["round3/tiny/training"] == 30 * 32 * 2
@@ -447,17 +461,19 @@ def test_semi_supervised_rounds_learn_from_the_last_round_and_resume_alike(tmp_p
     assert images["final_teacher/tiny/training"] == 100 * 32
     assert images["final/tiny/training"] == 100 * 32 * 2
     # Cut after round 2: the rerun trains round 3 again from round 2's saved scores.
-    rounds = tmp_path / "whole" / "rounds.jsonl"
+    workdir = tmp_path / "cut"
+    shutil.copytree(finished_dir, workdir)
+    rounds = workdir / "rounds.jsonl"
     lines = rounds.read_text().splitlines(keepends=True)
     assert len(lines) == 3
     rounds.write_text("".join(lines[:2]))
     for name in ("final.json", "labels.npz", "summary.json", "scores/final.npz"):
-        os.remove(tmp_path / "whole" / name)
-    again = run.mcal(config, str(tmp_path / "whole"))
+        os.remove(workdir / name)
+    again = run.mcal(config, str(workdir))
     assert _decided(again) == _decided(summary)
 
 
-def test_the_final_teacher_and_student_label_together_with_mirrors(tmp_path):
+def test_the_final_teacher_and_student_label_together_with_mirrors(semi_supervised):
     """With teacher_ensemble and test_time_flip the final scores are the average softmax
     of the two saved final models over each image and its mirror, not the student's."""
     import orbax.checkpoint as ocp
@@ -465,24 +481,16 @@ def test_the_final_teacher_and_student_label_together_with_mirrors(tmp_path):
     from mcal_jax import pool as pool_lib
     from mcal_jax import scoring
 
-    config = synthetic.get_config("1000")
-    with config.unlocked():
-        config.mcal.max_rounds = 2
-        config.final_train.min_steps = 60
-        config.final_train.semi_supervised = True
-        config.final_train.test_time_flip = True
-        config.final_train.teacher_ensemble = True
-        config.cost.mode = "per_image_epoch"
-    run.mcal(config, str(tmp_path))
-    saved = np.load(tmp_path / "scores" / "final.npz")
+    config, workdir, _ = semi_supervised
+    saved = np.load(workdir / "scores" / "final.npz")
     scored = saved["predicted"] >= 0
     # Four forward passes per item (two models, two views), each priced.
-    [charge] = [r for r in _ledger(tmp_path) if r["key"] == "final/tiny/scoring"]
+    [charge] = [r for r in _ledger(workdir) if r["key"] == "final/tiny/scoring"]
     per_pass = config.cost.usd_per_image_epoch.tiny * config.cost.scoring_fraction_of_image_epoch
     assert charge["usd"] == pytest.approx(4 * scored.sum() * per_pass)
     with ocp.StandardCheckpointer() as checkpointer:
         student, teacher = (
-            checkpointer.restore(str(tmp_path / "checkpoints" / f"{stage}_tiny"))
+            checkpointer.restore(str(workdir / "checkpoints" / f"{stage}_tiny"))
             for stage in ("final", "final_teacher")
         )
     dataset = data.load_dataset(config.data.dataset, image_shape=config.data.image_shape)
