@@ -1,11 +1,13 @@
 """The plan's search: C(b) over a grid of training-set sizes b, with, for every b, the θ
 and the size of T_cert that make it cheapest (docs/algorithm.md, step 6), in one jitted,
-vectorised call; and the same search over curves refitted to resampled test counts, whose
-spread says how sure a plan's saving is. `mcal_jax.controller` decides from them.
+vectorised call, and the bill at its cheapest b term by term; and the same search over
+curves refitted to resampled test counts, whose spread says how sure a plan's saving is.
+`mcal_jax.controller` decides from them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -232,6 +234,58 @@ def search(
         constraint=config.constraint,
     )
     return grid, float(np.std(np.asarray(savings, np.float64)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Bill:
+    """Eq. 1 at the grid's cheapest b, term by term: B_opt = ``b_grid[best]``, θ* there (0
+    when no θ is feasible) and |T_cert|, priced again in float64 on the host so that the
+    terms add up exactly."""
+
+    best: int
+    b_opt: int
+    theta_star: float
+    cert_size: int
+    machine: float  # |S|, continuous
+    human_usd: float
+    fixed_usd: float  # human labels and the device time spent so far
+    future_rounds: int
+    future_training_usd: float
+    future_scoring_usd: float
+    cost_star: float
+
+
+def bill(
+    config: ControllerConfig,
+    history: History,
+    grid: Grid,
+    cost_model: TrainingCostModel,
+    prices: Prices,
+) -> Bill:
+    """The `Bill` at the cheapest b of ``grid``, priced with the host's ``prices``."""
+    best = int(grid.best)
+    b_opt, theta_index = int(grid.b_grid[best]), int(grid.theta_index_by_b[best])
+    theta_star = float(history.thetas[theta_index]) if theta_index >= 0 else 0.0
+    cert_size = int(grid.cert_size_by_b[best])
+    machine = theta_star * (config.num_items - test_size(config, history) - b_opt - cert_size)
+    human_usd = config.human_usd_per_label * (config.num_items - machine)
+    rounds, training, scoring = future_usd(
+        np.int64(b_opt), np.int64(history.train_size), np.int64(history.delta), cost_model, prices
+    )
+    fixed_usd = human_usd + sum(history.training_usd) + sum(history.scoring_usd)
+    return Bill(
+        best=best,
+        b_opt=b_opt,
+        theta_star=theta_star,
+        cert_size=cert_size,
+        machine=machine,
+        human_usd=human_usd,
+        fixed_usd=fixed_usd,
+        future_rounds=int(rounds),
+        future_training_usd=float(training),
+        future_scoring_usd=float(scoring),
+        cost_star=fixed_usd + float(training) + float(scoring),
+    )
 
 
 def resampled_counts(config: ControllerConfig, history: History) -> tuple[np.ndarray, np.ndarray]:
