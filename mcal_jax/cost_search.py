@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from mcal_jax.fit import Arrays, PowerLawFit, TrainingCostModel, predict_error, rounds_to_grow
+from mcal_jax.fit import (
+    Arrays,
+    Numeric,
+    PowerLawFit,
+    TrainingCostModel,
+    predict_error,
+    rounds_to_grow,
+)
 from mcal_jax.profile import bound_surface, predicted_bound
 from mcal_jax.records import ControllerConfig, History, is_int
 
@@ -29,6 +37,7 @@ _BISECTIONS = 14
 _CERT_MARGIN = 1.0
 _REPLICATE_BISECTIONS = 8
 _REPLICATE_B_GRID = 64
+_Tree = TypeVar("_Tree")
 
 
 @struct.dataclass
@@ -90,7 +99,9 @@ def test_size(config: ControllerConfig, history: History) -> int:
     return history.test_sizes[-1] if history.test_sizes else config.num_test
 
 
-def future_usd(b, b_now, delta, cost_model: TrainingCostModel, p: Prices):
+def future_usd(
+    b: Numeric, b_now: Numeric, delta: Numeric, cost_model: TrainingCostModel, p: Prices
+) -> tuple[Numeric, Numeric, Numeric]:
     """(rounds, training USD, scoring USD) of growing B from ``b_now`` to ``b`` in rounds of
     ``delta`` (Eq. 3 generalised, `TrainingCostModel.growth_usd`); each round also scores
     the other N − size items. Numpy and jax alike, so the jitted grid search and the
@@ -130,7 +141,7 @@ def _cost_grid(
     left = jnp.broadcast_to((pool - b).astype(jnp.float32), error.shape)
     thetas = jnp.broadcast_to(fit.thetas[:, None], error.shape)
 
-    def feasible(n):
+    def feasible(n: jax.Array) -> tuple[jax.Array, jax.Array]:
         if surface is None:  # the point estimate, as the paper plans
             bound = error
         else:  # sized for a T_cert draw `_CERT_MARGIN` standard deviations unlucky
@@ -177,7 +188,15 @@ search_grid = jax.jit(_cost_grid, static_argnames=("num_b_grid", "constraint"))
 
 
 @functools.partial(jax.jit, static_argnames=("num_b_grid", "constraint"))
-def _replicate_savings(fits, cost_model, surface, fractions, p, num_b_grid, constraint):
+def _replicate_savings(
+    fits: PowerLawFit,
+    cost_model: TrainingCostModel,
+    surface: jax.Array | None,
+    fractions: jax.Array,
+    p: Prices,
+    num_b_grid: int,
+    constraint: str,
+) -> Arrays:
     """C(|B|) − min_b C(b) of every replicate fit (stacked on a leading axis)."""
     grid = functools.partial(
         _cost_grid,
@@ -189,7 +208,7 @@ def _replicate_savings(fits, cost_model, surface, fractions, p, num_b_grid, cons
     return grids.cost_by_b[:, 0] - jnp.min(grids.cost_by_b, axis=1)
 
 
-def _as_float32(tree):
+def _as_float32(tree: _Tree) -> _Tree:
     """Host float32 copies of a fit's arrays (``trusted`` stays bool): a model left on an
     accelerator would pull the search back there."""
     return jax.tree.map(
