@@ -38,6 +38,7 @@ import scipy.stats
 from absl import app, flags, logging
 
 from configs import common
+from mcal_jax.dataset import Dataset
 from mcal_jax.simulated_learner import ErrorModel, SimulatedLearner
 
 _RUNS = flags.DEFINE_integer("runs", 1000, "Runs per scenario, constraint and variant.")
@@ -132,7 +133,12 @@ def pool_file(scenario: Scenario, folder: str) -> str:
 
 
 def run_config(
-    pool: str, constraint: str, seed: int, *, peeking: bool, overrides=()
+    pool: str,
+    constraint: str,
+    seed: int,
+    *,
+    peeking: bool,
+    overrides: Sequence[tuple[str, object]] = (),
 ) -> ml_collections.ConfigDict:
     """The library's defaults (ε = 5%, α = 5%, T_plan 2% of N and at least 200 items, the
     last round's classifier labels) on the pool, with rounds short enough to simulate:
@@ -169,7 +175,8 @@ def run_once(
         pool_file(scenario, folder), constraint, seed, peeking=peeking, overrides=scenario.overrides
     )
 
-    def learner(dataset):
+    def learner(dataset: Dataset) -> SimulatedLearner:
+        assert dataset.labels is not None  # pool_file wrote them
         model = scenario.model_for(constraint)
         return SimulatedLearner(dataset.labels, model, num_classes=scenario.num_classes, seed=seed)
 

@@ -47,7 +47,12 @@ from mcal_jax import controller, parallel, scoring
 from mcal_jax import pool as pool_lib
 from mcal_jax import train as train_lib
 from mcal_jax.data import make_synthetic
-from mcal_jax.fit import fit_training_cost, fit_truncated_power_laws, predict_error
+from mcal_jax.fit import (
+    PowerLawFit,
+    fit_training_cost,
+    fit_truncated_power_laws,
+    predict_error,
+)
 from mcal_jax.fit_reference import fit_truncated_power_laws_scipy
 from mcal_jax.profile import THETAS
 
@@ -117,7 +122,9 @@ def synthetic_error_counts(
     return sizes, errors.astype(np.float64), counts.astype(np.float64)
 
 
-def planning_problem(num_rounds: int, seed: int = 0):
+def planning_problem(
+    num_rounds: int, seed: int = 0
+) -> tuple[controller.ControllerConfig, controller.History]:
     """The controller config and a ``num_rounds``-round history with the plans recorded.
 
     Each round is appended and planned in turn (as the MCAL loop does), so the history holds
@@ -164,7 +171,7 @@ def _scoring_benchmark(
     batch_size: int,
     metric: str,
     repeats: int,
-    num_devices,
+    num_devices: int | None,
     image_shape: str,
     compute_dtype: str,
 ) -> dict:
@@ -181,7 +188,7 @@ def _scoring_benchmark(
     forward = scorer.forward_fn()
     rows = scorer.batches(indices)
 
-    def run_forward():
+    def run_forward() -> None:
         jax.block_until_ready([forward(variables, rows[b]) for b in range(rows.shape[0])])
 
     seconds = median_seconds(
@@ -202,7 +209,7 @@ def _scoring_benchmark(
 def _fit_benchmark(rounds: int, repeats: int) -> dict:
     sizes, errors, counts = synthetic_error_counts(rounds)
 
-    def jax_fit():
+    def jax_fit() -> PowerLawFit:
         return jax.block_until_ready(fit_truncated_power_laws(sizes, errors, counts))
 
     seconds = median_seconds(

@@ -126,6 +126,9 @@ def measure_curves(
     dataset = data.load_dataset(
         config.data.dataset, split=config.data.split, data_dir=config.data.data_dir
     )
+    labels = dataset.labels
+    if labels is None:
+        raise ValueError(f"{dataset.name} has no ground truth to train on and test against")
     if held_out < 1 or held_out + sizes[-1] > len(dataset):
         raise ValueError(
             f"held_out={held_out} + the largest size {sizes[-1]} exceed the {len(dataset)} items"
@@ -168,7 +171,7 @@ def measure_curves(
                 model,
                 pool,
                 labeled,
-                dataset.labels[labeled],
+                labels[labeled],
                 recipe,
                 pseudo_indices=pseudo_indices,
                 pseudo_labels=pseudo_labels,
@@ -176,7 +179,7 @@ def measure_curves(
             )
             scores = scorer.score(result.variables, test if semi else everything)
             teacher = None if semi else scores
-            correct = scores.predicted[test] == dataset.labels[test]
+            correct = scores.predicted[test] == labels[test]
             errors, wrong, items = error_at_thetas(scores.confidence[test], correct, thetas)
             record = {
                 "dataset": config.data.dataset,

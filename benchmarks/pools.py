@@ -28,7 +28,7 @@ def parse_image_shape(text: str) -> tuple[int, int, int]:
         shape = ()
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"--image_shape={text!r}: expected HxWxC with positive integers")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def make_pool(

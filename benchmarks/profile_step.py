@@ -153,12 +153,16 @@ def profile(
         horizontal_flip=True,
     )
     trainer = train_lib.Trainer(model, pool, config)
-    indices = np.arange(len(dataset))
-    trainer.train(indices, dataset.labels, seed=0)  # compiles
-    categories = classify_hlo(trainer._compiled_steps[False].as_text())
+    indices, labels = np.arange(len(dataset)), dataset.labels
+    assert labels is not None  # a synthetic pool has its labels
+    trainer.train(indices, labels, seed=0)  # compiles
+    hlo = trainer._compiled_steps[False].as_text()
+    if hlo is None:
+        raise RuntimeError("benchmarks.profile_step: the backend gives no text of the step's HLO")
+    categories = classify_hlo(hlo)
     trace_dir = trace_dir or tempfile.mkdtemp(prefix="mcal_profile_")
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
-        result = trainer.train(indices, dataset.labels, seed=1)
+        result = trainer.train(indices, labels, seed=1)
     (trace_file,) = glob.glob(f"{trace_dir}/**/perfetto_trace.json.gz", recursive=True)
     seconds = op_seconds(trace_file, categories)
     matched = int(seconds.pop("matched events"))

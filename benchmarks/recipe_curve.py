@@ -27,6 +27,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
+from typing import Any
 
 import ml_collections
 import numpy as np
@@ -49,10 +51,10 @@ _ROUND_CHANGES = flags.DEFINE_list(
 RUN_FILES = ("config.json", "dataset.json", "ledger.jsonl", "rounds.jsonl")
 
 
-def parse_changes(changes: list[str]) -> dict:
+def parse_changes(changes: list[str]) -> dict[str, Any]:
     """``["min_steps=1600", "horizontal_flip=true"]`` → typed TrainConfig fields."""
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    parsed = {}
+    parsed: dict[str, Any] = {}  # JSON values
     for change in changes:
         name, sep, text = change.partition("=")
         if not sep or name not in fields:
@@ -66,7 +68,8 @@ def purchases(ledger: Ledger) -> list[tuple[int, np.ndarray, np.ndarray]]:
     labels it bought, then the items of T_plan it moved to B."""
     records = {r["key"]: r for r in ledger.records() if r["kind"] in ("purchase", "move")}
     label_of = dict(zip(*(a.tolist() for a in ledger.bought("train")), strict=True))
-    rounds, number = [], 1
+    rounds: list[tuple[int, np.ndarray, np.ndarray]] = []
+    number = 1
     while True:
         keys = (state.train_purchase_key(number), state.train_move_key(number))
         indices = [i for key in keys if key in records for i in records[key]["indices"]]
@@ -78,7 +81,10 @@ def purchases(ledger: Ledger) -> list[tuple[int, np.ndarray, np.ndarray]]:
 
 
 def recipe_curve(
-    workdir: str, recipes: list[str], sizes: list[int] | None = None, round_changes=None
+    workdir: str,
+    recipes: list[str],
+    sizes: list[int] | None = None,
+    round_changes: dict[str, Any] | None = None,
 ) -> list[dict]:
     """One row per recipe and cut of B: |B|, certified machine labels, θ, bound, bill."""
     config = read_run_json(os.path.join(workdir, "config.json"), f"{workdir}: not an MCAL run")
@@ -140,8 +146,9 @@ def recipe_curve(
     return rows
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
     del argv
+    assert _WORKDIR.value is not None  # a required flag
     sizes = [int(s) for s in _CUTS.value] if _CUTS.value else None
     rows = recipe_curve(_WORKDIR.value, _RECIPES.value, sizes, parse_changes(_ROUND_CHANGES.value))
     print("| recipe | \\|B\\| | certified | bill USD |")

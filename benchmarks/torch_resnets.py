@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -114,7 +114,15 @@ class ResNet(nn.Module):
             return self.head(pooled)  # float32 logits, as in Flax
 
 
-def _plain_step(model, optimizer, batch_loss):
+# The loss of a network (compiled or not) on the global batch at ``index``, and one
+# optimizer step on that batch, returning its loss.
+_BatchLoss = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+_Step = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _plain_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batch_loss: _BatchLoss
+) -> _Step:
     """The step as the twin first ran it: the model compiled, the rest eager."""
     compiled = torch.compile(model)
 
@@ -128,7 +136,9 @@ def _plain_step(model, optimizer, batch_loss):
     return step
 
 
-def _tuned_step(model, optimizer, batch_loss, device: torch.device):
+def _tuned_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batch_loss: _BatchLoss, device: torch.device
+) -> _Step:
     """The step as a PyTorch expert would run it: gather, augmentation, forward and loss
     compiled into one graph (its backward compiled with it by AOTAutograd), CUDA graphs
     over both (``mode="reduce-overhead"``) on a GPU, and the update one fused kernel."""
@@ -194,7 +204,7 @@ def train_images_per_s(
     offsets = torch.arange(batch_size, device=device)
     bf16 = compute_dtype != "float32"
 
-    def batch_loss(net, index: torch.Tensor) -> torch.Tensor:
+    def batch_loss(net: nn.Module, index: torch.Tensor) -> torch.Tensor:
         x = (images[index].float() / 255 - mean) / std
         flip = torch.rand(batch_size, 1, 1, 1, device=device) < 0.5
         x = torch.where(flip, x.flip(3), x).contiguous(memory_format=torch.channels_last)

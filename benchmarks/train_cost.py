@@ -189,6 +189,7 @@ def measure(
     )
     indices = np.arange(train_images)
     labels = dataset.labels
+    assert labels is not None  # a synthetic pool has its labels
 
     warm = trainer.train(indices, labels, seed=0)  # compiles; the first run is not timed
     variables = warm.variables
@@ -250,10 +251,19 @@ def torch_unavailable_reason() -> str | None:
     return None
 
 
-def vs_torch(record: dict, **work) -> dict:
+def vs_torch(
+    record: dict,
+    *,
+    image_shape: Sequence[int],
+    num_classes: int,
+    train_images: int,
+    epochs: int,
+    repeats: int,
+) -> dict:
     """The PyTorch twins' rates for the model and batch of ``record``, and JAX's rate over
     each: ``torch_*`` for the twin with only the model compiled, ``torch_tuned_*`` for the
-    whole step compiled (CUDA graphs, fused optimizer; :mod:`benchmarks.torch_resnets`)."""
+    whole step compiled (CUDA graphs, fused optimizer; :mod:`benchmarks.torch_resnets`),
+    each training ``epochs`` over ``train_images`` synthetic images, ``repeats`` times."""
     from benchmarks import torch_resnets
 
     out = {}
@@ -263,7 +273,11 @@ def vs_torch(record: dict, **work) -> dict:
             batch_size=record["batch_size"],
             compute_dtype=record["compute_dtype"],
             tuned=tuned,
-            **work,
+            image_shape=image_shape,
+            num_classes=num_classes,
+            train_images=train_images,
+            epochs=epochs,
+            repeats=repeats,
         )
         out[f"{prefix}_train_images_per_s"] = rate
         out[f"jax_vs_{prefix}"] = record["train_images_per_s"] / rate
@@ -281,7 +295,7 @@ def format_table(records: Sequence[dict]) -> str:
     """One row per measurement: the numbers of :data:`REQUIRED_KEYS`, and the PyTorch
     comparison where there is one."""
 
-    def shown(value, spec: str) -> str:
+    def shown(value: float | None, spec: str) -> str:
         return "n/a" if value is None else format(value, spec)
 
     with_torch = any("jax_vs_torch" in r for r in records)

@@ -40,7 +40,7 @@ def make_config(name: str, arg: str) -> "common.ml_collections.ConfigDict":
     return common.paper_experiment(name, f"tfds:{name}", arg, cpu=cpu)
 
 
-def cpu(config) -> None:
+def cpu(config: "common.ml_collections.ConfigDict") -> None:
     """Shrinks the experiment for 2 CPU cores as the Fashion-MNIST demo does (a ResNet-8,
     8 epochs a round, SGD with a cosine schedule), keeping the cheap on-device flips."""
     fashion_mnist.cpu(config)

@@ -5,6 +5,9 @@ overridden on the command line with ``--config.FIELD=VALUE``; the returned confi
 locked, so a typo in a field name fails instead of being silently ignored.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -167,7 +170,9 @@ def small_cpu_recipe(config: ml_collections.ConfigDict) -> None:
     config.num_devices = 1
 
 
-def paper_experiment(name: str, dataset: str, arg: str, *, cpu) -> ml_collections.ConfigDict:
+def paper_experiment(
+    name: str, dataset: str, arg: str, *, cpu: Callable[[ml_collections.ConfigDict], None]
+) -> ml_collections.ConfigDict:
     """The paper's settings on ``dataset``, with the comma-separated ``arg`` options of the
     experiment files: `cpu` (shrink with the file's ``cpu(config)``), `satyam` (0.003 USD
     labels), `select` (choose among the paper's three architectures)."""
@@ -210,7 +215,7 @@ def paper_sweep(arg: str = "") -> list[dict]:
         raise ValueError("`ablation` is a sweep of configs/fashion_mnist.py:cpu only")
     if "cpu" in options:
         return sweep_lib.seeds([{}], PAPER_SEEDS)
-    axes = {
+    axes: dict[str, list[Any]] = {
         "baselines.run": [True],
         "labeling.service": PAPER_SERVICES,
         "mcal.epsilon": PAPER_EPSILONS,

@@ -41,7 +41,7 @@ def get_config(arg: str = "") -> "common.ml_collections.ConfigDict":
     return common.paper_experiment("fashion_mnist", "fashion_mnist", arg, cpu=cpu)
 
 
-def cpu(config) -> None:
+def cpu(config: "common.ml_collections.ConfigDict") -> None:
     """Shrinks the experiment for 2 CPU cores: a ResNet-8, SGD with a cosine schedule (a
     short schedule needs a larger step than the paper's Adam), rounds of 8 epochs and at
     least 1,600 steps with crops and flips, and a final classifier trained once for 3,200

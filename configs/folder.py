@@ -42,7 +42,7 @@ def get_config(arg: str = "") -> "common.ml_collections.ConfigDict":
     return config.lock()
 
 
-def cpu(config) -> None:
+def cpu(config: "common.ml_collections.ConfigDict") -> None:
     """For 2 CPU cores, the Fashion-MNIST demo's recipe (configs/fashion_mnist.py) with
     shorter rounds and final training: a small ResNet, SGD with a cosine schedule, rounds
     of at least 400 steps, a final classifier of 1,600 steps with crops and flips."""

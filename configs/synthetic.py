@@ -10,6 +10,8 @@ whole sweep took 3.5 minutes on 2 CPU cores shared with other work:
   python -m launch.sweep --config=configs/synthetic.py --workdir=/tmp/sweep_syn
 """
 
+from typing import Any
+
 from configs import common
 from mcal_jax import sweep as sweep_lib
 
@@ -38,5 +40,8 @@ def get_config(arg: str = "") -> "common.ml_collections.ConfigDict":
 def sweep(arg: str = "") -> list[dict]:
     """A sweep small enough for a CPU: both labeling services × ε ∈ {5%, 10%} × 2 seeds."""
     del arg  # the number of items is set by get_config(arg)
-    axes = {"labeling.service": ["amazon", "satyam"], "mcal.epsilon": [0.05, 0.1]}
+    axes: dict[str, list[Any]] = {
+        "labeling.service": ["amazon", "satyam"],
+        "mcal.epsilon": [0.05, 0.1],
+    }
     return sweep_lib.seeds(sweep_lib.product(axes), [0, 1])

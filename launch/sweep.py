@@ -13,25 +13,29 @@ by side, each on its own ``num_devices`` GPUs (``--config.num_devices=1``: one p
 See :mod:`mcal_jax.sweep`.
 """
 
+from collections.abc import Sequence
+
 from absl import app, flags
 from ml_collections import config_flags
 
 from mcal_jax import sweep
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the sweep; one folder a point.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for the sweep; one folder a point.", required=True
+)
 _SHARD = flags.DEFINE_string("shard", None, "INDEX/COUNT: run this part of the points.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print this shard's points and exit.")
 _POINT = flags.DEFINE_string("point", None, "Run only the point of this name, here.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["config"])
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     sweep.run_config_sweep(
         _CONFIG.value,
-        flags.FLAGS["config"].config_filename,
+        config_flags.get_config_filename(flags.FLAGS["config"]),
         _WORKDIR.value,
         shard=_SHARD.value,
         dry_run=_DRY_RUN.value,

@@ -77,8 +77,7 @@ from mcal_jax.records import ControllerConfig, History, Plan
 @dataclasses.dataclass(frozen=True)
 class _Stability:
     stable: bool
-    moved: float
-    why_unstable: str
+    why: str  # "models stable (...)" or "models not yet stable (...)"
 
 
 def _stability(config: ControllerConfig, history: History, b_opt: int) -> _Stability:
@@ -87,13 +86,16 @@ def _stability(config: ControllerConfig, history: History, b_opt: int) -> _Stabi
     enough_rounds = history.num_rounds >= config.min_rounds_for_stability
     previous = history.b_opts[-1] if history.b_opts else None
     moved = abs(b_opt - previous) / max(b_opt, previous, 1) if previous is not None else np.inf
+    tolerance = config.stability_tolerance
+    if enough_rounds and moved < tolerance:
+        return _Stability(True, f"models stable (B_opt moved {moved:.1%} < {tolerance:.1%})")
     if not enough_rounds:
         why = f"{history.num_rounds} of {config.min_rounds_for_stability} rounds fitted"
     elif previous is None:
         why = "no earlier B_opt to compare with"
     else:
-        why = f"B_opt moved {moved:.1%} (tolerance {config.stability_tolerance:.1%})"
-    return _Stability(bool(enough_rounds and moved < config.stability_tolerance), moved, why)
+        why = f"B_opt moved {moved:.1%} (tolerance {tolerance:.1%})"
+    return _Stability(False, f"models not yet stable ({why})")
 
 
 def _next_delta(
@@ -133,6 +135,89 @@ def _next_delta(
     return delta, reason
 
 
+def _check_inputs(config: ControllerConfig, history: History, error_model: PowerLawFit) -> int:
+    """N − |T_plan|, the pool B grows in, once the history and the curves agree."""
+    if history.num_rounds == 0:
+        raise ValueError("plan_from_models: the history has no rounds; train round 1 first")
+    thetas = history.thetas
+    if np.shape(error_model.thetas) != thetas.shape or not np.allclose(
+        np.asarray(error_model.thetas), thetas, atol=1e-6
+    ):
+        raise ValueError(
+            f"plan_from_models: error_model.thetas {np.asarray(error_model.thetas)} "
+            f"differ from history.thetas {thetas}"
+        )
+    pool = config.num_items - cost_search.test_size(config, history)
+    if history.train_size > pool:
+        raise ValueError(f"plan_from_models: |B| = {history.train_size} exceeds N − |T| = {pool}")
+    return pool
+
+
+@dataclasses.dataclass(frozen=True)
+class _Payoff:
+    """Whether more labels still pay: the plan's saving C(|B|) − C* against its spread."""
+
+    saving: float
+    uncertainty: float
+    significant: bool  # saving > uncertainty
+    any_trusted: bool  # some θ's learning curve is trusted
+    no_longer_pays: bool  # enough rounds, a trusted curve, and no significant saving
+
+
+def _payoff(
+    config: ControllerConfig,
+    history: History,
+    error_model: PowerLawFit,
+    saving: float,
+    uncertainty: float,
+) -> _Payoff:
+    """The `_Payoff` of a saving with that uncertainty (the stop rule's last tests)."""
+    enough_rounds = history.num_rounds >= config.min_rounds_for_stability
+    any_trusted = bool(np.any(np.asarray(error_model.trusted)))
+    significant = saving > uncertainty
+    no_longer_pays = bool(enough_rounds and any_trusted and not significant)
+    return _Payoff(saving, uncertainty, significant, any_trusted, no_longer_pays)
+
+
+def _go_on(
+    config: ControllerConfig,
+    history: History,
+    pool: int,
+    stability: _Stability,
+    bill: cost_search.Bill,
+    cost_model: TrainingCostModel,
+    prices: cost_search.Prices,
+) -> tuple[int, str]:
+    """(δ, why) for a loop that goes on: `_next_delta` once the models are stable and B_opt
+    lies ahead, else δ stays; either way at most the unlabeled items left."""
+    whys = [stability.why]
+    if stability.stable and bill.b_opt > history.train_size:
+        delta, how = _next_delta(
+            config, history, bill.b_opt, bill.fixed_usd, bill.cost_star, cost_model, prices
+        )
+    else:
+        delta, how = history.delta, f"δ stays {history.delta}"
+    whys.append(how)
+    left = pool - history.train_size
+    if delta > left:
+        delta = left
+        whys.append(f"δ capped at the {left} unlabeled items left")
+    return delta, "; ".join(whys)
+
+
+def _summary(
+    config: ControllerConfig, bill: cost_search.Bill, cost_now: float, payoff: _Payoff
+) -> str:
+    """The plan in one line, for its reason."""
+    return (
+        f"B_opt = {bill.b_opt}, θ* = {bill.theta_star:.2f}, |T_cert| = {bill.cert_size}, "
+        f"|S| ≈ {bill.machine:.0f}, C* = {bill.cost_star:.2f} USD "
+        f"(human-only {config.human_usd_per_label * config.num_items:.2f}); "
+        f"stopping now costs {cost_now:.2f}, "
+        f"saving {payoff.saving:.2f} ± {payoff.uncertainty:.2f} USD"
+    )
+
+
 @on_host
 def plan_from_models(
     config: ControllerConfig,
@@ -149,91 +234,42 @@ def plan_from_models(
     whose plans measure how uncertain the saving C(|B|) − C* is. Stability, the stop rules
     and δ are as the module docstring says.
     """
-    if history.num_rounds == 0:
-        raise ValueError("plan_from_models: the history has no rounds; train round 1 first")
-    thetas = history.thetas
-    if np.shape(error_model.thetas) != thetas.shape or not np.allclose(
-        np.asarray(error_model.thetas), thetas, atol=1e-6
-    ):
-        raise ValueError(
-            f"plan_from_models: error_model.thetas {np.asarray(error_model.thetas)} "
-            f"differ from history.thetas {thetas}"
-        )
-    n_items, b_now = config.num_items, history.train_size
-    pool = n_items - cost_search.test_size(config, history)
-    if b_now > pool:
-        raise ValueError(f"plan_from_models: |B| = {b_now} exceeds N − |T| = {pool}")
+    pool = _check_inputs(config, history, error_model)
     grid, saving_std = cost_search.search(config, history, error_model, cost_model, replicates)
-    best = int(grid.best)
-    b_opt, theta_index = int(grid.b_grid[best]), int(grid.theta_index_by_b[best])
-    theta_star = float(thetas[theta_index]) if theta_index >= 0 else 0.0
-    cert_size = int(grid.cert_size_by_b[best])
-
-    # The breakdown at B_opt again in float64 on the host, so the terms add up exactly.
     prices = cost_search.Prices.of(config, history)
-    machine = theta_star * (pool - b_opt - cert_size)
-    human_usd = config.human_usd_per_label * (n_items - machine)
-    rounds, future_training, future_scoring = cost_search.future_usd(
-        np.int64(b_opt), np.int64(b_now), np.int64(history.delta), cost_model, prices
-    )
-    fixed_usd = human_usd + sum(history.training_usd) + sum(history.scoring_usd)
-    cost_star = fixed_usd + float(future_training) + float(future_scoring)
+    bill = cost_search.bill(config, history, grid, cost_model, prices)
     cost_now = float(grid.cost_by_b[0])
-    saving = max(cost_now - float(grid.cost_by_b[best]), 0.0)
-
-    stability = _stability(config, history, b_opt)
-    enough_rounds = history.num_rounds >= config.min_rounds_for_stability
-    any_trusted = bool(np.any(np.asarray(error_model.trusted)))
+    saving = max(cost_now - float(grid.cost_by_b[bill.best]), 0.0)
     # The saving's uncertainty: the replicates' spread, or the slack β·C* without them.
-    uncertainty = saving_std if replicates is not None else config.batch_slack * cost_star
-    significant = saving > uncertainty
-    no_longer_pays = bool(enough_rounds and any_trusted and not significant)
-    summary = (
-        f"B_opt = {b_opt}, θ* = {theta_star:.2f}, |T_cert| = {cert_size}, |S| ≈ {machine:.0f}, "
-        f"C* = {cost_star:.2f} USD (human-only {config.human_usd_per_label * n_items:.2f}); "
-        f"stopping now costs {cost_now:.2f}, saving {saving:.2f} ± {uncertainty:.2f} USD"
-    )
-    stop, reason = _stop_rule(
-        config, history, pool, stability, no_longer_pays, significant, any_trusted
-    )
+    uncertainty = saving_std if replicates is not None else config.batch_slack * bill.cost_star
+    payoff = _payoff(config, history, error_model, saving, uncertainty)
+    stability = _stability(config, history, bill.b_opt)
+    stop, reason = _stop_rule(config, history, pool, stability, payoff)
     next_delta = 0
     if not stop:
-        if stability.stable:
-            moved = f"B_opt moved {stability.moved:.1%} < {config.stability_tolerance:.1%}"
-            reason = f"{reason}; models stable ({moved})"
-        else:
-            reason = f"{reason}; models not yet stable ({stability.why_unstable})"
-        if stability.stable and b_opt > b_now:
-            next_delta, how = _next_delta(
-                config, history, b_opt, fixed_usd, cost_star, cost_model, prices
-            )
-        else:
-            next_delta, how = history.delta, f"δ stays {history.delta}"
-        reason = f"{reason}; {how}"
-    if not stop and next_delta > pool - b_now:
-        next_delta = pool - b_now
-        reason += f"; δ capped at the {next_delta} unlabeled items left"
+        next_delta, why = _go_on(config, history, pool, stability, bill, cost_model, prices)
+        reason = f"{reason}; {why}"
     return Plan(
-        b_opt=b_opt,
-        theta_star=theta_star,
-        num_machine=int(round(machine)),
-        machine_error=float(grid.machine_error_by_b[best]),
-        machine_bound=float(grid.machine_bound_by_b[best]),
-        cost_star_usd=float(cost_star),
+        b_opt=bill.b_opt,
+        theta_star=bill.theta_star,
+        num_machine=int(round(bill.machine)),
+        machine_error=float(grid.machine_error_by_b[bill.best]),
+        machine_bound=float(grid.machine_bound_by_b[bill.best]),
+        cost_star_usd=float(bill.cost_star),
         cost_now_usd=cost_now,
         saving_usd=saving,
         saving_uncertainty_usd=uncertainty,
-        human_labels_usd=float(human_usd),
+        human_labels_usd=float(bill.human_usd),
         training_so_far_usd=float(sum(history.training_usd)),
-        future_training_usd=float(future_training),
-        scoring_usd=float(sum(history.scoring_usd) + future_scoring),
-        future_rounds=int(rounds),
+        future_training_usd=bill.future_training_usd,
+        scoring_usd=float(sum(history.scoring_usd) + bill.future_scoring_usd),
+        future_rounds=bill.future_rounds,
         next_delta=next_delta,
         stable=stability.stable,
-        no_longer_pays=no_longer_pays,
+        no_longer_pays=payoff.no_longer_pays,
         stop=stop,
-        reason=f"{reason}; {summary}",
-        cert_size=cert_size,
+        reason=f"{reason}; {_summary(config, bill, cost_now, payoff)}",
+        cert_size=bill.cert_size,
         b_grid=np.asarray(grid.b_grid),
         cost_by_b=np.asarray(grid.cost_by_b),
         theta_star_by_b=np.asarray(grid.theta_star_by_b),
@@ -248,9 +284,7 @@ def _stop_rule(
     history: History,
     pool: int,
     stability: _Stability,
-    no_longer_pays: bool,
-    significant: bool,
-    any_trusted: bool,
+    payoff: _Payoff,
 ) -> tuple[bool, str]:
     """(stop, why), in this order: the caps (pool, budget, rounds); the latest model
     machine-labels every remaining item on T_plan; "buying more labels no longer pays"
@@ -270,14 +304,14 @@ def _stop_rule(
             f"the latest model already machine-labels all {pool - b_now} remaining items "
             "on T_plan: more labels cannot buy more machine labels"
         )
-    if no_longer_pays and (stability.stable or repeated):
+    if payoff.no_longer_pays and (stability.stable or repeated):
         holds = "the plan is stable" if stability.stable else "and so did the previous plan"
         return True, f"buying more labels no longer pays, {holds}"
     if history.num_rounds < config.min_rounds_for_stability:
         return False, "too few rounds to decide"
-    if not any_trusted:
+    if not payoff.any_trusted:
         return False, "no learning curve is trusted yet"
-    if significant:
+    if payoff.significant:
         return False, "the plan predicts a lower bill by more than its uncertainty"
     return False, "more labels no longer pay, once: not yet a decision"
 

@@ -1,19 +1,29 @@
 """The plan's search: C(b) over a grid of training-set sizes b, with, for every b, the θ
 and the size of T_cert that make it cheapest (docs/algorithm.md, step 6), in one jitted,
-vectorised call; and the same search over curves refitted to resampled test counts, whose
-spread says how sure a plan's saving is. `mcal_jax.controller` decides from them.
+vectorised call, and the bill at its cheapest b term by term; and the same search over
+curves refitted to resampled test counts, whose spread says how sure a plan's saving is.
+`mcal_jax.controller` decides from them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from mcal_jax.fit import Arrays, PowerLawFit, TrainingCostModel, predict_error, rounds_to_grow
+from mcal_jax.fit import (
+    Arrays,
+    Numeric,
+    PowerLawFit,
+    TrainingCostModel,
+    predict_error,
+    rounds_to_grow,
+)
 from mcal_jax.profile import bound_surface, predicted_bound
 from mcal_jax.records import ControllerConfig, History, is_int
 
@@ -27,6 +37,7 @@ _BISECTIONS = 14
 _CERT_MARGIN = 1.0
 _REPLICATE_BISECTIONS = 8
 _REPLICATE_B_GRID = 64
+_Tree = TypeVar("_Tree")
 
 
 @struct.dataclass
@@ -88,7 +99,9 @@ def test_size(config: ControllerConfig, history: History) -> int:
     return history.test_sizes[-1] if history.test_sizes else config.num_test
 
 
-def future_usd(b, b_now, delta, cost_model: TrainingCostModel, p: Prices):
+def future_usd(
+    b: Numeric, b_now: Numeric, delta: Numeric, cost_model: TrainingCostModel, p: Prices
+) -> tuple[Numeric, Numeric, Numeric]:
     """(rounds, training USD, scoring USD) of growing B from ``b_now`` to ``b`` in rounds of
     ``delta`` (Eq. 3 generalised, `TrainingCostModel.growth_usd`); each round also scores
     the other N − size items. Numpy and jax alike, so the jitted grid search and the
@@ -128,7 +141,7 @@ def _cost_grid(
     left = jnp.broadcast_to((pool - b).astype(jnp.float32), error.shape)
     thetas = jnp.broadcast_to(fit.thetas[:, None], error.shape)
 
-    def feasible(n):
+    def feasible(n: jax.Array) -> tuple[jax.Array, jax.Array]:
         if surface is None:  # the point estimate, as the paper plans
             bound = error
         else:  # sized for a T_cert draw `_CERT_MARGIN` standard deviations unlucky
@@ -175,7 +188,15 @@ search_grid = jax.jit(_cost_grid, static_argnames=("num_b_grid", "constraint"))
 
 
 @functools.partial(jax.jit, static_argnames=("num_b_grid", "constraint"))
-def _replicate_savings(fits, cost_model, surface, fractions, p, num_b_grid, constraint):
+def _replicate_savings(
+    fits: PowerLawFit,
+    cost_model: TrainingCostModel,
+    surface: jax.Array | None,
+    fractions: jax.Array,
+    p: Prices,
+    num_b_grid: int,
+    constraint: str,
+) -> Arrays:
     """C(|B|) − min_b C(b) of every replicate fit (stacked on a leading axis)."""
     grid = functools.partial(
         _cost_grid,
@@ -187,7 +208,7 @@ def _replicate_savings(fits, cost_model, surface, fractions, p, num_b_grid, cons
     return grids.cost_by_b[:, 0] - jnp.min(grids.cost_by_b, axis=1)
 
 
-def _as_float32(tree):
+def _as_float32(tree: _Tree) -> _Tree:
     """Host float32 copies of a fit's arrays (``trusted`` stays bool): a model left on an
     accelerator would pull the search back there."""
     return jax.tree.map(
@@ -232,6 +253,58 @@ def search(
         constraint=config.constraint,
     )
     return grid, float(np.std(np.asarray(savings, np.float64)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Bill:
+    """Eq. 1 at the grid's cheapest b, term by term: B_opt = ``b_grid[best]``, θ* there (0
+    when no θ is feasible) and |T_cert|, priced again in float64 on the host so that the
+    terms add up exactly."""
+
+    best: int
+    b_opt: int
+    theta_star: float
+    cert_size: int
+    machine: float  # |S|, continuous
+    human_usd: float
+    fixed_usd: float  # human labels and the device time spent so far
+    future_rounds: int
+    future_training_usd: float
+    future_scoring_usd: float
+    cost_star: float
+
+
+def bill(
+    config: ControllerConfig,
+    history: History,
+    grid: Grid,
+    cost_model: TrainingCostModel,
+    prices: Prices,
+) -> Bill:
+    """The `Bill` at the cheapest b of ``grid``, priced with the host's ``prices``."""
+    best = int(grid.best)
+    b_opt, theta_index = int(grid.b_grid[best]), int(grid.theta_index_by_b[best])
+    theta_star = float(history.thetas[theta_index]) if theta_index >= 0 else 0.0
+    cert_size = int(grid.cert_size_by_b[best])
+    machine = theta_star * (config.num_items - test_size(config, history) - b_opt - cert_size)
+    human_usd = config.human_usd_per_label * (config.num_items - machine)
+    rounds, training, scoring = future_usd(
+        np.int64(b_opt), np.int64(history.train_size), np.int64(history.delta), cost_model, prices
+    )
+    fixed_usd = human_usd + sum(history.training_usd) + sum(history.scoring_usd)
+    return Bill(
+        best=best,
+        b_opt=b_opt,
+        theta_star=theta_star,
+        cert_size=cert_size,
+        machine=machine,
+        human_usd=human_usd,
+        fixed_usd=fixed_usd,
+        future_rounds=int(rounds),
+        future_training_usd=float(training),
+        future_scoring_usd=float(scoring),
+        cost_star=fixed_usd + float(training) + float(scoring),
+    )
 
 
 def resampled_counts(config: ControllerConfig, history: History) -> tuple[np.ndarray, np.ndarray]:

@@ -27,6 +27,8 @@ import gzip
 import os
 import zipfile
 import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 from absl import logging
@@ -306,7 +308,15 @@ def _load_tfds(
     return Dataset(images, labels, int(num_classes), name)
 
 
-def _read_data_source(source, where: str) -> tuple[np.ndarray, np.ndarray]:
+class _RecordSource(Protocol):
+    """A TFDS data source: records by index, many at a time."""
+
+    def __len__(self) -> int: ...
+
+    def __getitems__(self, keys: Sequence[int]) -> Sequence[Mapping[str, Any]]: ...
+
+
+def _read_data_source(source: _RecordSource, where: str) -> tuple[np.ndarray, np.ndarray]:
     n = len(source)
     images, labels = None, np.empty([n], np.int64)
     for start in range(0, n, _TFDS_CHUNK):

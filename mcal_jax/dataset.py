@@ -42,7 +42,7 @@ class Dataset:
     paths: tuple[str, ...] = ()
     class_names: tuple[str, ...] = ()
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         images = np.asarray(self.images)
 
         def check(ok: bool, problem: str) -> None:

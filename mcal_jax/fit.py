@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from functools import partial
+from typing import Any, overload
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +44,10 @@ _LM_TOL = 1e-6
 
 # Host (numpy) or device (jax) arrays: the fits run on the device, their records on the host.
 Arrays = np.ndarray | jax.Array
+# A number or an array, numpy or jax alike: the cost formulas serve both the jitted grid
+# search and the host's float64 bill. Their arithmetic mixes the two (numpy scalars with
+# jax arrays), which the libraries' stubs cannot follow through a union: checked as Any.
+Numeric = Any
 
 
 @struct.dataclass
@@ -69,7 +74,17 @@ def predict_error(fit: PowerLawFit, b: Arrays) -> jax.Array:
     return jnp.exp(log_eps)
 
 
-def log_error_targets(errors: Arrays, counts: Arrays, pseudo_count: float) -> tuple[Arrays, Arrays]:
+@overload
+def log_error_targets(
+    errors: jax.Array, counts: Arrays, pseudo_count: float | jax.Array
+) -> tuple[jax.Array, jax.Array]: ...
+@overload
+def log_error_targets(
+    errors: np.ndarray, counts: Arrays, pseudo_count: float | jax.Array
+) -> tuple[np.ndarray, np.ndarray]: ...
+def log_error_targets(
+    errors: Arrays, counts: Arrays, pseudo_count: float | jax.Array
+) -> tuple[Arrays, Arrays]:
     """Targets log ε̂ and weights w of the fit; shared with the scipy reference.
 
     ε̂ = max(errors, pseudo_count) / count keeps the log finite for a zero error count;
@@ -150,7 +165,9 @@ def fit_truncated_power_laws(
     )
 
 
-def _check_curve_inputs(b, errors, counts, thetas) -> None:
+def _check_curve_inputs(
+    b: np.ndarray, errors: np.ndarray, counts: np.ndarray, thetas: np.ndarray
+) -> None:
     if b.ndim != 1 or b.shape[0] == 0:
         raise ValueError(f"fit_truncated_power_laws: train_sizes must be 1-D, non-empty: {b}")
     if not np.all(np.isfinite(b)) or np.any(b <= 0):
@@ -181,12 +198,16 @@ def design_matrix(b: jax.Array | np.ndarray, scale: float | jax.Array) -> jax.Ar
     return xp.stack([xp.ones_like(x), -xp.log(x), -x], axis=-1)
 
 
-def _residual(q, x, y, sqrt_w, face):
+def _residual(
+    q: jax.Array, x: jax.Array, y: jax.Array, sqrt_w: jax.Array, face: jax.Array
+) -> jax.Array:
     return sqrt_w * (y - x @ (q * face))
 
 
 @partial(jax.jit, static_argnames="max_iter")
-def _fit_power_laws_padded(b, errors, counts, pseudo_count, *, max_iter):
+def _fit_power_laws_padded(
+    b: jax.Array, errors: jax.Array, counts: jax.Array, pseudo_count: jax.Array, *, max_iter: int
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     y, w = log_error_targets(errors, counts, pseudo_count)  # [R, Θ]
     num_points = jnp.sum(w > 0, axis=0)  # [Θ]
     scale = jnp.max(jnp.where(jnp.any(w > 0, axis=1), b, 0.0))
@@ -202,7 +223,7 @@ def _fit_power_laws_padded(b, errors, counts, pseudo_count, *, max_iter):
     ).astype(jnp.float32)  # [Θ, 3]
     faces = jnp.asarray(_FACES)[None] * allowed[:, None]  # [Θ, 4, 3]
 
-    def solve_face(sw, yy, face):
+    def solve_face(sw: jax.Array, yy: jax.Array, face: jax.Array) -> tuple[jax.Array, jax.Array]:
         q = jnp.linalg.lstsq((sw[:, None] * x) * face, sw * yy)[0] * face
         r = sw * (yy - x @ q)
         feasible = (q[1] >= -1e-6) & (q[2] >= -1e-6)
@@ -258,7 +279,7 @@ class TrainingCostModel:
     epochs: float
     min_images: float = 0.0
 
-    def growth_usd(self, b_from, b_to, delta):
+    def growth_usd(self, b_from: Numeric, b_to: Numeric, delta: Numeric) -> tuple[Numeric, Numeric]:
         """(n, USD) of the rounds that grow B from ``b_from`` to ``b_to`` in steps of
         ``delta`` (see :func:`rounds_to_grow`); numpy or jax arrays alike."""
         floor = self.min_images / self.epochs
@@ -269,7 +290,9 @@ class TrainingCostModel:
         )
 
 
-def rounds_to_grow(b_from, b_to, delta, floor=0.0):
+def rounds_to_grow(
+    b_from: Numeric, b_to: Numeric, delta: Numeric, floor: Numeric = 0.0
+) -> tuple[Numeric, Numeric]:
     """The rounds that grow B from ``b_from`` to ``b_to`` in steps of ``delta`` (Eq. 3,
     generalised to a partial last round and a floor): (n, Σ max(size, ``floor``)), floats.
 

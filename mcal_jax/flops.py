@@ -16,8 +16,7 @@ step is slightly under three forward passes.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -26,34 +25,40 @@ from jax.extend import core as jex_core
 from mcal_jax import models
 
 
-def _conv_flops(eqn) -> int:
+def _shape(aval: jax.core.AbstractValue) -> tuple[int, ...]:
+    """The static shape of an operand (those of convolutions and products are shaped)."""
+    assert isinstance(aval, jax.core.ShapedArray), aval
+    return aval.shape
+
+
+def _conv_flops(eqn: jex_core.JaxprEqn) -> int:
     """2 × output elements × kernel window × input features per group, over the input
     dilation: a strided convolution's input gradient dilates its operand with zeros, and
     of every window only one position in ∏ lhs_dilation meets a value."""
-    rhs = eqn.invars[1].aval
+    rhs = _shape(eqn.invars[1].aval)
     # rhs_spec: (output feature dim, input feature dim, spatial dims...); the input
     # feature dim of the kernel is already the per-group count.
     rhs_spec = eqn.params["dimension_numbers"].rhs_spec
-    window = math.prod(rhs.shape[d] for d in rhs_spec[2:])
-    macs = math.prod(eqn.outvars[0].aval.shape) * rhs.shape[rhs_spec[1]] * window
+    window = math.prod(rhs[d] for d in rhs_spec[2:])
+    macs = math.prod(_shape(eqn.outvars[0].aval)) * rhs[rhs_spec[1]] * window
     return 2 * macs // math.prod(eqn.params["lhs_dilation"])
 
 
-def _dot_flops(eqn) -> int:
+def _dot_flops(eqn: jex_core.JaxprEqn) -> int:
     """2 × output elements × contracted size."""
-    lhs = eqn.invars[0].aval
+    lhs = _shape(eqn.invars[0].aval)
     (lhs_contract, _), _ = eqn.params["dimension_numbers"]
-    contracted = math.prod(lhs.shape[d] for d in lhs_contract)
-    return 2 * math.prod(eqn.outvars[0].aval.shape) * contracted
+    contracted = math.prod(lhs[d] for d in lhs_contract)
+    return 2 * math.prod(_shape(eqn.outvars[0].aval)) * contracted
 
 
-_COUNTED: dict[str, Callable[[Any], int]] = {
+_COUNTED: dict[str, Callable[[jex_core.JaxprEqn], int]] = {
     "conv_general_dilated": _conv_flops,
     "dot_general": _dot_flops,
 }
 
 
-def _sub_jaxprs(eqn):
+def _sub_jaxprs(eqn: jex_core.JaxprEqn) -> Iterator[tuple[jex_core.Jaxpr, int]]:
     """(jaxpr, times it runs) of every program nested in ``eqn``: the body of a jit,
     a custom derivative, a remat, a scan (× its length), the branches of a cond (the most
     expensive one counts, see :func:`jaxpr_flops`)."""
@@ -66,7 +71,7 @@ def _sub_jaxprs(eqn):
                 yield inner, times
 
 
-def jaxpr_flops(jaxpr) -> int:
+def jaxpr_flops(jaxpr: jex_core.Jaxpr | jex_core.ClosedJaxpr) -> int:
     """FLOPs of the convolutions and matrix products of ``jaxpr`` (a ``ClosedJaxpr`` or
     ``Jaxpr``), nested programs included. A while loop's body counts once (its trip
     count is not static); of a cond's branches, the most expensive."""
@@ -85,7 +90,7 @@ def jaxpr_flops(jaxpr) -> int:
     return total
 
 
-def function_flops(fn: Callable, *args, **kwargs) -> int:
+def function_flops(fn: Callable[..., object], *args: object, **kwargs: object) -> int:
     """FLOPs of one call of ``fn`` on ``args`` (arrays or ``jax.ShapeDtypeStruct``s),
     traced, never run."""
     return jaxpr_flops(jax.make_jaxpr(fn)(*args, **kwargs))
@@ -103,10 +108,13 @@ def model_flops_per_image(
     labels = jax.ShapeDtypeStruct((batch,), jnp.int32)
     variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
 
-    def forward(variables, images):
-        return model.apply(variables, images, train=False)
+    def forward(variables: models.PyTree, images: jax.Array) -> jax.Array:
+        # Without `mutable`, apply returns the output alone, not (output, variables).
+        return model.apply(variables, images, train=False)  # type: ignore[return-value]
 
-    def loss(params, batch_stats, images, labels):
+    def loss(
+        params: models.PyTree, batch_stats: models.PyTree, images: jax.Array, labels: jax.Array
+    ) -> jax.Array:
         logits, _ = model.apply(
             {"params": params, "batch_stats": batch_stats},
             images,

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 
-def shown(values, limit: int = 10) -> str:
+def shown(values: npt.ArrayLike, limit: int = 10) -> str:
     """The first ``limit`` values for an error message, e.g. ``3, 7, 9, ...``."""
     values = np.asarray(values).ravel()
     return ", ".join(str(v) for v in values[:limit]) + (", ..." if len(values) > limit else "")
 
 
-def as_int_array(values, what: str, size: int | None = None) -> np.ndarray:
+def as_int_array(values: object, what: str, size: int | None = None) -> np.ndarray:
     """``values`` (a list or array of integers) as a 1-D int64 array.
 
     ValueError naming ``what`` when they are not a 1-D array of integers; with ``size``,
@@ -34,7 +35,7 @@ def as_int_array(values, what: str, size: int | None = None) -> np.ndarray:
 
 
 def labeled_items(
-    indices, labels, what: str, *, size: int, num_classes: int
+    indices: npt.ArrayLike, labels: npt.ArrayLike, what: str, *, size: int, num_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(indices, labels) checked as a set of distinct items of a pool of ``size`` with one
     label in [0, ``num_classes``) each; errors name ``what`` (``labeled``, ``pseudo``)."""

@@ -27,9 +27,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from mcal_jax.files import fsync_directory
 from mcal_jax.indices import as_int_array, shown
+from mcal_jax.labelers import Labeler
 from mcal_jax.ledger_records import CATEGORIES, PURPOSES, TOTALS, as_usd, dumps, validated
 
 
@@ -107,7 +109,7 @@ class Ledger:
     def _corrupt(self, number: int, problem: str) -> LedgerCorruptError:
         return LedgerCorruptError(f"ledger {self.path}, line {number}: {problem}")
 
-    def _validated(self, record, number: int) -> dict:
+    def _validated(self, record: object, number: int) -> dict:
         """A record read from line `number`, with its lists turned into arrays."""
         try:
             return validated(record)
@@ -166,11 +168,13 @@ class Ledger:
         self._write(dumps(record).encode("utf-8") + b"\n")
 
     @staticmethod
-    def _check_key(key) -> None:
+    def _check_key(key: object) -> None:
         if not isinstance(key, str) or not key:
             raise ValueError(f"ledger key {key!r}: must be a non-empty string")
 
-    def buy(self, labeler, indices, *, purpose: str, key: str) -> np.ndarray:
+    def buy(
+        self, labeler: Labeler, indices: npt.ArrayLike, *, purpose: str, key: str
+    ) -> np.ndarray:
         """Buys human labels for pool `indices` from `labeler`, or returns them if bought.
 
         `key` names the purchase (e.g. ``"round3/train"``): a rerun after a crash asks for
@@ -237,7 +241,7 @@ class Ledger:
         self._ingest(record, len(self._records) + 1)
         return record["labels"].copy()
 
-    def charge(self, *, category: str, usd: float, key: str, **details) -> None:
+    def charge(self, *, category: str, usd: float, key: str, **details: object) -> None:
         """Records a device-time charge (training or scoring), once per key.
 
         A rerun repeats its charges: the same key with the same values is a no-op; the same
@@ -266,7 +270,7 @@ class Ledger:
         self._append(record)
         self._ingest(record, len(self._records) + 1)
 
-    def move(self, indices, *, source: str, purpose: str, key: str) -> None:
+    def move(self, indices: npt.ArrayLike, *, source: str, purpose: str, key: str) -> None:
         """Records that items bought for ``source`` now serve ``purpose``, once per key: a
         test item that active learning chose for B trains with the label T bought, and
         leaves T. Nothing is bought or paid. A rerun repeats the move: the same key with the

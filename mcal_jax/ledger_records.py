@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import TypeGuard
 
 import numpy as np
 
@@ -34,7 +35,7 @@ TOTALS = (
 )
 
 
-def _json_default(value):
+def _json_default(value: object) -> object:
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
@@ -47,11 +48,11 @@ def dumps(record: dict) -> str:
     return json.dumps(record, separators=(",", ":"), allow_nan=False, default=_json_default)
 
 
-def _is_number(value) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def as_usd(value) -> float | None:
+def as_usd(value: object) -> float | None:
     """`value` as a float if it is a finite number >= 0 (Python or numpy), else None."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         return None
@@ -59,7 +60,7 @@ def as_usd(value) -> float | None:
     return value if math.isfinite(value) and value >= 0 else None
 
 
-def validated(record) -> dict:
+def validated(record: object) -> dict:
     """A record as read from a line, with its index and label lists as arrays; ValueError
     naming what is wrong with it."""
 
@@ -67,7 +68,8 @@ def validated(record) -> dict:
         if not ok:
             raise ValueError(problem)
 
-    check(isinstance(record, dict), f"expected a JSON object, got {type(record).__name__}")
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
     kind, key = record.get("kind"), record.get("key")
     check(kind in ("purchase", "charge", "move"), f"unknown record kind {kind!r}")
     check(isinstance(key, str) and key != "", f"bad key {key!r}")
@@ -90,7 +92,8 @@ def validated(record) -> dict:
         return {**record, "indices": indices}
     check(record.get("purpose") in PURPOSES, f"bad purpose in purchase {key!r}")
     price = record.get("usd_per_label")
-    check(_is_number(price) and price >= 0, f"bad usd_per_label in purchase {key!r}")
+    if not (_is_number(price) and price >= 0):
+        raise ValueError(f"bad usd_per_label in purchase {key!r}")
     check(len(indices) == len(labels), f"purchase {key!r}: indices and labels differ in length")
     check(bool(np.all(indices >= 0)), f"purchase {key!r}: negative index")
     check(

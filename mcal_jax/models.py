@@ -40,6 +40,9 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 ModuleDef = Any
+# A tree of arrays: a model's variables, their parameters, an optimizer's state. Flax and
+# optax type them as Any (or as recursive unions that check nothing more).
+PyTree = Any
 
 MODEL_NAMES: tuple[str, ...] = (
     "tiny",
@@ -219,6 +222,6 @@ def create_model(
     )
 
 
-def count_params(params: Any) -> int:
+def count_params(params: PyTree) -> int:
     """Number of scalars in a pytree of arrays or `jax.ShapeDtypeStruct`s."""
     return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params))

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.typing import DTypeLike
 
 from mcal_jax.data import Dataset
 
@@ -77,7 +78,9 @@ def upload(dataset: Dataset, mesh: Mesh, num_classes: int | None = None) -> Devi
     )
 
 
-def normalize(images: jax.Array, mean: jax.Array, std: jax.Array, dtype=jnp.float32) -> jax.Array:
+def normalize(
+    images: jax.Array, mean: jax.Array, std: jax.Array, dtype: DTypeLike = jnp.float32
+) -> jax.Array:
     """uint8 [.., H, W, C] to zero-mean, unit-variance floats in ``dtype``."""
     x = images.astype(jnp.float32) * (1.0 / 255.0)
     return ((x - mean) / std).astype(dtype)
@@ -99,7 +102,7 @@ def augment(
         padded = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
         offsets = jax.random.randint(crop_key, (batch, 2), 0, 2 * p + 1)
 
-        def crop(image, offset):
+        def crop(image: jax.Array, offset: jax.Array) -> jax.Array:
             return jax.lax.dynamic_slice(
                 image, (offset[0], offset[1], 0), (height, width, image.shape[-1])
             )

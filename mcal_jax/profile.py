@@ -194,7 +194,7 @@ def predicted_bound(surface: jax.Array, rate: jax.Array, count: jax.Array) -> ja
     col_weight = (rate - rates[col]) / (rates[col + 1] - rates[col])
     table = jnp.asarray(surface)
 
-    def at(r, c):
+    def at(r: jax.Array, c: jax.Array) -> jax.Array:
         return table[r, c] * (1 - col_weight) + table[r, c + 1] * col_weight
 
     bound = at(row, col) * (1 - row_weight) + at(row + 1, col) * row_weight
@@ -341,7 +341,9 @@ def certify(
     )
 
 
-def _nothing_machine_labeled(confidence, constraint, tested, start_theta):
+def _nothing_machine_labeled(
+    confidence: float, constraint: str, tested: int, start_theta: float
+) -> MachineLabelingChoice:
     return MachineLabelingChoice(
         theta=0.0,
         threshold=float("inf"),

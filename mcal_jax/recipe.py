@@ -50,7 +50,7 @@ class TrainConfig:
     test_time_flip: bool = False
     teacher_ensemble: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         checks = {
             "epochs": self.epochs >= 1,
             "min_steps": self.min_steps >= 0,
@@ -109,7 +109,7 @@ def learning_rate(config: TrainConfig, epoch: jax.Array) -> jax.Array:
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     """The optimizer at unit learning rate; the step scales its updates by the schedule."""
 
-    def decay_mask(params):
+    def decay_mask(params: optax.Params) -> optax.Params:
         return jax.tree.map(lambda p: p.ndim > 1, params)
 
     if config.optimizer == "sgd":

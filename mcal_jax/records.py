@@ -9,12 +9,13 @@ import functools
 from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from mcal_jax.fit import PowerLawFit, TrainingCostModel
 from mcal_jax.profile import CONSTRAINTS
 
 
-def is_int(value) -> bool:
+def is_int(value: object) -> bool:
     """An integer (Python or numpy), not a bool."""
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
@@ -22,12 +23,12 @@ def is_int(value) -> bool:
 class InvalidFieldError(ValueError):
     """A field of a decision record has an invalid value; ``field`` names it."""
 
-    def __init__(self, owner: object, field: str, wanted: str):
+    def __init__(self, owner: object, field: str, wanted: str) -> None:
         self.field, self.value, self.wanted = field, getattr(owner, field), wanted
         super().__init__(f"{type(owner).__name__}.{field} = {self.value!r}: must be {wanted}")
 
 
-def check_field(owner, field: str, ok, wanted: str) -> None:
+def check_field(owner: object, field: str, ok: bool | np.bool_, wanted: str) -> None:
     """Raises `InvalidFieldError` for ``owner.field`` unless ``ok``."""
     if not ok:
         raise InvalidFieldError(owner, field, wanted)
@@ -63,7 +64,7 @@ class History:
     no_longer_pays: tuple[bool, ...] = ()
     test_sizes: tuple[int, ...] = ()  # per round, |T| (empty: the config's num_test)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check = functools.partial(check_field, self)
         thetas = np.asarray(self.thetas, np.float64)
         ok = thetas.ndim == 1 and thetas.size > 0 and np.all((thetas > 0) & (thetas <= 1))
@@ -99,7 +100,7 @@ class History:
             object.__setattr__(self, name, value)
 
     @classmethod
-    def start(cls, thetas, delta: int, spent_usd: float = 0.0) -> History:
+    def start(cls, thetas: npt.ArrayLike, delta: int, spent_usd: float = 0.0) -> History:
         """An empty history: before round 1, with ``spent_usd`` already paid (T_plan's
         labels, say)."""
         thetas = np.asarray(thetas, np.float64)
@@ -120,8 +121,8 @@ class History:
     def append_round(
         self,
         train_size: int,
-        test_errors,
-        test_counts,
+        test_errors: npt.ArrayLike,
+        test_counts: npt.ArrayLike,
         training_usd: float,
         images: float,
         scoring_usd: float,
@@ -212,7 +213,7 @@ class ControllerConfig:
     plan_replicates: int = 32
     seed: int = 0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check = functools.partial(check_field, self)
         check("num_items", is_int(self.num_items) and self.num_items >= 2, "an integer ≥ 2")
         n = self.num_items

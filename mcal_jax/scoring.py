@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +38,9 @@ from mcal_jax.pool import DevicePool, normalize, replicate
 METRICS = ("margin", "entropy", "least_confidence", "random")
 
 
-def confidence_from_logits(logits: jax.Array, metric: str, key: jax.Array | None = None):
+def confidence_from_logits(
+    logits: jax.Array, metric: str, key: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
     """Per-item confidence (higher = more confident) and predicted label.
 
     - margin: top-1 minus top-2 softmax probability (the paper's default metric M).
@@ -101,7 +104,7 @@ class Scorer:
         batch_size: int = 1024,
         compute_dtype: str = "float32",
         test_time_flip: bool = False,
-    ):
+    ) -> None:
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
         self.pool = pool
@@ -125,7 +128,14 @@ class Scorer:
             )
         )
 
-    def _mean_log_probs(self, members, images, mean, std, index):
+    def _mean_log_probs(
+        self,
+        members: Sequence[models.PyTree],
+        images: jax.Array,
+        mean: jax.Array,
+        std: jax.Array,
+        index: jax.Array,
+    ) -> jax.Array:
         """Logits whose softmax is the softmax averaged over the ensemble ``members`` and,
         with ``test_time_flip``, over each image and its mirror (the log of that average).
         A single member without flips gives its own logits."""
@@ -141,7 +151,15 @@ class Scorer:
         log_probs = jnp.stack([jax.nn.log_softmax(z.astype(jnp.float32)) for z in logits])
         return jax.nn.logsumexp(log_probs, axis=0) - jnp.log(len(logits))
 
-    def _per_device_score(self, members, images, mean, std, index, key):
+    def _per_device_score(
+        self,
+        members: Sequence[models.PyTree],
+        images: jax.Array,
+        mean: jax.Array,
+        std: jax.Array,
+        index: jax.Array,
+        key: jax.Array,
+    ) -> tuple[jax.Array, jax.Array]:
         logits = self._mean_log_probs(members, images, mean, std, index)
         # The random metric draws one number per item from (seed, item index), so it does
         # not depend on batching or on the number of devices.
@@ -162,7 +180,7 @@ class Scorer:
         rows = padded.reshape(num_batches, self.global_batch)
         return jax.make_array_from_callback(rows.shape, self._index_sharding, lambda i: rows[i])
 
-    def score(self, variables, indices: np.ndarray, seed: int = 0) -> Scores:
+    def score(self, variables: models.PyTree, indices: np.ndarray, seed: int = 0) -> Scores:
         """Scores ``pool[indices]`` with one model's ``variables``, or with the average of
         an ensemble's (a list or tuple of variables); returns pool-sized host arrays."""
         members = tuple(variables) if isinstance(variables, (list, tuple)) else (variables,)
@@ -187,12 +205,12 @@ class Scorer:
         full_predicted[indices] = predicted
         return Scores(full_confidence, full_predicted)
 
-    def forward_fn(self):
+    def forward_fn(self) -> Callable[[models.PyTree, jax.Array], jax.Array]:
         """The bare jitted model forward over the same batches (the benchmark's baseline)."""
         pool = self.pool
 
         @jax.jit
-        def forward(variables, index):
+        def forward(variables: models.PyTree, index: jax.Array) -> jax.Array:
             logits = self._mean_log_probs((variables,), pool.images, pool.mean, pool.std, index)
             return jnp.argmax(logits, axis=-1)
 
@@ -220,7 +238,11 @@ def get_scorer(
 
 
 def accuracy(
-    model_name: str, pool: DevicePool, variables, indices: np.ndarray, labels: np.ndarray
+    model_name: str,
+    pool: DevicePool,
+    variables: models.PyTree,
+    indices: np.ndarray,
+    labels: np.ndarray,
 ) -> float:
     """Fraction of ``pool[indices]`` the model labels as ``labels``."""
     scores = get_scorer(model_name, pool).score(variables, indices)

@@ -54,7 +54,7 @@ class ErrorModel:
     seconds_per_image: float = 1e-4
     seconds_per_item: float = 2e-5
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("floor", "scale", "gamma", "signal", "missed", "cluster_shock", "jitter"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):

@@ -11,6 +11,7 @@ import os
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from mcal_jax.report import (
     REPORT_DIR,
@@ -111,7 +112,7 @@ def _stats(points: list[dict], key: str) -> tuple[float, float, int] | None:
     return float(np.mean(values)), std, len(values)
 
 
-def _mean_std(stats, kind: str) -> str:
+def _mean_std(stats: tuple[float, float, int] | None, kind: str) -> str:
     if stats is None:
         return "–"
     mean, std, n = stats
@@ -120,7 +121,13 @@ def _mean_std(stats, kind: str) -> str:
     return text if n < 2 else f"{text} ± {scale * std:.{digits}f}"
 
 
-def _sweep_markdown(sweep_dir, groups, labels, unfinished, images) -> str:
+def _sweep_markdown(
+    sweep_dir: str,
+    groups: list[dict],
+    labels: list[str],
+    unfinished: list[str],
+    images: list[str],
+) -> str:
     parts = [f"# MCAL sweep: {sweep_dir}\n", "Mean ± std (ddof = 1) over seeds.\n"]
     header = ["group", "seeds"] + [c[0] for c in _SWEEP_COLUMNS]
     rows = [
@@ -145,7 +152,7 @@ def _sweep_markdown(sweep_dir, groups, labels, unfinished, images) -> str:
     return "\n".join(parts)
 
 
-def _plot_sweep_group(points: list[dict], label: str):
+def _plot_sweep_group(points: list[dict], label: str) -> Figure:
     """AL(δ) total cost (mean ± std over seeds) against δ; MCAL and human-only as lines."""
     fig, ax = plt.subplots(figsize=(8, 5))
     al = [(100 * d, stats) for d in _al_deltas(points) if (stats := _stats(points, f"al:{d!r}"))]

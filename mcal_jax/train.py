@@ -30,7 +30,7 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +45,9 @@ from mcal_jax.indices import labeled_items
 from mcal_jax.parallel import DATA_AXIS
 from mcal_jax.pool import DevicePool, augment, normalize, replicate
 from mcal_jax.recipe import TrainConfig, learning_rate, make_optimizer, schedule_epoch
+
+if TYPE_CHECKING:
+    from tqdm.auto import tqdm
 
 P = PartitionSpec
 
@@ -74,16 +77,16 @@ class TrainResult:
 
 @struct.dataclass
 class TrainState:
-    params: Any
-    batch_stats: Any
-    opt_state: Any
+    params: models.PyTree
+    batch_stats: models.PyTree
+    opt_state: models.PyTree
     step: jax.Array  # int32 optimizer steps taken
 
 
 class Trainer:
     """Compiled training programs for one (model, pool, config); reused by every round."""
 
-    def __init__(self, model_name: str, pool: DevicePool, config: TrainConfig):
+    def __init__(self, model_name: str, pool: DevicePool, config: TrainConfig) -> None:
         self.model_name = model_name
         self.pool = pool
         self.config = config
@@ -106,9 +109,9 @@ class Trainer:
         self._order = jax.jit(_epoch_order, out_shardings=replicated)
         self._steps = {pseudo: self._make_step(pseudo) for pseudo in (False, True)}
         # jax.stages.Compiled per variant (with pseudo-labels or not), after its first use
-        self._compiled_steps: dict[bool, Any] = {}
+        self._compiled_steps: dict[bool, jax.stages.Compiled] = {}
 
-    def _make_step(self, pseudo: bool):
+    def _make_step(self, pseudo: bool) -> jax.stages.Wrapped:
         step = jax.shard_map(
             functools.partial(self._per_device_step, pseudo=pseudo),
             mesh=self.mesh,
@@ -129,8 +132,10 @@ class Trainer:
         )
 
     def _per_device_step(
-        self, state, loss_sum, data, order, num_labeled, total_steps, key, pseudo_data=(), *, pseudo
-    ):
+        self, state: TrainState, loss_sum: jax.Array, data: tuple[jax.Array, ...],
+        order: jax.Array, num_labeled: jax.Array, total_steps: jax.Array, key: jax.Array,
+        pseudo_data: tuple[jax.Array, ...] = (), *, pseudo: bool,
+    ) -> tuple[TrainState, jax.Array]:  # fmt: skip
         """One optimizer step on this device's share of the global batch: items of B in
         ``order``, and with ``pseudo`` also ``unlabeled_ratio`` times as many
         pseudo-labeled items (``pseudo_data``: their order and count). ``data`` is the
@@ -165,7 +170,7 @@ class Trainer:
             share = config.pseudo_weight / (ratio * local_batch)
             weights = jnp.concatenate([weights, jnp.full((ratio * local_batch,), share)])
 
-        def loss_fn(params):
+        def loss_fn(params: models.PyTree) -> tuple[jax.Array, models.PyTree]:
             logits, updated = self.model.apply(
                 {"params": params, "batch_stats": state.batch_stats},
                 x,
@@ -264,7 +269,9 @@ class Trainer:
             compile_seconds = time.perf_counter() - start
         step = self._compiled_steps[variant]
 
-        def run_step(state, loss_sum, order):
+        def run_step(
+            state: TrainState, loss_sum: jax.Array, order: jax.Array
+        ) -> tuple[TrainState, jax.Array]:
             return step(state, loss_sum, data, order, count, total, step_key, *extra)
 
         # Passes over B in a fresh order each; the last one stops at the step count.
@@ -312,15 +319,9 @@ class Trainer:
         logging.info(
             "trained %s on |B|=%d: %d steps (%.1f epochs), loss %.4f, %.1f s (%.0f img/s), "
             "compile %.1f s",
-            self.model_name,
-            num_labeled,
-            total_steps,
-            result.epochs,
-            final_loss,
-            wall,
-            result.images_processed / max(wall, 1e-9),
-            compile_seconds,
-        )
+            self.model_name, num_labeled, total_steps, result.epochs, final_loss, wall,
+            result.images_processed / max(wall, 1e-9), compile_seconds,
+        )  # fmt: skip
         return result
 
     def step_cost_analysis(self) -> dict[str, Any]:
@@ -342,7 +343,7 @@ class Trainer:
 
 
 @jax.jit
-def _all_finite(tree) -> jax.Array:
+def _all_finite(tree: models.PyTree) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
@@ -353,7 +354,9 @@ def _epoch_order(labeled_mask: jax.Array, key: jax.Array) -> jax.Array:
     return jnp.argsort(jnp.where(labeled_mask, keys, 2.0)).astype(jnp.int32)
 
 
-def _check_loss(epoch: int, loss_sum: jax.Array, steps: int, progress_bar=None) -> float:
+def _check_loss(
+    epoch: int, loss_sum: jax.Array, steps: int, progress_bar: tqdm | None = None
+) -> float:
     value = float(loss_sum) / steps
     if not math.isfinite(value):
         raise NonFiniteLossError(

@@ -13,14 +13,18 @@ import itertools
 import json
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 import ml_collections
 
-Point = dict  # dotted field name -> value
+Point = dict[str, Any]  # dotted field name -> value
+_T = TypeVar("_T")
 MAX_NAME_CHARS = 150  # well under the 255 bytes most filesystems allow for a name
 
 
-def product(axes: Mapping[str, Sequence] | None = None, /, **more: Sequence) -> list[Point]:
+def product(
+    axes: Mapping[str, Sequence[Any]] | None = None, /, **more: Sequence[Any]
+) -> list[Point]:
     """Every combination of the axes' values (the first axis varies slowest).
 
     ``product({"labeling.service": ["amazon", "satyam"], "mcal.epsilon": [0.05, 0.1]})``
@@ -32,7 +36,7 @@ def product(axes: Mapping[str, Sequence] | None = None, /, **more: Sequence) -> 
     return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
 
 
-def zip_(axes: Mapping[str, Sequence] | None = None, /, **more: Sequence) -> list[Point]:
+def zip_(axes: Mapping[str, Sequence[Any]] | None = None, /, **more: Sequence[Any]) -> list[Point]:
     """Axes that move together: point i takes value i of every axis (equal lengths)."""
     axes = {**(axes or {}), **more}
     for key, values in axes.items():
@@ -60,12 +64,12 @@ def seeds(points: Sequence[Point], seed_values: Sequence[int]) -> list[Point]:
     return times(points, [{"seed": int(s)} for s in seed_values])
 
 
-def _check_axis(key: str, values) -> None:
+def _check_axis(key: str, values: object) -> None:
     if isinstance(values, str) or not isinstance(values, Sequence) or not values:
         raise ValueError(f"sweep axis {key!r}: expected a non-empty list of values, got {values!r}")
 
 
-def _format_value(value) -> str:
+def _format_value(value: object) -> str:
     if isinstance(value, (tuple, list)):
         return "+".join(_format_value(v) for v in value) if value else "none"
     return repr(value) if isinstance(value, float) else str(value)
@@ -94,7 +98,7 @@ def point_name(overrides: Point) -> str:
     return name
 
 
-def _leaves(value):
+def _leaves(value: object) -> Sequence[object]:
     return value if isinstance(value, (tuple, list)) else (value,)
 
 
@@ -134,7 +138,7 @@ def apply_overrides(
     return new.lock()
 
 
-def shard(points: Sequence, index: int, count: int) -> list:
+def shard(points: Sequence[_T], index: int, count: int) -> list[_T]:
     """Shard ``index`` of ``count``: ``points[index::count]`` (disjoint, together complete)."""
     if not (isinstance(index, int) and isinstance(count, int) and 0 <= index < count):
         raise ValueError(f"shard {index}/{count}: need integers with 0 <= index < count")
