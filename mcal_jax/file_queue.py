@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 from absl import logging
 
 from mcal_jax import answers, files
@@ -97,7 +98,7 @@ class Queue:
             parsed = answers.parse_csv(text, path)
         return answers.check_items(parsed, indices, path)
 
-    def wait_for(self, name: str, count: int, *, key: str, wait: bool, poll_seconds: float):
+    def wait_for(self, name: str, count: int, *, key: str, wait: bool, poll_seconds: float) -> None:
         """Returns once request ``name`` has answers; raises LabelsAwaited without ``wait``."""
         told = False
         while not self.answer_files(name):
@@ -148,7 +149,7 @@ class QueueLabeler:
         self._truth = truth
         self.labels_served = 0
 
-    def label(self, indices, *, key: str = "") -> np.ndarray:
+    def label(self, indices: npt.ArrayLike, *, key: str = "") -> np.ndarray:
         """The people's labels of ``indices`` for purchase ``key`` (int32, in order);
         LabelsAwaited until their answers exist, AnswerError when the answers are bad."""
         if not key:
@@ -164,7 +165,7 @@ class QueueLabeler:
         self.labels_served += len(indices)
         return labels
 
-    def true_labels_for_report(self, indices) -> np.ndarray | None:
+    def true_labels_for_report(self, indices: npt.ArrayLike) -> np.ndarray | None:
         """The ground truth of those items, for the report only; None when unknown."""
         if self._truth is None:
             return None

@@ -18,6 +18,7 @@ import math
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+import numpy.typing as npt
 
 from mcal_jax.indices import as_int_array
 
@@ -180,7 +181,7 @@ class SimulatedLabeler:
     def __len__(self) -> int:
         return len(self._truth)
 
-    def label(self, indices, *, key: str = "") -> np.ndarray:
+    def label(self, indices: npt.ArrayLike, *, key: str = "") -> np.ndarray:
         """Labels (int32) for the given pool indices, with this labeler's noise (``key``,
         the purchase's name, changes nothing here)."""
         del key
@@ -197,7 +198,7 @@ class SimulatedLabeler:
         self.labels_served += len(indices)
         return labels
 
-    def true_labels_for_report(self, indices) -> np.ndarray:
+    def true_labels_for_report(self, indices: npt.ArrayLike) -> np.ndarray:
         """The ground truth (int32) of those items, for simulation reports only.
 
         Only the final "true error" of a simulated run may read this; no decision of the

@@ -36,6 +36,7 @@ from mcal_jax.run import baselines, finish, state
 from mcal_jax.run.measure import Measurement, charge, least_confident, measure
 from mcal_jax.run.prepare import Context, Split, prepare
 from mcal_jax.run.workdir import Workdir
+from mcal_jax.scoring import Scores
 
 
 def mcal(
@@ -170,7 +171,7 @@ def _take_batch(ctx: Context, batch: np.ndarray, round_index: int) -> None:
         ctx.ledger.buy(ctx.labeler, bought, purpose="train", key=key)
 
 
-def _teacher(ctx: Context, round_index: int):
+def _teacher(ctx: Context, round_index: int) -> Scores | None:
     """The scores a semi-supervised round learns from: the previous round's lead model's
     (saved with the round, so a resumed run learns from the same); None in round 1 or
     when the rounds are supervised."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
 
 import ml_collections
 
@@ -121,7 +122,7 @@ class Settings:
         problems: list[str] = []
         m = config.mcal
 
-        def fraction(name: str, value) -> None:
+        def fraction(name: str, value: float) -> None:
             if not 0 < value < 1:
                 problems.append(f"{name}={value} must lie in (0, 1)")
 
@@ -232,7 +233,9 @@ class Settings:
         )
 
 
-def _labeling(config, num_items: int, problems: list[str]) -> tuple[LabelingSettings, float, bool]:
+def _labeling(
+    config: ml_collections.ConfigDict, num_items: int, problems: list[str]
+) -> tuple[LabelingSettings, float, bool]:
     """(who labels, USD per label, whether the price is valid) of ``config.labeling``."""
     lab = config.labeling
     service, price = lab.service, lab.usd_per_label
@@ -281,7 +284,7 @@ def _invalid(problems: list[str]) -> ValueError:
     return ValueError("invalid config:\n  " + "\n  ".join(problems))
 
 
-def _numbers(config: ml_collections.ConfigDict, prefix: str = ""):
+def _numbers(config: ml_collections.ConfigDict, prefix: str = "") -> Iterator[tuple[str, float]]:
     """Every float of ``config`` (in sections and tuples too) as (config name, value)."""
     for key, value in config.items():
         name = f"{prefix}{key}"
@@ -329,7 +332,9 @@ def _train_fields(config: ml_collections.ConfigDict) -> dict:
     return fields
 
 
-def _pricing(config, names: tuple[str, ...], num_items: int, problems: list[str]) -> costs.Pricing:
+def _pricing(
+    config: ml_collections.ConfigDict, names: tuple[str, ...], num_items: int, problems: list[str]
+) -> costs.Pricing:
     cost = config.cost
     if cost.mode not in costs.COST_MODES:
         problems.append(f"cost.mode={cost.mode!r}: use one of {costs.COST_MODES}")
@@ -370,7 +375,7 @@ def _pricing(config, names: tuple[str, ...], num_items: int, problems: list[str]
     )
 
 
-def _baselines(config, problems: list[str]) -> BaselineSettings | None:
+def _baselines(config: ml_collections.ConfigDict, problems: list[str]) -> BaselineSettings | None:
     b = config.baselines
     fractions = tuple(float(f) for f in b.delta_fractions)
     bad = [f for f in fractions if not 0 < f < 1]
