@@ -27,14 +27,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # launcher tests start fresh processes): a compilation cache shared by the whole session,
 # subprocesses included, compiles each program once. It changes no result: a program
 # loaded from the cache is the one XLA compiled for the same computation and flags.
-_CACHE = tempfile.mkdtemp(prefix="mcal_jax_tests_xla_")
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
-for _name, _value in (
-    ("JAX_COMPILATION_CACHE_DIR", _CACHE),
-    ("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"),
-    ("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1"),
-):
-    os.environ.setdefault(_name, _value)
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # else a parent process's (or the user's)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="mcal_jax_tests_xla_")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 
 def _files(workdir):
