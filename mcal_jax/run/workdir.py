@@ -27,6 +27,7 @@ from mcal_jax.ledger import Ledger
 from mcal_jax.profile import THETAS
 from mcal_jax.run.state import FinalLabeling, RoundRecord
 from mcal_jax.scoring import Scores
+from mcal_jax.summary import Comparison, Summary
 
 
 def dataset_fingerprint(dataset: Dataset) -> dict[str, Any]:
@@ -170,18 +171,19 @@ class Workdir:
         if self.writer:
             files.atomic_write_json(self.file("final.json"), final.to_json())
 
-    def read_baselines(self) -> dict[str, Any] | None:
+    def read_baselines(self) -> Comparison | None:
         """The saved baselines (see :mod:`mcal_jax.run.baselines`), or None when there are
-        none or they cannot be read (they are then run again)."""
+        none or they cannot be read (written by another version, or torn: they are
+        simulations, run again at no price in labels)."""
         try:
             value = files.read_json(self.file("baselines.json"))
+            return None if value is None else Comparison.from_json(value, "baselines.json")
         except ValueError:
             return None
-        return value if isinstance(value, dict) else None
 
-    def write_baselines(self, value: dict[str, Any]) -> None:
+    def write_baselines(self, comparison: Comparison) -> None:
         if self.writer:
-            files.atomic_write_json(self.file("baselines.json"), value)
+            files.atomic_write_json(self.file("baselines.json"), comparison.to_json())
 
     def read_classes(self) -> tuple[str, ...] | None:
         """The class names learned from the people's first answers (``classes.json``), or
@@ -208,9 +210,9 @@ class Workdir:
         if self.writer:
             files.atomic_write_bytes(self.file("labels.csv"), text.encode("utf-8"))
 
-    def write_summary(self, summary: dict[str, Any]) -> None:
+    def write_summary(self, summary: Summary) -> None:
         if self.writer:
-            files.atomic_write_json(self.file("summary.json"), summary)
+            files.atomic_write_json(self.file("summary.json"), summary.to_json())
 
 
 def _differences(saved: Any, wanted: Any, prefix: str = "") -> str:
