@@ -11,7 +11,8 @@ A run's report reads the workdir that :mod:`mcal_jax.run` wrote (summary.json, a
 - ``cost_breakdown.png``: what the run paid, by item, against labeling everything by hand.
 - ``baselines.png`` (when the summary holds baselines): MCAL against AL(δ), oracle-assisted
   AL, the hindsight floor and human-only labeling (the paper's Figs. 5–7).
-- ``summary.md``: the summary, the baselines and one row per round.
+- ``summary.md``: the summary (its error bound over all items and on the machine labels
+  alone, and what the budget bounded, first), the baselines and one row per round.
 """
 
 from __future__ import annotations
@@ -318,6 +319,11 @@ def summary_markdown(run: FinishedRun, images: list[str]) -> str:
         f"{format_usd(cost.human_only)} USD for human-only labeling; counts: "
         + ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(summary.counts).items())
         + ".\n",
+        f"Certified: {summary.error_text()}.\n",
+    ]
+    if summary.budget.usd is not None:
+        parts.append(f"Budget: {summary.budget_text()}.\n")
+    parts += [
         "\n".join(f"![{os.path.splitext(name)[0]}]({name})" for name in images) + "\n",
         "## Summary\n",
     ]

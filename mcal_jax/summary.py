@@ -224,6 +224,40 @@ class Threshold:
 
 
 @dataclasses.dataclass(frozen=True)
+class Budget:
+    """``mcal.budget_usd`` and what it bounded. It is a cap on the loop only: once the loop
+    stops, T_cert, the final classifier and the residual's human labels are bought whatever
+    the budget. ``usd`` is the cap (None: none was set); ``stopped_loop`` whether reaching it
+    stopped the loop; ``loop_usd`` what the loop had spent when it stopped, ``after_loop_usd``
+    what was paid after it, and ``beyond_usd`` how far the total went past the cap (0 when
+    it did not; None without a cap)."""
+
+    usd: float | None
+    stopped_loop: bool
+    loop_usd: float
+    after_loop_usd: float
+    beyond_usd: float | None
+
+    @classmethod
+    def of(cls, usd: float | None, stopped_loop: bool, loop_usd: float, total_usd: float) -> Budget:
+        """The budget of a run that spent ``loop_usd`` in the loop and ``total_usd`` in all."""
+        return cls(
+            usd=usd,
+            stopped_loop=stopped_loop,
+            loop_usd=loop_usd,
+            after_loop_usd=total_usd - loop_usd,
+            beyond_usd=None if usd is None else max(0.0, total_usd - usd),
+        )
+
+
+def at_chance(upper_bound: float, num_machine: int, num_classes: int) -> bool:
+    """Whether machine labels whose own error bound is ``upper_bound`` are no better than
+    guessing among ``num_classes``: the overall constraint can certify a few such labels
+    among many human ones, but they are then no evidence the classifier learned anything."""
+    return num_machine > 0 and upper_bound >= 1 - 1 / num_classes
+
+
+@dataclasses.dataclass(frozen=True)
 class Summary:
     """``summary.json``: what a finished run did, cost and certified (README.md, "What a
     run writes"). ``baselines`` is there when the config asked for them."""
@@ -239,6 +273,7 @@ class Summary:
     machine_fraction: MachineFraction
     cost_usd: Costs
     savings_vs_human_only: float
+    budget: Budget
     error: ErrorBounds
     threshold: Threshold
     rounds: int
@@ -254,6 +289,63 @@ class Summary:
     @classmethod
     def from_json(cls, value: Any, source: str = "summary") -> Summary:
         return from_json(cls, value, source)
+
+    @property
+    def machine_labels_at_chance(self) -> bool:
+        """The machine labels' own bound is no better than guessing (`at_chance`)."""
+        bound = self.error.upper_bound_machine_subset
+        return at_chance(bound, self.counts.machine, len(self.classes))
+
+    def headline(self) -> str:
+        """The run in one line: items, machine-labeled share, the bill against human-only,
+        the error bound over all items and on the machine labels alone (with the true
+        errors when known), and the budget when one was set."""
+        cost, error, n = self.cost_usd, self.error, self.num_items
+        parts = [
+            f"{n} items, {100 * self.fractions.machine:.1f}% machine-labeled, total "
+            f"{cost.total:.2f} USD vs {cost.human_only:.2f} USD human-only "
+            f"({100 * self.savings_vs_human_only:.0f}% saved)",
+            self.error_text(),
+        ]
+        if error.true_overall is not None and error.true_machine_subset is not None:
+            parts.append(
+                f"true error {error.true_overall:.4f} over all items, "
+                f"{error.true_machine_subset:.4f} on the machine labels"
+            )
+        if self.budget.usd is not None:
+            parts.append(self.budget_text())
+        return "; ".join(parts)
+
+    def error_text(self) -> str:
+        """The certified bound both ways, saying when the machine labels are at chance."""
+        error, machine = self.error, self.counts.machine
+        text = (
+            f"error bound {error.upper_bound_overall:.4f} over all {self.num_items} items "
+            f"({self.constraint} constraint, ε = {self.epsilon:g}), "
+            f"{error.upper_bound_machine_subset:.4f} on the {machine} machine labels alone"
+        )
+        if self.machine_labels_at_chance:
+            chance = 1 - 1 / len(self.classes)
+            text += (
+                f" (at or above chance error {chance:.4f}: they are certified only through "
+                "the overall constraint)"
+            )
+        return text
+
+    def budget_text(self) -> str:
+        """What the budget bounded: the loop, and what was bought after it regardless."""
+        budget = self.budget
+        if budget.usd is None:
+            return "no budget set"
+        why = "stopped the loop" if budget.stopped_loop else "did not stop the loop"
+        text = (
+            f"budget {budget.usd:.2f} USD {why} (spent {budget.loop_usd:.2f} USD); what "
+            "came after the loop whatever the budget (T_cert, the residual, any final "
+            f"classifier) cost {budget.after_loop_usd:.2f} USD more"
+        )
+        if budget.beyond_usd:
+            text += f", {budget.beyond_usd:.2f} USD beyond the budget"
+        return text
 
 
 def read_summary(path: str | os.PathLike) -> Summary | None:

@@ -34,10 +34,11 @@ def baselines_json(al_totals, hindsight_usd, hindsight_fraction=None, human_only
     }
 
 
-def summary_json(total=33.3, baselines=None):
+def summary_json(total=33.3, baselines=None, budget_usd=None):
     """A finished run's summary.json as a dict, costing ``total`` USD."""
     counts = {"test": NUM_TEST, "train": 400, "certify": 150, "machine": 1200, "residual": 150}
     human_only = N * USD_PER_LABEL
+    loop_usd = 21.3
     summary = {
         "dataset": "fake_mnist",
         "num_items": N,
@@ -60,6 +61,13 @@ def summary_json(total=33.3, baselines=None):
             "human_only": human_only,
         },
         "savings_vs_human_only": 1 - total / human_only,
+        "budget": {
+            "usd": budget_usd,
+            "stopped_loop": False,
+            "loop_usd": loop_usd,
+            "after_loop_usd": total - loop_usd,
+            "beyond_usd": None if budget_usd is None else max(0.0, total - budget_usd),
+        },
         "error": {
             "estimated": 0.021,
             "upper_bound": 0.034,

@@ -1,5 +1,6 @@
 """summary.json and baselines.json as typed records: what `finish` writes is what every
-reader gets back, and a file of another shape is refused naming the field."""
+reader gets back, a file of another shape is refused naming the field, the machine labels'
+own bound stands next to the overall one, and the budget says what it bounded."""
 
 import json
 import os
@@ -13,7 +14,7 @@ from benchmarks import certificate
 from configs import synthetic
 from mcal_jax import report, run, sweep
 from mcal_jax.simulated_learner import ErrorModel, SimulatedLearner
-from mcal_jax.summary import Comparison, Summary, read_summary
+from mcal_jax.summary import Budget, Comparison, Summary, read_summary
 
 N, EPSILON, CLASSES = 2000, 0.05, 10
 
@@ -35,8 +36,8 @@ def _simulated_run(folder, name, sold, truth, **mcal):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Two runs on one pool: plain, and with every T_cert answer wrong, so that only ε·N
-    machine labels pass, all of them wrong on T_cert."""
+    """Three runs on one pool: plain; with every T_cert answer wrong, so that only ε·N
+    machine labels pass, all of them wrong on T_cert; and with a 20 USD budget."""
     folder = str(tmp_path_factory.mktemp("summary"))
     truth = np.random.default_rng(0).integers(0, CLASSES, N)
     plain = _simulated_run(folder, "plain", truth, truth)
@@ -47,6 +48,7 @@ def runs(tmp_path_factory):
     return {
         "plain": plain,
         "at_chance": _simulated_run(folder, "at_chance", sold, truth),
+        "budget": _simulated_run(folder, "budget", truth, truth, budget_usd=20.0),
     }
 
 
@@ -82,7 +84,7 @@ def test_baselines_json_is_a_comparison_with_a_round_trip():
             lambda s: s["error"].pop("upper_bound_machine_subset"),
             "field 'error.upper_bound_machine_subset' is missing",
         ),
-        (lambda s: s.pop("threshold"), "field 'threshold' is missing"),
+        (lambda s: s.pop("budget"), "field 'budget' is missing"),
         (lambda s: s["counts"].update(machine=12.5), "field 'counts.machine' is 12.5, not int"),
         (lambda s: s.update(extra=1), "unknown field 'extra'"),
         # An AL entry as a bare number: no report reads it as a total any more.
@@ -122,3 +124,58 @@ def test_a_sweep_point_whose_summary_is_of_another_shape_fails_naming_the_field(
     assert [r["status"] for r in results] == ["finished", "failed"]
     assert results[0]["summary"].cost_usd.total == 0.0 and results[1]["summary"] is None
     assert "field 'cost_usd.total' is missing" in results[1]["error"]
+
+
+def test_overall_machine_labels_at_chance_are_said_next_to_the_overall_bound(runs, tmp_path):
+    """Every T_cert answer is wrong: `overall` still certifies ε·N machine labels among the
+    human ones, under an overall bound of ε, while their own bound says they are no better
+    than guessing. The summary, its report and the run's last line say both."""
+    summary, workdir = runs["at_chance"]
+    error = summary.error
+    assert 0 < summary.counts.machine <= EPSILON * N
+    assert error.upper_bound == error.upper_bound_overall <= EPSILON
+    assert error.upper_bound_machine_subset >= 1 - 1 / CLASSES  # chance error: 90%
+    assert summary.machine_labels_at_chance
+    line = summary.headline()
+    overall = f"error bound {error.upper_bound_overall:.4f} over all {N} items"
+    subset = f"{error.upper_bound_machine_subset:.4f} on the {summary.counts.machine} machine"
+    assert overall in line and subset in line
+    assert "at or above chance error 0.9000: they are certified only through the overall" in line
+    report.write_report(workdir)
+    with open(os.path.join(workdir, "report", "summary.md")) as f:
+        text = f.read()
+    assert f"Certified: {overall} (overall constraint, ε = 0.05), {subset} labels alone" in text
+    bound = report.format_cell(error.upper_bound_machine_subset)
+    assert f"| error.upper_bound_machine_subset | {bound} |" in text
+    # A classifier that learned: both bounds, nothing said about chance.
+    plain = runs["plain"][0]
+    assert not plain.machine_labels_at_chance and "chance" not in plain.headline()
+    assert f"{plain.error.upper_bound_machine_subset:.4f} on the" in plain.headline()
+
+
+def test_the_budget_caps_the_loop_and_the_summary_says_what_was_paid_beyond_it(runs):
+    summary, workdir = runs["budget"]
+    with open(os.path.join(workdir, "rounds.jsonl")) as f:
+        last = [json.loads(line) for line in f][-1]
+    budget, cost = summary.budget, summary.cost_usd
+    assert last["reason"].startswith("budget cap reached") and budget.stopped_loop
+    assert budget.usd == 20.0 and budget.loop_usd == last["spent_usd"] >= 20.0
+    # T_cert and the residual were bought after the loop anyway, past the budget.
+    assert cost.human_labels_residual > 0 and cost.human_labels_certify > 0
+    assert budget.after_loop_usd == pytest.approx(cost.total - budget.loop_usd)
+    assert budget.after_loop_usd >= cost.human_labels_residual + cost.human_labels_certify
+    assert budget.beyond_usd == pytest.approx(cost.total - 20.0) and budget.beyond_usd > 0
+    assert "budget 20.00 USD stopped the loop (spent" in summary.headline()
+    assert f"cost {budget.after_loop_usd:.2f} USD more, {budget.beyond_usd:.2f} USD beyond" in (
+        summary.headline()
+    )
+    # Without a budget: nothing capped, nothing beyond, and the line says nothing of it.
+    plain = runs["plain"][0].budget
+    assert (plain.usd, plain.stopped_loop, plain.beyond_usd) == (None, False, None)
+    assert "budget" not in runs["plain"][0].headline()
+
+
+def test_budget_of_a_run_that_stayed_under_it():
+    budget = Budget.of(50.0, stopped_loop=False, loop_usd=30.0, total_usd=42.5)
+    assert (budget.after_loop_usd, budget.beyond_usd) == (12.5, 0.0)
+    assert Budget.of(None, False, 30.0, 42.5).beyond_usd is None

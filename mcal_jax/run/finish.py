@@ -27,6 +27,7 @@ from mcal_jax.run.measure import certified_choice, charge, measure_final
 from mcal_jax.run.prepare import Context
 from mcal_jax.scoring import Scores
 from mcal_jax.summary import (
+    Budget,
     Comparison,
     Costs,
     Counts,
@@ -35,6 +36,7 @@ from mcal_jax.summary import (
     MachineFraction,
     Summary,
     Threshold,
+    at_chance,
 )
 
 
@@ -193,14 +195,13 @@ def warn_if_at_chance(choice: profile_lib.MachineLabelingChoice, num_classes: in
     """Warns (and returns True) when the machine labels' own error bound is no better than
     guessing: the overall constraint can certify a few such labels among many human ones,
     but they are then no evidence that the classifier learned anything."""
-    chance = 1 - 1 / num_classes
-    if not choice.num_machine or choice.upper_bound < chance:
+    if not at_chance(choice.upper_bound, choice.num_machine, num_classes):
         return False
     logging.warning(
         "the machine-labeled items' error bound %.1f%% is at or above chance error %.1f%%: "
         "the %d machine labels are certified only through the overall constraint",
         100 * choice.upper_bound,
-        100 * chance,
+        100 * (1 - 1 / num_classes),
         choice.num_machine,
     )
     return True
@@ -250,6 +251,7 @@ def _summary(
         machine_fraction=MachineFraction(predicted=predicted / n, certified=len(machine) / n),
         cost_usd=Costs(**totals, human_only=human_only),  # the ledger's totals, by name
         savings_vs_human_only=1 - totals["total"] / human_only,
+        budget=_budget(settings.controller.budget_usd, last, totals["total"]),
         error=ErrorBounds(
             # In the constraint's units (overall: errors over all N; machine_subset: over |S|).
             estimated=choice.num_machine * estimated_subset / n if overall else estimated_subset,
@@ -274,3 +276,10 @@ def _summary(
         cost_mode=settings.pricing.mode,
         baselines=baselines,
     )
+
+
+def _budget(budget_usd: float | None, last: state.RoundRecord, total_usd: float) -> Budget:
+    """What ``budget_usd`` bounded: the loop (its last round recorded the spend so far, and
+    whether the cap stopped it), not what was bought after it."""
+    stopped = last.stop and last.reason.startswith(controller.BUDGET_REACHED)
+    return Budget.of(budget_usd, stopped, last.spent_usd, total_usd)
