@@ -322,7 +322,8 @@ def summary_markdown(run: FinishedRun, images: list[str]) -> str:
         f"Certified: {summary.error_text()}.\n",
     ]
     if summary.budget.usd is not None:
-        parts.append(f"Budget: {summary.budget_text()}.\n")
+        text = summary.budget_text()  # "budget 20.00 USD stopped the loop ..."
+        parts.append(f"{text[:1].upper()}{text[1:]}.\n")
     parts += [
         "\n".join(f"![{os.path.splitext(name)[0]}]({name})" for name in images) + "\n",
         "## Summary\n",

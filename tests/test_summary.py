@@ -169,6 +169,9 @@ def test_the_budget_caps_the_loop_and_the_summary_says_what_was_paid_beyond_it(r
     assert f"cost {budget.after_loop_usd:.2f} USD more, {budget.beyond_usd:.2f} USD beyond" in (
         summary.headline()
     )
+    report.write_report(workdir)
+    with open(os.path.join(workdir, "report", "summary.md")) as f:
+        assert "\nBudget 20.00 USD stopped the loop (spent" in f.read()
     # Without a budget: nothing capped, nothing beyond, and the line says nothing of it.
     plain = runs["plain"][0].budget
     assert (plain.usd, plain.stopped_loop, plain.beyond_usd) == (None, False, None)
