@@ -185,13 +185,15 @@ def run_once(
         summary = run.mcal(config, workdir, learner)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    error = summary["error"]
+    error = summary.error
+    if error.true is None:
+        raise ValueError(f"{scenario.name}: the run knows no ground truth to measure against")
     return Outcome(
-        violated=bool(error["true"] > config.mcal.epsilon),
-        usd=float(summary["cost_usd"]["total"]),
-        bound=float(error["upper_bound"]),
-        true_error=float(error["true"]),
-        rounds=int(summary["rounds"]),
+        violated=bool(error.true > config.mcal.epsilon),
+        usd=summary.cost_usd.total,
+        bound=error.upper_bound,
+        true_error=error.true,
+        rounds=summary.rounds,
     )
 
 

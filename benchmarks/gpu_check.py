@@ -43,6 +43,8 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
+from mcal_jax.summary import read_summary
+
 _OUT = flags.DEFINE_string("out_dir", "gpu-check", "Folder for results.jsonl, logs and PNGs.")
 _WHEELS = flags.DEFINE_string("wheels", ".gpu/wheels", "Wheels of jaxopt and ml-collections.")
 _DEPS = flags.DEFINE_string("deps", ".gpu/site", "Where those wheels are installed.")
@@ -192,8 +194,9 @@ def numbers(step: Step, out: str, stdout: str, env: dict[str, str]) -> dict:
     if step.kind == "core":
         return {"record": json.loads(stdout.strip().splitlines()[-1])}
     workdir = next(a.split("=", 1)[1] for a in step.argv if a.startswith("--workdir="))
-    with open(os.path.join(workdir, "summary.json")) as f:
-        summary = json.load(f)
+    summary = read_summary(os.path.join(workdir, "summary.json"))
+    if summary is None:
+        raise FileNotFoundError(f"{workdir}/summary.json not found: the run did not finish")
     report = subprocess.run(
         [sys.executable, "-m", "launch.report", f"--workdir={workdir}"],
         capture_output=True,
@@ -205,10 +208,11 @@ def numbers(step: Step, out: str, stdout: str, env: dict[str, str]) -> dict:
     for png in pngs:
         shutil.copy(png, os.path.join(out, step.name, os.path.basename(png)))
     shutil.copy(os.path.join(workdir, "summary.json"), os.path.join(out, step.name))
+    as_json = summary.to_json()
     return {
-        "total_usd": summary["cost_usd"]["total"],
-        "counts": summary["counts"],
-        "error": summary["error"],
+        "total_usd": summary.cost_usd.total,
+        "counts": as_json["counts"],
+        "error": as_json["error"],
         "pngs": [os.path.basename(p) for p in pngs] if report.returncode == 0 else [],
     }
 

@@ -39,6 +39,7 @@ from mcal_jax.report import read_run_json
 from mcal_jax.run.prepare import load_data
 from mcal_jax.run.workdir import Workdir
 from mcal_jax.scoring import Scores
+from mcal_jax.summary import read_summary
 
 _WORKDIRS = flags.DEFINE_list("workdirs", None, "finished runs (globs)")
 _FRACTIONS = flags.DEFINE_list(
@@ -80,7 +81,9 @@ class FinishedRun:
 def load_run(workdir: str) -> FinishedRun:
     """Reads a finished run (read only)."""
     unfinished = f"{workdir} is not a finished MCAL run"
-    summary = read_run_json(os.path.join(workdir, "summary.json"), unfinished)
+    summary = read_summary(os.path.join(workdir, "summary.json"))
+    if summary is None:
+        raise FileNotFoundError(f"{workdir}/summary.json not found: {unfinished}")
     config = read_run_json(os.path.join(workdir, "config.json"), unfinished)
     files = Workdir(workdir, writer=False)
     final = files.read_final()
@@ -97,9 +100,9 @@ def load_run(workdir: str) -> FinishedRun:
         train=train if on_plan else np.concatenate([train, plan_test]),
         scores=files.load_scores(final.stage),
         device_usd=totals["training"] + totals["scoring"],
-        usd_per_label=summary["usd_per_label"],
-        epsilon=summary["epsilon"],
-        constraint=summary["constraint"],
+        usd_per_label=summary.usd_per_label,
+        epsilon=summary.epsilon,
+        constraint=summary.constraint,
         confidence=config["mcal"]["confidence"],
     )
 

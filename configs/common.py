@@ -78,6 +78,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.mcal.metric = "margin"  # margin, entropy, least_confidence, random
     config.mcal.confidence = 0.95  # 1 − α of the certified bound
     config.mcal.max_rounds = 40
+    # A cap on the loop, not on the run: the loop stops after the round whose spend reaches
+    # it (that round's labels and training are paid in full). T_cert, the final classifier
+    # (final_train) and the human labels of the residual are then bought anyway, so the
+    # total exceeds it by their cost; summary.json's `budget` says whether it stopped the
+    # loop and what was paid beyond it.
     config.mcal.budget_usd = config_dict.placeholder(float)
     config.mcal.selection_rounds = 3  # rounds all candidate models run side by side (at least)
 

@@ -30,18 +30,7 @@ def main(argv):
     except labelers.LabelsAwaited as awaited:
         logging.warning("%s", awaited)
         return AWAITING_LABELS
-    cost, error = summary["cost_usd"], summary["error"]
-    logging.info(
-        "done: %d items, %.1f%% machine-labeled, total %.2f USD vs %.2f USD human-only "
-        "(%.0f%% saved); error bound %.4f%s",
-        summary["num_items"],
-        100 * summary["fractions"]["machine"],
-        cost["total"],
-        cost["human_only"],
-        100 * summary["savings_vs_human_only"],
-        error["upper_bound"],
-        "" if error["true"] is None else f", true error {error['true']:.4f}",
-    )
+    logging.info("done: %s", summary.headline())
     return 0
 
 

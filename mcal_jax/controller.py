@@ -73,6 +73,9 @@ from mcal_jax.parallel import on_host
 from mcal_jax.profile import ErrorProfile
 from mcal_jax.records import ControllerConfig, History, Plan
 
+# How a stop reason begins when the budget cap stopped the loop (the summary reports it).
+BUDGET_REACHED = "budget cap reached"
+
 
 @dataclasses.dataclass(frozen=True)
 class _Stability:
@@ -295,7 +298,7 @@ def _stop_rule(
         return True, f"pool exhausted: |B| = {b_now} = N − |T_plan| = {pool}"
     if config.budget_usd is not None and history.spent_usd >= config.budget_usd:
         spent = f"{history.spent_usd:.2f} ≥ {config.budget_usd:.2f} USD"
-        return True, f"budget cap reached: spent {spent}"
+        return True, f"{BUDGET_REACHED}: spent {spent}"
     if config.max_rounds is not None and history.num_rounds >= config.max_rounds:
         return True, f"round cap reached: {history.num_rounds} rounds = max_rounds"
     certified = history.certified_machine[-1] if history.certified_machine else 0

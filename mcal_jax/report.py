@@ -1,7 +1,7 @@
 """Plots and tables of a finished MCAL run (``write_report``) or of a sweep (``sweep_report``).
 
-A run's report reads the workdir that :mod:`mcal_jax.run` wrote (summary.json and
-rounds.jsonl) and writes into ``workdir/report/``:
+A run's report reads the workdir that :mod:`mcal_jax.run` wrote (summary.json, as a
+`mcal_jax.summary.Summary`, and rounds.jsonl) and writes into ``workdir/report/``:
 
 - ``error_vs_b.png``: measured ε_T(θ) against |B| with the fitted truncated power laws
   (Eq. 2) for a few θ, and how the fit of one θ moves as rounds add points (the paper's
@@ -11,7 +11,8 @@ rounds.jsonl) and writes into ``workdir/report/``:
 - ``cost_breakdown.png``: what the run paid, by item, against labeling everything by hand.
 - ``baselines.png`` (when the summary holds baselines): MCAL against AL(δ), oracle-assisted
   AL, the hindsight floor and human-only labeling (the paper's Figs. 5–7).
-- ``summary.md``: the summary, the baselines and one row per round.
+- ``summary.md``: the summary (its error bound over all items and on the machine labels
+  alone, and what the budget bounded, first), the baselines and one row per round.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from mcal_jax.fit import PSEUDO_COUNT, log_error_targets, predict_error  # noqa:
 from mcal_jax.profile import THETAS  # noqa: E402
 from mcal_jax.run.state import RoundRecord  # noqa: E402
 from mcal_jax.run.workdir import Workdir  # noqa: E402
+from mcal_jax.summary import Comparison, Summary, read_summary  # noqa: E402
 
 REPORT_DIR = "report"
 # θ drawn in the learning-curve plot (the nearest available ones), and the θ of the
@@ -52,14 +54,17 @@ def read_run_json(path: str, what: str):
 class FinishedRun:
     """What a report reads of a finished run: its summary and its round records."""
 
-    summary: dict
+    summary: Summary
     rounds: list[RoundRecord]
 
 
 def load_run(workdir: str) -> FinishedRun:
     """The summary and round records of a finished run (read only)."""
     unfinished = f"{workdir} is not a finished MCAL run (run.mcal writes it at the end)"
-    summary = read_run_json(os.path.join(workdir, "summary.json"), unfinished)
+    path = os.path.join(workdir, "summary.json")
+    summary = read_summary(path)
+    if summary is None:
+        raise FileNotFoundError(f"{path} not found: {unfinished}")
     if not os.path.exists(os.path.join(workdir, "rounds.jsonl")):
         raise FileNotFoundError(f"{workdir}/rounds.jsonl not found: {unfinished}")
     rounds = Workdir(workdir, writer=False).read_rounds()
@@ -78,7 +83,7 @@ def write_report(workdir: str) -> list[str]:
         save_figure(plot_cost_vs_b(run), out, "cost_vs_b.png"),
         save_figure(plot_cost_breakdown(run.summary), out, "cost_breakdown.png"),
     ]
-    if baseline_points(run.summary) is not None:
+    if run.summary.baselines is not None:
         paths.append(save_figure(plot_baselines(run.summary), out, "baselines.png"))
     paths.append(os.path.join(out, "summary.md"))
     with open(paths[-1], "w") as f:
@@ -96,7 +101,7 @@ def save_figure(fig, out: str, name: str) -> str:
 def _final_rounds(run: FinishedRun):
     """The final model and its measurements of every round it ran (also the rounds in
     which another candidate led)."""
-    model = run.summary.get("model", run.rounds[-1].lead)
+    model = run.summary.model
     return model, [r.candidates[model] for r in run.rounds if model in r.candidates]
 
 
@@ -116,8 +121,7 @@ def plot_error_vs_b(run: FinishedRun):
     errors = np.asarray([m.test_errors for m in measured], float)
     counts = np.asarray([m.test_counts for m in measured], float)
     plans = [m.plan for m in measured]
-    n_items = run.summary["num_items"]
-    b_max = max(n_items - run.summary["counts"]["test"], b.max())
+    b_max = max(run.summary.num_items - run.summary.counts.test, b.max())
     fig, (ax, ax_hist) = plt.subplots(1, 2, figsize=(13, 5))
     grid = np.geomspace(b.min(), b_max, 200)
     final_fit = plans[-1].error_model
@@ -135,9 +139,8 @@ def plot_error_vs_b(run: FinishedRun):
         ax.plot(grid[~inside], predicted[i][~inside], "--", **style)
     ax.plot([], [], "k-", label="fit (Eq. 2)")
     ax.plot([], [], "k--", label="fit, extrapolated")
-    eps = run.summary.get("epsilon")
-    if eps:
-        ax.axhline(eps, color="grey", ls=":", lw=1, label=f"ε = {eps:g}")
+    eps = run.summary.epsilon
+    ax.axhline(eps, color="grey", ls=":", lw=1, label=f"ε = {eps:g}")
     ax.set(xscale="log", yscale="log", xlabel="|B| (human-labeled training items)")
     ax.set(ylabel="ε_T(θ): test error above τ_θ")
     ax.set_title(f"{model}: measured (dots; hollow: no errors) and fitted (Eq. 2)")
@@ -195,9 +198,9 @@ def plot_cost_vs_b(run: FinishedRun):
         ax.plot(b[ok], usd[ok], color=color, lw=1.2)
         ax.plot(plan.b_opt, plan.cost_star_usd, "o", color=color, mec="k", ms=7)
     ax.plot([], [], "o", color="w", mec="k", label="B_opt (C*) of the round")
-    human_only = summary["cost_usd"]["human_only"]
+    human_only = summary.cost_usd.human_only
     ax.axhline(human_only, color="k", ls="--", lw=1, label=f"human only ({human_only:.2f} USD)")
-    ax.axvline(summary["counts"]["train"], color="grey", ls=":", label="final |B|")
+    ax.axvline(summary.counts.train, color="grey", ls=":", label="final |B|")
     bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), ax=ax, label="round")
     bar.locator = matplotlib.ticker.MaxNLocator(integer=True)
     bar.update_ticks()
@@ -218,79 +221,61 @@ _BREAKDOWN = (
 )
 
 
-def plot_cost_breakdown(summary: dict):
+def plot_cost_breakdown(summary: Summary):
     """The final cost by item (Eq. 1) as a stacked bar, against human-only labeling."""
-    cost = summary["cost_usd"]
+    cost = summary.cost_usd
     fig, ax = plt.subplots(figsize=(8, 3))
     left = 0.0
     colors = plt.cm.tab10(np.arange(len(_BREAKDOWN)))
     for (key, name), color in zip(_BREAKDOWN, colors, strict=True):
-        value = float(cost.get(key, 0.0))
+        value = float(getattr(cost, key))
         ax.barh("MCAL", value, left=left, color=color, label=f"{name}: {format_usd(value)} USD")
         left += value
-    ax.barh("human only", cost["human_only"], color="grey")
-    for y, value in ((0, cost["total"]), (1, cost["human_only"])):
+    ax.barh("human only", cost.human_only, color="grey")
+    for y, value in ((0, cost.total), (1, cost.human_only)):
         ax.text(value, y, f" {format_usd(value)} USD", va="center")
-    ax.set_xlim(0, 1.18 * max(cost["total"], cost["human_only"]))
+    ax.set_xlim(0, 1.18 * max(cost.total, cost.human_only))
     ax.set_xlabel("USD")
-    saved = summary.get("savings_vs_human_only")
-    title = f"{summary.get('dataset', '')}: total cost"
-    ax.set_title(title + (f" ({100 * saved:.1f}% saved)" if saved is not None else ""))
+    saved = 100 * summary.savings_vs_human_only
+    ax.set_title(f"{summary.dataset}: total cost ({saved:.1f}% saved)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
 
-def baseline_points(summary: dict) -> dict[str, Any] | None:
-    """The baselines as plot points; None when there are none. Tolerant of missing parts:
-    an AL entry may be a number or a dict with ``total_usd``."""
-    baselines = summary.get("baselines")
-    if not isinstance(baselines, dict) or not baselines:
-        return None
-    al = []
-    for key, entry in (baselines.get("al") or {}).items():
-        total = entry.get("total_usd") if isinstance(entry, dict) else entry
-        try:
-            al.append((float(key), float(total)))  # type: ignore[arg-type]  # None: skipped
-        except (TypeError, ValueError):
-            continue
-    points: dict[str, Any] = {"al": sorted(al)}
-    for name in ("oracle_al", "hindsight"):
-        entry = baselines.get(name)
-        if isinstance(entry, dict) and entry.get("total_usd") is not None:
-            points[name] = (entry.get("delta_fraction"), float(entry["total_usd"]))
-    human = baselines.get("human_only")
-    human = human.get("total_usd") if isinstance(human, dict) else human
-    points["human_only"] = float(human if human is not None else summary["cost_usd"]["human_only"])
-    return points
+def al_points(baselines: Comparison) -> list[tuple[float, float]]:
+    """(δ / N, total USD) of every AL(δ), by δ."""
+    return sorted((r.delta_fraction, r.total_usd) for r in baselines.al.values())
 
 
-def plot_baselines(summary: dict):
+def plot_baselines(summary: Summary):
     """Total cost against δ for AL(δ), with MCAL, hindsight and human-only as lines."""
-    points = baseline_points(summary) or {"al": [], "human_only": None}
+    if summary.baselines is None:
+        raise ValueError(f"{summary.dataset}: the summary holds no baselines")
+    baselines = summary.baselines
     fig, ax = plt.subplots(figsize=(8, 5))
-    if points["al"]:
-        delta, usd = np.asarray(points["al"]).T
+    points = al_points(baselines)
+    if points:
+        delta, usd = np.asarray(points).T
         ax.plot(100 * delta, usd, "o-", color="C0", label="AL(δ)")
-    if "oracle_al" in points:
-        delta, usd = points["oracle_al"]
-        if delta is not None:
-            ax.plot(
-                100 * delta, usd, "*", ms=16, color="C1", label=f"oracle AL ({format_usd(usd)})"
-            )
-        else:
-            ax.axhline(usd, color="C1", label=f"oracle AL ({format_usd(usd)})")
-    lines: list[tuple[float | None, str, dict[str, Any]]] = [
-        (summary["cost_usd"]["total"], "MCAL", {"color": "C3", "lw": 2}),
-        (points["human_only"], "human only", {"color": "k", "ls": "--"}),
+    oracle = baselines.oracle_al
+    ax.plot(
+        100 * oracle.delta_fraction,
+        oracle.total_usd,
+        "*",
+        ms=16,
+        color="C1",
+        label=f"oracle AL ({format_usd(oracle.total_usd)})",
+    )
+    lines: list[tuple[float, str, dict[str, Any]]] = [
+        (summary.cost_usd.total, "MCAL", {"color": "C3", "lw": 2}),
+        (baselines.human_only, "human only", {"color": "k", "ls": "--"}),
+        (baselines.hindsight.total_usd, "hindsight", {"color": "C2", "ls": ":"}),
     ]
-    if "hindsight" in points:
-        lines.append((points["hindsight"][1], "hindsight", {"color": "C2", "ls": ":"}))
     for value, name, style in lines:
-        if value is not None:
-            ax.axhline(value, label=f"{name} ({format_usd(value)})", **style)
-    ax.set_xlim(0, None if points["al"] else 21)
+        ax.axhline(value, label=f"{name} ({format_usd(value)})", **style)
+    ax.set_xlim(0, None)
     ax.set(xlabel="AL batch size δ (% of N)", ylabel="total cost (USD)")
-    ax.set_title(f"{summary.get('dataset', '')}: MCAL against the baselines")
+    ax.set_title(f"{summary.dataset}: MCAL against the baselines")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
@@ -327,28 +312,35 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 def summary_markdown(run: FinishedRun, images: list[str]) -> str:
     """The summary fields, the baselines and one row per round as markdown tables."""
     summary = run.summary
-    cost = summary["cost_usd"]
+    cost = summary.cost_usd
     parts = [
-        f"# MCAL report: {summary.get('dataset', '')}\n",
-        f"Total cost **{format_usd(cost['total'])} USD** against "
-        f"{format_usd(cost['human_only'])} USD for human-only labeling; counts: "
-        + ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
+        f"# MCAL report: {summary.dataset}\n",
+        f"Total cost **{format_usd(cost.total)} USD** against "
+        f"{format_usd(cost.human_only)} USD for human-only labeling; counts: "
+        + ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(summary.counts).items())
         + ".\n",
+        f"Certified: {summary.error_text()}.\n",
+    ]
+    if summary.budget.usd is not None:
+        text = summary.budget_text()  # "budget 20.00 USD stopped the loop ..."
+        parts.append(f"{text[:1].upper()}{text[1:]}.\n")
+    parts += [
         "\n".join(f"![{os.path.splitext(name)[0]}]({name})" for name in images) + "\n",
         "## Summary\n",
     ]
-    fields = flatten({k: v for k, v in summary.items() if k != "baselines"})
+    fields = flatten({k: v for k, v in summary.to_json().items() if k != "baselines"})
     rows = [[k, format_usd(v) if k.startswith("cost_usd.") else v] for k, v in fields.items()]
     parts.append(markdown_table(["field", "value"], rows))
-    points = baseline_points(summary)
-    if points is not None:
-        rows = [[f"AL(δ = {100 * d:g}%)", f"{100 * d:g}", format_usd(u)] for d, u in points["al"]]
-        for name in ("oracle_al", "hindsight"):
-            if name in points:
-                d, u = points[name]
-                rows.append([name, "" if d is None else f"{100 * d:g}", format_usd(u)])
-        rows.append(["human_only", "", format_usd(points["human_only"])])
-        rows.append(["MCAL", "", format_usd(cost["total"])])
+    baselines = summary.baselines
+    if baselines is not None:
+        rows = [
+            [f"AL(δ = {100 * d:g}%)", f"{100 * d:g}", format_usd(u)]
+            for d, u in al_points(baselines)
+        ]
+        for name, point in (("oracle_al", baselines.oracle_al), ("hindsight", baselines.hindsight)):
+            rows.append([name, f"{100 * point.delta_fraction:g}", format_usd(point.total_usd)])
+        rows.append(["human_only", "", format_usd(baselines.human_only)])
+        rows.append(["MCAL", "", format_usd(cost.total)])
         parts += ["\n## Baselines\n", markdown_table(["method", "δ (% of N)", "total USD"], rows)]
     header = ["round", "model", "|B|", "next δ", "C* USD", "b_opt", "θ*", "stable", "stop"]
     header += ["spent USD", "device s"]
@@ -362,5 +354,5 @@ def summary_markdown(run: FinishedRun, images: list[str]) -> str:
             + [f"{lead.device_seconds:.1f}"]
         )
     parts += ["\n## Rounds\n", markdown_table(header, rows)]
-    parts.append(f"\nStopped: {summary.get('stop_reason', '')}\n")
+    parts.append(f"\nStopped: {summary.stop_reason}\n")
     return "\n".join(parts)

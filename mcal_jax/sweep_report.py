@@ -15,13 +15,14 @@ from matplotlib.figure import Figure
 
 from mcal_jax.report import (
     REPORT_DIR,
-    baseline_points,
+    al_points,
     flatten,
     format_usd,
     markdown_table,
     read_run_json,
     save_figure,
 )
+from mcal_jax.summary import Summary, read_summary
 
 # Sweep columns: (header, summary field, format).
 _SWEEP_COLUMNS = (
@@ -54,14 +55,16 @@ def sweep_report(sweep_dir: str) -> list[str]:
         point = os.path.join(sweep_dir, name)
         if name == REPORT_DIR or not os.path.isdir(point):
             continue
-        files = ("summary.json", "config.json")
-        missing = [f for f in files if not os.path.exists(os.path.join(point, f))]
-        if missing:
+        summary = read_summary(os.path.join(point, "summary.json"))
+        has_config = os.path.exists(os.path.join(point, "config.json"))
+        found = {"summary.json": summary is not None, "config.json": has_config}
+        missing = [f for f, there in found.items() if not there]
+        if summary is None or missing:
             unfinished.append(f"{name} (no {' or '.join(missing)})")
             continue
         config = flatten(read_run_json(os.path.join(point, "config.json"), "sweep point"))
         config.pop("seed", None)
-        values = _point_values(read_run_json(os.path.join(point, "summary.json"), "sweep point"))
+        values = _point_values(summary)
         key = json.dumps(config, sort_keys=True, default=str)
         by_config.setdefault(key, {"config": config, "points": []})["points"].append(values)
     if not by_config:
@@ -81,13 +84,15 @@ def sweep_report(sweep_dir: str) -> list[str]:
     return paths
 
 
-def _point_values(summary: dict) -> dict:
+def _point_values(summary: Summary) -> dict:
     """The numbers of one run: summary fields by dotted name, AL baselines as ``al:<δ>``."""
-    flat = flatten({k: v for k, v in summary.items() if k != "baselines"})
+    flat = flatten({k: v for k, v in summary.to_json().items() if k != "baselines"})
     values = {f: flat[f] for _, f, _ in _SWEEP_COLUMNS if flat.get(f) is not None}
-    points = baseline_points(summary) or {"al": []}
-    values.update({f"al:{delta!r}": usd for delta, usd in points["al"]})
-    values.update({k: points[k][1] for k in ("oracle_al", "hindsight") if k in points})
+    baselines = summary.baselines
+    if baselines is not None:
+        values.update({f"al:{delta!r}": usd for delta, usd in al_points(baselines)})
+        values["oracle_al"] = baselines.oracle_al.total_usd
+        values["hindsight"] = baselines.hindsight.total_usd
     return values
 
 

@@ -8,8 +8,9 @@ from configs import synthetic
 from mcal_jax import profile as profile_lib
 from mcal_jax.run import baselines
 from mcal_jax.run.prepare import prepare
-from mcal_jax.run.state import TEST_PURCHASE_KEY, ALResult
+from mcal_jax.run.state import TEST_PURCHASE_KEY
 from mcal_jax.scoring import Scores
+from mcal_jax.summary import ALResult, Hindsight, OracleAL
 
 RATE = 1e-4  # USD per image-epoch of the tiny model, so device dollars are easy to see
 
@@ -50,11 +51,11 @@ def test_compare_picks_the_oracle_and_the_hindsight_floor():
     }
     compared = baselines.compare(al, human_only_usd=80.0)
     # The oracle knows which δ ends cheapest: AL(1%) ends at 39.5, AL(5%) at 37.
-    assert compared["oracle_al"] == {"delta_fraction": 0.05, "total_usd": 37.0}
+    assert compared.oracle_al == OracleAL(delta_fraction=0.05, total_usd=37.0)
     # Hindsight stops AL(5%) after round 2, at 36: below every price any AL(δ) stopped at.
-    assert compared["hindsight"] == {"total_usd": 36.0, "delta_fraction": 0.05, "round": 2}
-    assert all(compared["hindsight"]["total_usd"] <= p for r in al.values() for p in r.stop_now_usd)
-    assert compared["human_only"] == 80.0 and set(compared["al"]) == set(al)
+    assert compared.hindsight == Hindsight(total_usd=36.0, delta_fraction=0.05, round=2)
+    assert all(compared.hindsight.total_usd <= p for r in al.values() for p in r.stop_now_usd)
+    assert compared.human_only == 80.0 and set(compared.al) == set(al)
     with pytest.raises(ValueError, match="no AL"):
         baselines.compare({}, 80.0)
 
@@ -124,10 +125,10 @@ def test_run_baselines_saves_each_delta_and_resumes(tmp_path, monkeypatch):
     test = ctx.plan_test
     ctx.ledger.buy(ctx.labeler, test, purpose="test", key=TEST_PURCHASE_KEY)
     first = baselines.run_baselines(ctx, "tiny")
-    assert set(first["al"]) == {"0.1", "0.3"}
-    totals = {k: r["total_usd"] for k, r in first["al"].items()}
-    assert first["oracle_al"]["total_usd"] == min(totals.values())
-    assert first["hindsight"]["total_usd"] <= min(totals.values())
+    assert set(first.al) == {"0.1", "0.3"}
+    totals = {k: r.total_usd for k, r in first.al.items()}
+    assert first.oracle_al.total_usd == min(totals.values())
+    assert first.hindsight.total_usd <= min(totals.values())
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished δ was run again")

@@ -17,19 +17,19 @@ def test_the_whole_t_gives_the_run_its_own_bill(finished):
     workdir, summary = finished
     rng = np.random.default_rng(0)
     finished_run = test_size.load_run(workdir)
-    assert len(finished_run.test) == summary["counts"]["certify"] > 20
+    assert len(finished_run.test) == summary.counts.certify > 20
     [whole] = test_size.recertify(finished_run, len(finished_run.test) / 1000, 1, rng)
-    assert whole.machine == summary["counts"]["machine"]
-    assert whole.usd == pytest.approx(summary["cost_usd"]["total"])
-    assert whole.true_error == pytest.approx(summary["error"]["true_overall"])
-    assert whole.bound == pytest.approx(summary["error"]["upper_bound_overall"])
+    assert whole.machine == summary.counts.machine
+    assert whole.usd == pytest.approx(summary.cost_usd.total)
+    assert whole.true_error == pytest.approx(summary.error.true_overall)
+    assert whole.bound == pytest.approx(summary.error.upper_bound_overall)
 
 
 def test_a_smaller_t_pays_fewer_test_labels_and_certifies_what_its_subset_allows(finished):
     workdir, summary = finished
     with open(f"{workdir}/config.json") as f:
         config = json.load(f)
-    price = summary["usd_per_label"]
+    price = summary.usd_per_label
     run = test_size.load_run(workdir)
     half = len(run.test) // 2
     draws = test_size.recertify(run, half / 1000, 20, np.random.default_rng(1))
@@ -39,7 +39,7 @@ def test_a_smaller_t_pays_fewer_test_labels_and_certifies_what_its_subset_allows
         # T' are among them or machine-labeled, never paid twice.
         human = 1000 - x.machine
         assert x.usd == pytest.approx(
-            price * human + summary["cost_usd"]["training"] + summary["cost_usd"]["scoring"]
+            price * human + summary.cost_usd.training + summary.cost_usd.scoring
         )
         assert x.bound <= config["mcal"]["epsilon"] + 1e-12
     assert len({x.machine for x in draws}) > 1  # the subsets differ

@@ -86,7 +86,7 @@ def test_no_decision_of_the_loop_reads_t_cert(tmp_path):
     assert other_ledger[at]["indices"] == cert["indices"]
     assert other_ledger[at]["labels"] != cert["labels"]
     # Every T_cert item now looks wrong: only what ε·N allows of wrong labels passes.
-    assert other["counts"]["machine"] <= 0.05 * 2000 < summary["counts"]["machine"]
+    assert other.counts.machine <= 0.05 * 2000 < summary.counts.machine
 
 
 def test_the_simulated_learner_errs_as_its_model_says():

@@ -3,6 +3,7 @@ status 3 while answers are awaited, goes on when they are in, survives a kill du
 import and refuses bad answers; labels.csv covers every image. Also: class subfolders as
 ground truth for a simulated run, and settings refused before anything is written."""
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -177,7 +178,7 @@ def test_people_label_a_folder_of_images_end_to_end(tmp_path, monkeypatch, workd
         header, *rows = [line.split(",") for line in f.read().splitlines()]
     assert header == ["path", "label", "source", "confidence"]
     assert [r[0] for r in rows] == paths
-    counts = summary["counts"]
+    counts = dataclasses.asdict(summary.counts)
     records = Ledger(workdir / "ledger.jsonl").records()
     moved = sum(len(r["indices"]) for r in records if r["kind"] == "move")  # T_plan's, in B
     assert sum(counts.values()) == 300 and counts["test"] == 60 - moved
@@ -188,10 +189,10 @@ def test_people_label_a_folder_of_images_end_to_end(tmp_path, monkeypatch, workd
     assert len(human) == 300 - counts["machine"] and len(machine) == counts["machine"] > 0
     assert all(r[1] == truth[r[0]] for r in human)
     wrong = sum(r[1] != truth[r[0]] for r in machine)
-    assert wrong <= summary["error"]["upper_bound_overall"] * 300  # what was certified
+    assert wrong <= summary.error.upper_bound_overall * 300  # what was certified
     assert wrong < len(machine) / 4  # the classifier learned (chance: 3 in 4 wrong)
-    assert summary["error"]["true"] is None and summary["classes"] == classes  # no truth known
-    assert summary["cost_usd"]["human_labels"] == pytest.approx(0.04 * len(human))
+    assert summary.error.true is None and list(summary.classes) == classes  # no truth known
+    assert summary.cost_usd.human_labels == pytest.approx(0.04 * len(human))
 
     # The same command on the finished run: status 0, and no file changes.
     before = workdir_files(workdir)
@@ -227,14 +228,14 @@ def test_class_subfolders_simulate_people_and_give_the_true_error(tmp_path):
         **{"data.classes": "cow,moth,ant,bee", "mcal.max_rounds": 1},
     )
     summary = run.mcal(config, str(tmp_path / "run"))
-    assert summary["classes"] == ["cow", "moth", "ant", "bee"] != order.split(",")
+    assert list(summary.classes) == ["cow", "moth", "ant", "bee"] != order.split(",")
     with open(tmp_path / "run" / "labels.csv") as f:
         rows = [line.split(",") for line in f.read().splitlines()[1:]]
     assert [r[0] for r in rows] == sorted(truth)
     assert all(r[1] == truth[r[0]] for r in rows if r[2] == "human")
     wrong = sum(r[1] != truth[r[0]] for r in rows if r[2] == "machine")
-    assert summary["counts"]["machine"] > 0
-    assert summary["error"]["true"] == pytest.approx(wrong / 300)
+    assert summary.counts.machine > 0
+    assert summary.error.true == pytest.approx(wrong / 300)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """The MCAL run end to end: outputs, invalid settings, resuming after a kill, rerunning a
 finished or damaged workdir, an exhausted pool, a diverged model, and the data check."""
 
+import dataclasses
 import json
 import os
 import re
@@ -47,7 +48,7 @@ def _decided(summary):
     again after a kill measures its device time again, so the cost terms quoted after the
     reason's first clause may move in their last digits.)"""
     fields = ("counts", "error", "threshold", "rounds", "model")
-    return {**{k: summary[k] for k in fields}, "stop": summary["stop_reason"].split(";")[0]}
+    return {**{k: getattr(summary, k) for k in fields}, "stop": summary.stop_reason.split(";")[0]}
 
 
 @pytest.fixture(scope="module")
@@ -109,18 +110,18 @@ def test_killed_run_resumes_without_rebuying_and_matches_uninterrupted(tmp_path)
 
 def test_outputs_and_summary(finished):
     workdir, summary = finished
-    n = summary["num_items"]
+    n = summary.num_items
     assert n == 1500
-    counts = summary["counts"]
-    assert sum(counts.values()) == n
+    counts = summary.counts
+    assert sum(dataclasses.astuple(counts)) == n
     # Active learning chose some items of T_plan (200 items: 2% of N, at least 200): they
     # left T_plan for B with the labels T_plan bought.
     moved = [r["indices"] for r in _ledger(workdir) if r["kind"] == "move"]
     assert moved and all(r["purpose"] == "train" for r in _ledger(workdir) if r["kind"] == "move")
-    assert counts["test"] == 200 - sum(map(len, moved))
+    assert counts.test == 200 - sum(map(len, moved))
     ledger = Ledger(workdir / "ledger.jsonl", writer=False)
     train, plan_test = ledger.bought("train")[0], ledger.bought("test")[0]
-    assert np.isin(np.concatenate(moved), train).all() and len(train) == counts["train"]
+    assert np.isin(np.concatenate(moved), train).all() and len(train) == counts.train
     # T_cert: bought once, after the last round, the size the last plan chose, from the
     # reserve in its random order, less B; it alone certifies.
     purchases = _purchases(workdir)
@@ -134,37 +135,37 @@ def test_outputs_and_summary(finished):
     replayed = state.RunState.replay(Workdir(workdir).read_rounds(), ("tiny",), THETAS, 75)
     cert = ledger.bought("certify")[0]
     labeling = ctx.workdir.load_scores(json.loads((workdir / "final.json").read_text())["stage"])
-    assert len(cert) == counts["certify"] == finish.certificate_size(ctx, replayed, labeling) > 0
+    assert len(cert) == counts.certify == finish.certificate_size(ctx, replayed, labeling) > 0
     assert not np.isin(cert, np.concatenate([train, plan_test])).any()
     np.testing.assert_array_equal(cert, ctx.cert_candidates(len(cert), train))
-    assert summary["threshold"]["tested"] >= 1 and summary["certify_on"] == "reserve"
-    cost = summary["cost_usd"]
-    assert cost["human_labels"] == pytest.approx(
-        0.04 * (counts["test"] + counts["train"] + counts["certify"] + counts["residual"])
+    assert summary.threshold.tested >= 1 and summary.certify_on == "reserve"
+    cost = summary.cost_usd
+    assert cost.human_labels == pytest.approx(
+        0.04 * (counts.test + counts.train + counts.certify + counts.residual)
     )
-    assert cost["human_labels_certify"] == pytest.approx(0.04 * len(cert))
-    assert cost["total"] == pytest.approx(cost["human_labels"] + cost["training"] + cost["scoring"])
-    assert cost["human_only"] == pytest.approx(0.04 * n)
-    error = summary["error"]
-    assert error["upper_bound"] <= 0.05
-    assert error["upper_bound"] >= error["estimated"]
+    assert cost.human_labels_certify == pytest.approx(0.04 * len(cert))
+    assert cost.total == pytest.approx(cost.human_labels + cost.training + cost.scoring)
+    assert cost.human_only == pytest.approx(0.04 * n)
+    error = summary.error
+    assert error.upper_bound <= 0.05
+    assert error.upper_bound >= error.estimated
     # Both bounds, whatever the constraint: overall = |S| · subset bound / N.
-    assert error["upper_bound_overall"] == pytest.approx(
-        counts["machine"] * error["upper_bound_machine_subset"] / n
+    assert error.upper_bound_overall == pytest.approx(
+        counts.machine * error.upper_bound_machine_subset / n
     )
     labels = np.load(workdir / "labels.npz")
     assert np.all(labels["label"] >= 0) and len(labels["label"]) == n
-    assert int(np.sum(labels["source"] == "machine")) == counts["machine"]
+    assert int(np.sum(labels["source"] == "machine")) == counts.machine
     # labels.csv says the same, an item's index standing for its path, numbers for names.
     header, *rows = (workdir / "labels.csv").read_text().splitlines()
     assert header == "path,label,source,confidence" and len(rows) == n
-    assert summary["classes"] == ["0", "1", "2", "3"]
+    assert summary.classes == ("0", "1", "2", "3")
     for i in (0, 77, n - 1):
         path, label, source, confidence = rows[i].split(",")
         assert (path, label, source) == (str(i), str(labels["label"][i]), labels["source"][i])
         assert float(confidence) == pytest.approx(labels["confidence"][i], rel=1e-5)
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == summary["rounds"]
+    assert len(lines) == summary.rounds
     first = json.loads(lines[0])
     assert {"train_size", "delta", "cost_star_usd", "b_opt", "theta_star", "fit"} <= set(first)
     assert json.loads((workdir / "config.json").read_text())["seed"] == 0
@@ -183,10 +184,10 @@ def test_synthetic_classifier_learns_and_machine_labels_are_right(finished):
     assert error_at_theta_1[0] < chance  # from 75 labels
     assert error_at_theta_1[-1] < error_at_theta_1[0] * 2 / 3  # from a few hundred
     # Seeds 0 to 4 machine-label 248 to 747 of the 1,500 items: far from none.
-    assert summary["counts"]["machine"] > 0.2 * summary["num_items"]
+    assert summary.counts.machine > 0.2 * summary.num_items
     # What the run certifies (the `overall` constraint): errors among S, over N, below ε.
-    assert summary["constraint"] == "overall"
-    assert summary["error"]["true_overall"] < 0.05
+    assert summary.constraint == "overall"
+    assert summary.error.true_overall < 0.05
 
 
 @pytest.mark.parametrize(
@@ -300,10 +301,10 @@ def test_torn_round_record_is_run_again(finished, tmp_path):
     assert _decided(summary) == _decided(finished[1])
     # The last round was trained again and really charged again, under fresh keys.
     charges = [r["key"] for r in _ledger(workdir) if r["kind"] == "charge"]
-    last = summary["rounds"]
+    last = summary.rounds
     assert f"round{last}/tiny/training/retry1" in charges
-    assert summary["cost_usd"]["training"] > finished[1]["cost_usd"]["training"]
-    assert summary["cost_usd"]["human_labels"] == finished[1]["cost_usd"]["human_labels"]
+    assert summary.cost_usd.training > finished[1].cost_usd.training
+    assert summary.cost_usd.human_labels == finished[1].cost_usd.human_labels
     assert len((workdir / "metrics.jsonl").read_text().splitlines()) == last
 
 
@@ -318,14 +319,12 @@ def test_a_batch_that_takes_most_of_t_plan_leaves_the_rest_to_plan_with(tmp_path
     # of T_plan (moved to B, not bought again) and leaves as many items of U.
     moved = sum(len(r["indices"]) for r in _ledger(tmp_path) if r["kind"] == "move")
     assert 0 < moved < 60
-    assert summary["counts"]["test"] == 60 - moved
-    assert summary["counts"]["train"] == 860
-    assert summary["rounds"] == 2
-    left = summary["counts"]
-    assert left["machine"] + left["residual"] + left["certify"] == 1000 - 860 - 60 + moved
-    assert summary["cost_usd"]["human_labels"] == pytest.approx(
-        0.04 * (1000 - summary["counts"]["machine"])
-    )
+    assert summary.counts.test == 60 - moved
+    assert summary.counts.train == 860
+    assert summary.rounds == 2
+    left = summary.counts
+    assert left.machine + left.residual + left.certify == 1000 - 860 - 60 + moved
+    assert summary.cost_usd.human_labels == pytest.approx(0.04 * (1000 - summary.counts.machine))
 
 
 def test_diverged_model_stops_before_planning_and_keeps_paid_labels(tmp_path):
@@ -394,8 +393,8 @@ def test_candidate_architectures_run_side_by_side_and_are_all_charged(tmp_path):
     plans = {name: c.plan for name, c in last.candidates.items()}
     # The lead is the candidate whose plan is cheapest; a kept candidate is alone after.
     assert last.lead == min(plans, key=lambda m: plans[m].cost_star_usd)
-    assert summary["model"] == last.lead
-    assert summary["cost_usd"]["training"] == pytest.approx(
+    assert summary.model == last.lead
+    assert summary.cost_usd.training == pytest.approx(
         sum(r["usd"] for r in charges if r["category"] == "training")
     )
 
@@ -420,7 +419,7 @@ def test_final_classifier_labels_and_a_rerun_neither_trains_nor_pays_again(tmp_p
     finals = [r for r in charges if r["key"].startswith("final/")]
     assert [r["key"] for r in finals] == ["final/tiny/training", "final/tiny/scoring"]
     assert finals[0]["details"]["images"] == 200 * 32  # the floor of the final recipe
-    assert summary["cost_usd"]["training"] == pytest.approx(
+    assert summary.cost_usd.training == pytest.approx(
         sum(r["usd"] for r in charges if r["category"] == "training")
     )
     os.remove(tmp_path / "final.json")  # killed before the decision was saved

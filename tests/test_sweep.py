@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from summaries import summary_json
 
 from configs import cifar10, cifar100, fashion_mnist, synthetic
 from mcal_jax import sweep
@@ -212,7 +213,7 @@ def _fake_runner(calls):
         calls.append((workdir, config.seed, config.labeling.service))
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump({"cost_usd": {"total": float(config.seed)}}, f)
+            json.dump(summary_json(total=float(config.seed)), f)
         return {}
 
     return runner
@@ -236,7 +237,7 @@ def test_run_sweep_runs_each_point_once_and_a_rerun_skips_finished_points(tmp_pa
     results = sweep.run_sweep(base, points, str(tmp_path), runner=_fake_runner(calls))
     assert len(calls) == 6  # nothing ran again
     assert [r["status"] for r in results] == ["skipped"] * 6
-    assert [r["summary"]["cost_usd"]["total"] for r in results] == [0, 1, 2] * 2
+    assert [r["summary"].cost_usd.total for r in results] == [0, 1, 2] * 2
 
 
 def test_a_point_killed_halfway_is_run_again_and_failures_do_not_stop_the_sweep(tmp_path):
@@ -281,9 +282,11 @@ start = time.time()
 time.sleep(0.3)
 if sys.argv[2] == "fail":
     sys.exit(3)
-with open(os.path.join(sys.argv[1], "summary.json"), "w") as f:
+with open(os.path.join(sys.argv[1], "worker.json"), "w") as f:
     json.dump({"device": os.environ["CUDA_VISIBLE_DEVICES"], "start": start,
                "end": time.time()}, f)
+with open(os.path.join(sys.argv[1], "summary.json"), "w") as f:
+    f.write(sys.argv[3])
 """
 
 
@@ -293,14 +296,19 @@ def test_device_scheduler_runs_one_point_per_device_at_a_time(tmp_path):
 
     def command(name):
         verdict = "fail" if name == names[3] else "ok"
-        return [sys.executable, "-c", _WORKER, str(tmp_path / name), verdict]
+        summary = json.dumps(summary_json())
+        return [sys.executable, "-c", _WORKER, str(tmp_path / name), verdict, summary]
 
     results = sweep.run_sweep(
         synthetic.get_config(""), points, str(tmp_path), devices=["0", "1,2"], point_command=command
     )
     assert [r["status"] for r in results] == ["finished"] * 3 + ["failed", "finished"]
     assert "exit code 3" in results[3]["error"]
-    runs = [r["summary"] for r in results if r["status"] == "finished"]
+    runs = [
+        json.loads((tmp_path / r["name"] / "worker.json").read_text())
+        for r in results
+        if r["status"] == "finished"
+    ]
     assert {r["device"] for r in runs} == {"0", "1,2"}  # both slots used, as named
     for device in ("0", "1,2"):
         spans = sorted((r["start"], r["end"]) for r in runs if r["device"] == device)
@@ -370,6 +378,6 @@ def test_real_sweep_of_two_synthetic_runs_then_skips_them(tmp_path):
         assert (saved["seed"], saved["labeling"]["service"], saved["mcal"]["max_rounds"]) == (
             seed, "satyam", 2,
         )  # fmt: skip
-        assert r["summary"]["num_items"] == 1000
+        assert r["summary"].num_items == 1000
         assert os.path.exists(os.path.join(r["workdir"], "labels.npz"))
     assert [r["status"] for r in sweep.run_sweep(base, points, str(tmp_path))] == ["skipped"] * 2

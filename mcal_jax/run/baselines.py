@@ -20,12 +20,12 @@ The AL runs share MCAL's T_plan (already bought), its random B0 draw and its res
 their labels are simulated through the same labeler without being written to MCAL's
 ledger: they price what an AL user would have paid. Like MCAL, AL chooses its batches
 from every item outside its B, T_plan's included; a chosen item of T_plan joins its B
-(its label was paid with T_plan) and leaves its T_plan. Each δ's result is saved in
-``baselines.json`` as soon as it is done, so a rerun skips the finished ones."""
+(its label was paid with T_plan) and leaves its T_plan. The comparison of the δ done so
+far (`mcal_jax.summary.Comparison`) is saved in ``baselines.json`` as soon as each δ is
+done, so a rerun skips the finished ones."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -37,8 +37,8 @@ from mcal_jax.profile import THETAS
 from mcal_jax.records import History
 from mcal_jax.run.measure import certified_choice, least_confident, measure, measure_final
 from mcal_jax.run.prepare import Context, Split
-from mcal_jax.run.state import ALResult
 from mcal_jax.scoring import Scores
+from mcal_jax.summary import ALResult, Comparison, Hindsight, OracleAL
 
 
 def stop_now_usd(
@@ -161,7 +161,7 @@ def final_usd(
     return humans * settings.usd_per_label + device_usd, choice.num_machine
 
 
-def compare(al: Mapping[str, ALResult], human_only_usd: float) -> dict:
+def compare(al: Mapping[str, ALResult], human_only_usd: float) -> Comparison:
     """Oracle-assisted AL (the cheapest AL(δ) total) and hindsight (stopping AL(δ) at its
     round of cheapest "stop now", for the best δ), next to every AL(δ) and human-only."""
     if not al:
@@ -172,35 +172,29 @@ def compare(al: Mapping[str, ALResult], human_only_usd: float) -> dict:
         + [(r.total_usd, r, r.rounds) for r in al.values()],
         key=lambda item: item[0],
     )
-    return {
-        "al": {key: dataclasses.asdict(r) for key, r in al.items()},
-        "human_only": human_only_usd,
-        "oracle_al": {"delta_fraction": oracle.delta_fraction, "total_usd": oracle.total_usd},
-        "hindsight": {
-            "total_usd": hindsight[0],
-            "delta_fraction": hindsight[1].delta_fraction,
-            "round": hindsight[2],
-        },
-    }
+    return Comparison(
+        al=dict(al),
+        human_only=human_only_usd,
+        oracle_al=OracleAL(delta_fraction=oracle.delta_fraction, total_usd=oracle.total_usd),
+        hindsight=Hindsight(
+            total_usd=hindsight[0], delta_fraction=hindsight[1].delta_fraction, round=hindsight[2]
+        ),
+    )
 
 
-def run_baselines(ctx: Context, model: str) -> dict:
+def run_baselines(ctx: Context, model: str) -> Comparison:
     """AL(δ) for every configured δ with ``model``, then the comparison; resumes from and
     saves to ``baselines.json`` after each δ."""
     settings = ctx.settings
     if settings.baselines is None:
         raise ValueError("run_baselines: the config does not ask for baselines")
-    saved = ctx.workdir.read_baselines() or {}
-    al = {}
-    for key, value in saved.get("al", {}).items():
-        try:
-            al[key] = ALResult.from_json(value)
-        except TypeError:
-            continue  # written by another version: run it again
+    saved = ctx.workdir.read_baselines()
+    al = {} if saved is None else dict(saved.al)
+    human_only = settings.num_items * settings.usd_per_label
     for fraction in _unfinished(settings.baselines.delta_fractions, al):
         al[f"{fraction:g}"] = active_learning(ctx, model, fraction, settings.baselines.max_rounds)
-        ctx.workdir.write_baselines({"al": {k: dataclasses.asdict(r) for k, r in al.items()}})
-    result = compare(al, settings.num_items * settings.usd_per_label)
+        ctx.workdir.write_baselines(compare(al, human_only))
+    result = compare(al, human_only)
     ctx.workdir.write_baselines(result)
     return result
 

@@ -13,6 +13,7 @@ same files (a finished run's files are left untouched).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from collections.abc import Sequence
 
@@ -25,6 +26,18 @@ from mcal_jax.run import state
 from mcal_jax.run.measure import certified_choice, charge, measure_final
 from mcal_jax.run.prepare import Context
 from mcal_jax.scoring import Scores
+from mcal_jax.summary import (
+    Budget,
+    Comparison,
+    Costs,
+    Counts,
+    ErrorBounds,
+    Fractions,
+    MachineFraction,
+    Summary,
+    Threshold,
+    at_chance,
+)
 
 
 def training_labels(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +140,7 @@ def certify(ctx: Context, run: state.RunState) -> state.FinalLabeling:
     return state.FinalLabeling(stage, run.rounds[-1].lead, choice, machine.astype(np.int64))
 
 
-def finish(ctx: Context, run: state.RunState, baselines: dict | None = None) -> dict:
+def finish(ctx: Context, run: state.RunState, baselines: Comparison | None = None) -> Summary:
     """Step 10 and the outputs; returns the summary (with ``baselines``, when given)."""
     final = ctx.workdir.read_final()
     if final is None:
@@ -153,9 +166,7 @@ def finish(ctx: Context, run: state.RunState, baselines: dict | None = None) -> 
     ctx.workdir.write_labels_csv(
         labels_csv(ctx.paths, ctx.classes, labels, source, scores.confidence)
     )
-    summary = _summary(ctx, run, final, labels)
-    if baselines is not None:
-        summary["baselines"] = baselines
+    summary = _summary(ctx, run, final, labels, baselines)
     ctx.workdir.write_summary(summary)
     return summary
 
@@ -184,84 +195,91 @@ def warn_if_at_chance(choice: profile_lib.MachineLabelingChoice, num_classes: in
     """Warns (and returns True) when the machine labels' own error bound is no better than
     guessing: the overall constraint can certify a few such labels among many human ones,
     but they are then no evidence that the classifier learned anything."""
-    chance = 1 - 1 / num_classes
-    if not choice.num_machine or choice.upper_bound < chance:
+    if not at_chance(choice.upper_bound, choice.num_machine, num_classes):
         return False
     logging.warning(
         "the machine-labeled items' error bound %.1f%% is at or above chance error %.1f%%: "
         "the %d machine labels are certified only through the overall constraint",
         100 * choice.upper_bound,
-        100 * chance,
+        100 * (1 - 1 / num_classes),
         choice.num_machine,
     )
     return True
 
 
-def _summary(ctx: Context, run: state.RunState, final: state.FinalLabeling, labels) -> dict:
+def _summary(
+    ctx: Context,
+    run: state.RunState,
+    final: state.FinalLabeling,
+    labels: np.ndarray,
+    baselines: Comparison | None,
+) -> Summary:
     settings, ledger = ctx.settings, ctx.ledger
     n, choice, machine = ctx.num_items, final.choice, final.machine
     truth = ctx.labeler.true_labels_for_report(machine)  # when a ground truth is known
     machine_errors = None if truth is None else int(np.sum(labels[machine] != truth))
     totals = ledger.totals()
     human_only = n * settings.usd_per_label
-    counts = {
-        "test": len(ledger.bought("test")[0]),
-        "train": len(ledger.bought("train")[0]),
-        "certify": len(ledger.bought("certify")[0]),
-        "machine": len(machine),
-        "residual": len(ledger.bought("residual")[0]),
-    }
+    counts = Counts(
+        test=len(ledger.bought("test")[0]),
+        train=len(ledger.bought("train")[0]),
+        certify=len(ledger.bought("certify")[0]),
+        machine=len(machine),
+        residual=len(ledger.bought("residual")[0]),
+    )
     # The bound on the machine-labeled items, and the same errors spread over all N.
     bound_subset, bound_overall = choice.upper_bound, choice.num_machine * choice.upper_bound / n
     warn_if_at_chance(choice, ctx.num_classes)
     overall = settings.controller.constraint == "overall"
     # What the last plan expected to machine-label at the final |B| (its curve starts there).
-    last_plan = run.rounds[-1].plan
-    left = n - counts["test"] - counts["train"] - last_plan.cert_size_now
-    predicted = float(last_plan.theta_star_by_b[0]) * left
+    last = run.rounds[-1]
+    left = n - counts.test - counts.train - last.plan.cert_size_now
+    predicted = float(last.plan.theta_star_by_b[0]) * left
     true_overall = true_subset = None  # no ground truth: people labeled a pool of their own
     if machine_errors is not None:
         true_overall, true_subset = machine_errors / n, machine_errors / max(len(machine), 1)
     estimated_subset = choice.estimated_error
-    summary = {
-        "dataset": ctx.dataset_name,
-        "num_items": n,
-        "classes": list(ctx.classes),
-        "epsilon": settings.controller.epsilon,
-        "constraint": settings.controller.constraint,
-        "model": final.model,
-        "counts": counts,
-        "fractions": {k: v / n for k, v in counts.items()},
-        "machine_fraction": {"predicted": predicted / n, "certified": len(machine) / n},
-        "cost_usd": {
-            **{k: totals[k] for k in ("human_labels", "human_labels_test")},
-            **{k: totals[k] for k in ("human_labels_train", "human_labels_certify")},
-            "human_labels_residual": totals["human_labels_residual"],
-            **{k: totals[k] for k in ("training", "scoring", "total")},
-            "human_only": human_only,
-        },
-        "savings_vs_human_only": 1 - totals["total"] / human_only,
-        "error": {
+    return Summary(
+        dataset=ctx.dataset_name,
+        num_items=n,
+        classes=tuple(ctx.classes),
+        epsilon=settings.controller.epsilon,
+        constraint=settings.controller.constraint,
+        model=final.model,
+        counts=counts,
+        fractions=Fractions(**{k: v / n for k, v in dataclasses.asdict(counts).items()}),
+        machine_fraction=MachineFraction(predicted=predicted / n, certified=len(machine) / n),
+        cost_usd=Costs(**totals, human_only=human_only),  # the ledger's totals, by name
+        savings_vs_human_only=1 - totals["total"] / human_only,
+        budget=_budget(settings.controller.budget_usd, last, totals["total"]),
+        error=ErrorBounds(
             # In the constraint's units (overall: errors over all N; machine_subset: over |S|).
-            "estimated": choice.num_machine * estimated_subset / n if overall else estimated_subset,
-            "upper_bound": bound_overall if overall else bound_subset,
-            "upper_bound_overall": bound_overall,
-            "upper_bound_machine_subset": bound_subset,
-            "confidence": choice.confidence,
-            "true": true_overall if overall else true_subset,
-            "true_overall": true_overall,
-            "true_machine_subset": true_subset,
-        },
-        "threshold": {
-            "theta": choice.theta,
-            "confidence_threshold": choice.threshold,
-            "start_theta": choice.start_theta,
-            "tested": choice.tested,
-        },
-        "rounds": len(run.rounds),
-        "stop_reason": run.rounds[-1].reason,
-        "certify_on": settings.certify_on,
-        "usd_per_label": settings.usd_per_label,
-        "cost_mode": settings.pricing.mode,
-    }
-    return summary
+            estimated=choice.num_machine * estimated_subset / n if overall else estimated_subset,
+            upper_bound=bound_overall if overall else bound_subset,
+            upper_bound_overall=bound_overall,
+            upper_bound_machine_subset=bound_subset,
+            confidence=choice.confidence,
+            true=true_overall if overall else true_subset,
+            true_overall=true_overall,
+            true_machine_subset=true_subset,
+        ),
+        threshold=Threshold(
+            theta=choice.theta,
+            confidence_threshold=choice.threshold,
+            start_theta=choice.start_theta,
+            tested=choice.tested,
+        ),
+        rounds=len(run.rounds),
+        stop_reason=last.reason,
+        certify_on=settings.certify_on,
+        usd_per_label=settings.usd_per_label,
+        cost_mode=settings.pricing.mode,
+        baselines=baselines,
+    )
+
+
+def _budget(budget_usd: float | None, last: state.RoundRecord, total_usd: float) -> Budget:
+    """What ``budget_usd`` bounded: the loop (its last round recorded the spend so far, and
+    whether the cap stopped it), not what was bought after it."""
+    stopped = last.stop and last.reason.startswith(controller.BUDGET_REACHED)
+    return Budget.of(budget_usd, stopped, last.spent_usd, total_usd)

@@ -37,19 +37,21 @@ from mcal_jax.run.measure import Measurement, charge, least_confident, measure
 from mcal_jax.run.prepare import Context, Split, prepare
 from mcal_jax.run.workdir import Workdir
 from mcal_jax.scoring import Scores
+from mcal_jax.summary import Summary
 
 
 def mcal(
     config: ml_collections.ConfigDict,
     workdir: str,
     make_learner: Callable[[Dataset], Learner] | None = None,
-) -> dict:
+) -> Summary:
     """Labels the whole dataset of ``config`` at minimum cost; writes everything to
-    ``workdir`` (see README) and returns the summary. Rerunning resumes, and rerunning a
-    finished run returns its summary again and changes no file. ``make_learner(pool)``
-    gives the learner that trains and scores (default: the Flax learner on the devices;
-    `mcal_jax.simulated_learner` for simulations). One process at a time runs in a
-    workdir: a second one is refused (`lock.WorkdirBusyError`) before it reads it."""
+    ``workdir`` (see README) and returns the summary (what ``summary.json`` holds).
+    Rerunning resumes, and rerunning a finished run returns its summary again and changes
+    no file. ``make_learner(pool)`` gives the learner that trains and scores (default: the
+    Flax learner on the devices; `mcal_jax.simulated_learner` for simulations). One
+    process at a time runs in a workdir: a second one is refused (`lock.WorkdirBusyError`)
+    before it reads it."""
     with Workdir(workdir).locked():
         ctx = prepare(config, workdir, make_learner)
         run = resume(ctx)

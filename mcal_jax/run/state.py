@@ -7,7 +7,8 @@ Each fact has one home:
   measured and planned, which candidates go on, and the batch decided for the next round
   (``metrics.jsonl`` is a flat view of the same records, for people and plots);
 - ``final.json`` holds the certified machine-labeling decision (`FinalLabeling`);
-- ``baselines.json`` the AL(δ) runs (`ALResult`).
+- ``baselines.json`` and ``summary.json`` the records a finished run leaves for its readers
+  (:mod:`mcal_jax.summary`).
 
 `RunState.replay` folds the round records into the controller's histories exactly as the
 loop built them, so a resumed run decides what an uninterrupted one would have.
@@ -244,28 +245,6 @@ class FinalLabeling:
             choice=MachineLabelingChoice(**value["choice"]),
             machine=np.asarray(value["machine"], np.int64),
         )
-
-
-@dataclasses.dataclass(frozen=True)
-class ALResult:
-    """One AL(δ) baseline run: its price, the "stop now" price after every round (with the
-    round's classifier), and the price of stopping at the cheapest of those rounds. The
-    prices are final labelings (with the final classifier, when the run trains one)."""
-
-    delta_fraction: float
-    delta: int
-    total_usd: float
-    rounds: int
-    train_size: int
-    machine: int
-    stop_now_usd: tuple[float, ...]
-    train_sizes: tuple[int, ...]
-    best_round: int
-    best_round_usd: float
-
-    @classmethod
-    def from_json(cls, value: Mapping[str, Any]) -> ALResult:
-        return cls(**_tuples(value))
 
 
 # ----------------------------------------------------------------------------- ledger keys

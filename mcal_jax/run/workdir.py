@@ -40,6 +40,7 @@ from mcal_jax.run.state import (
     train_purchase_key,
 )
 from mcal_jax.scoring import Scores
+from mcal_jax.summary import Comparison, Summary, read_summary
 
 
 def dataset_fingerprint(dataset: Dataset) -> dict[str, Any]:
@@ -147,8 +148,10 @@ class Workdir:
             if not any(ledger.has(key) for key in keys):
                 break
             batches.append(sum(ledger.num_items(key) for key in keys if ledger.has(key)))
-        summary = files.read_json(self.file("summary.json"))
-        counts = summary.get("counts") if isinstance(summary, dict) else None
+        try:
+            summary = read_summary(self.file("summary.json"))
+        except ValueError:  # not a summary of this version: finish writes it again
+            summary = None
         scores = self.file("scores")
         names = os.listdir(scores) if os.path.isdir(scores) else []
         stages = [name[: -len(".npz")] for name in names if name.endswith(".npz")]
@@ -169,9 +172,7 @@ class Workdir:
             round_scores=any(stage != "final" for stage in stages),
             after_rounds=tuple(name for name in after if os.path.exists(self.file(name))),
             summary_counts=(
-                {p: counts[p] for p in PURPOSES if p in counts}
-                if isinstance(counts, dict)
-                else None
+                None if summary is None else {p: getattr(summary.counts, p) for p in PURPOSES}
             ),
         )
 
@@ -256,18 +257,19 @@ class Workdir:
         if self.writer:
             files.atomic_write_json(self.file("final.json"), final.to_json())
 
-    def read_baselines(self) -> dict[str, Any] | None:
+    def read_baselines(self) -> Comparison | None:
         """The saved baselines (see :mod:`mcal_jax.run.baselines`), or None when there are
-        none or they cannot be read (they are then run again)."""
+        none or they cannot be read (written by another version, or torn: they are
+        simulations, run again at no price in labels)."""
         try:
             value = files.read_json(self.file("baselines.json"))
+            return None if value is None else Comparison.from_json(value, "baselines.json")
         except ValueError:
             return None
-        return value if isinstance(value, dict) else None
 
-    def write_baselines(self, value: dict[str, Any]) -> None:
+    def write_baselines(self, comparison: Comparison) -> None:
         if self.writer:
-            files.atomic_write_json(self.file("baselines.json"), value)
+            files.atomic_write_json(self.file("baselines.json"), comparison.to_json())
 
     def read_classes(self) -> tuple[str, ...] | None:
         """The class names learned from the people's first answers (``classes.json``), or
@@ -294,9 +296,9 @@ class Workdir:
         if self.writer:
             files.atomic_write_bytes(self.file("labels.csv"), text.encode("utf-8"))
 
-    def write_summary(self, summary: dict[str, Any]) -> None:
+    def write_summary(self, summary: Summary) -> None:
         if self.writer:
-            files.atomic_write_json(self.file("summary.json"), summary)
+            files.atomic_write_json(self.file("summary.json"), summary.to_json())
 
 
 def _differences(saved: Any, wanted: Any, prefix: str = "") -> str:

@@ -22,7 +22,8 @@ import ml_collections
 from absl import app, logging
 
 from mcal_jax import parallel
-from mcal_jax.files import atomic_write_json, read_json
+from mcal_jax.files import atomic_write_json
+from mcal_jax.summary import read_summary
 from mcal_jax.sweep.points import Point, apply_overrides, check_unique_names, parse_shard
 from mcal_jax.sweep.points import shard as shard_points
 
@@ -58,7 +59,12 @@ def local_accelerators() -> tuple[str, int]:
 
 
 def _status(name: str, overrides: Point, workdir: str, status: str, **extra) -> dict:
-    summary = read_json(os.path.join(workdir, "summary.json"))
+    """A point's status, with its `Summary` (None while it has none). A summary.json that is
+    no summary (another version's, or damaged) makes the point failed, saying why."""
+    try:
+        summary = read_summary(os.path.join(workdir, "summary.json"))
+    except ValueError as error:
+        summary, status, extra = None, "failed", extra | {"error": str(error)}
     return (
         dict(name=name, overrides=overrides, workdir=workdir, status=status, summary=summary)
         | extra
@@ -71,11 +77,13 @@ def run_sweep(
     workdir: str,
     *,
     shard: tuple[int, int] = (0, 1),
-    runner: Callable[[ml_collections.ConfigDict, str], dict] | None = None,
+    runner: Callable[[ml_collections.ConfigDict, str], object] | None = None,
     devices: Sequence[str] | None = None,
     point_command: Callable[[str], list[str]] | None = None,
 ) -> list[dict]:
-    """Runs this shard's points of the sweep; returns one status dict per point.
+    """Runs this shard's points of the sweep; returns one status dict per point: its
+    ``name``, ``overrides``, ``workdir``, ``status`` (finished, skipped or failed, with
+    ``error``) and ``summary`` (its `mcal_jax.summary.Summary`, None without one).
 
     Every point gets ``workdir/<point_name>``; ``workdir/sweep.json`` lists all points of
     the sweep (every shard writes the same bytes). A point whose folder holds
@@ -272,8 +280,7 @@ def run_config_sweep(
         point_command=lambda name: point_argv(argv, name),
     )
     for r in results:
-        total = ((r["summary"] or {}).get("cost_usd") or {}).get("total")
-        cost = "-" if total is None else f"{total:.2f} USD"
+        cost = "-" if r["summary"] is None else f"{r['summary'].cost_usd.total:.2f} USD"
         logging.info("%-8s %s: %s", r["status"], r["name"], cost)
     failed = [r["name"] for r in results if r["status"] == "failed"]
     if failed:
