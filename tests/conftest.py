@@ -1,5 +1,5 @@
 """Test setup: 8 simulated CPU devices, so every data-parallel path runs sharded, and
-programs compiled quickly and once."""
+each program compiled once."""
 
 import atexit
 import os
@@ -8,19 +8,9 @@ import tempfile
 
 import pytest
 
-# Tests compile hundreds of small programs and run each for moments: XLA's CPU backend
-# without its expensive optimizations compiles them about three times faster. What a test
-# asserts does not depend on it (the programs compute the same values; tolerances allow for
-# the order of floating-point sums). Launched runs (`launch.mcal` in a subprocess) keep the
-# defaults a user gets.
-_FLAGS = (
-    "--xla_force_host_platform_device_count=8",
-    "--xla_backend_optimization_level=0",
-    "--xla_llvm_disable_expensive_passes=true",
-)
-for _flag in _FLAGS:
-    if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
+_FLAG = "--xla_force_host_platform_device_count=8"
+if _FLAG not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 # Many tests build the same programs anew (each run makes its own jitted functions, and the
