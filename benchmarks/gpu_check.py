@@ -81,6 +81,7 @@ def steps(out: str, workdir_root: str, dataset: str, tiny: bool) -> list[Step]:
     py = (sys.executable, "-m")
 
     def train_cost(name: str, models: str, batch: int, cap: int) -> Step:
+        work: tuple[str, ...]
         if tiny:
             work = ("--models=tiny", "--batch_sizes=64", "--image_shape=28x28x1")
             work += ("--train_images=256", "--epochs=1", "--repeats=1")
@@ -90,6 +91,7 @@ def steps(out: str, workdir_root: str, dataset: str, tiny: bool) -> list[Step]:
         out_file = f"--out={os.path.join(out, name + '.jsonl')}"
         return Step(name, (*py, "benchmarks.train_cost", *work, out_file), cap, "train_cost")
 
+    core: tuple[str, ...]
     if tiny:
         core = ("--model=tiny", "--pool_size=2048", "--batch_size=512", "--repeats=1")
     else:
@@ -97,6 +99,7 @@ def steps(out: str, workdir_root: str, dataset: str, tiny: bool) -> list[Step]:
         core += ("--image_shape=32x32x3", "--compute_dtype=bfloat16", "--repeats=5")
 
     def mcal(name: str, arg: str, cap: int, *overrides: str) -> Step:
+        config: tuple[str, ...]
         if tiny:
             config = ("--config=configs/synthetic.py:600", "--config.mcal.max_rounds=2")
             config += (
@@ -109,6 +112,7 @@ def steps(out: str, workdir_root: str, dataset: str, tiny: bool) -> list[Step]:
         return Step(name, (*py, "launch.mcal", *config, *overrides, workdir), cap, "mcal")
 
     def profile(name: str, model: str) -> Step:
+        work: tuple[str, ...]
         work = ("--model=tiny", "--batch_size=64", "--image_shape=28x28x1", "--steps=2")
         if not tiny:
             work = (f"--model={model}", "--batch_size=512", "--image_shape=32x32x3")
@@ -248,7 +252,7 @@ def run_step(step: Step, out: str, env: dict[str, str], seconds_left: float) -> 
     return record
 
 
-def _text(value) -> str:
+def _text(value: bytes | str | None) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else value or ""
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
@@ -146,7 +147,7 @@ def recertify(
     return results
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
     del argv
     workdirs = sorted(w for pattern in _WORKDIRS.value or () for w in glob.glob(pattern))
     workdirs = [w for w in workdirs if os.path.exists(os.path.join(w, "summary.json"))]

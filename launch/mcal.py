@@ -10,18 +10,20 @@ status 3 while their answers are awaited, saying how many in which file; rerun i
 are in. See README.md for the outputs.
 """
 
+from collections.abc import Sequence
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from mcal_jax import labelers, parallel, run
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the run's outputs.")
-flags.mark_flags_as_required(["config", "workdir"])
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the run's outputs.", required=True)
+flags.mark_flags_as_required(["config"])
 AWAITING_LABELS = 3  # the exit status while labels from people are awaited
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     parallel.maybe_initialize_distributed()

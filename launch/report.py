@@ -6,6 +6,8 @@ r"""Plots and tables of a finished MCAL run, or of a sweep of runs.
 See ``mcal_jax.report`` for what is drawn.
 """
 
+from collections.abc import Sequence
+
 from absl import app, flags, logging
 
 from mcal_jax import report, sweep_report
@@ -15,13 +17,15 @@ _SWEEP = flags.DEFINE_string("sweep", None, "Sweep directory: one run workdir pe
 flags.mark_flags_as_mutual_exclusive(["workdir", "sweep"], required=True)
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if _WORKDIR.value:
         paths = report.write_report(_WORKDIR.value)
-    else:
+    elif _SWEEP.value:
         paths = sweep_report.sweep_report(_SWEEP.value)
+    else:  # given but empty: the flags' validator refuses neither given nor both
+        raise app.UsageError("--workdir or --sweep is empty: name a directory")
     logging.info("wrote %s", ", ".join(paths))
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib
@@ -26,11 +27,14 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display, and the same output everywhere
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.typing import ColorType  # noqa: E402
 
 from mcal_jax import files  # noqa: E402
 from mcal_jax.fit import PSEUDO_COUNT, log_error_targets, predict_error  # noqa: E402
 from mcal_jax.profile import THETAS  # noqa: E402
-from mcal_jax.run.state import RoundRecord  # noqa: E402
+from mcal_jax.run.state import ModelRound, RoundRecord  # noqa: E402
 from mcal_jax.run.workdir import Workdir  # noqa: E402
 from mcal_jax.summary import Comparison, Summary, read_summary  # noqa: E402
 
@@ -42,7 +46,7 @@ FIT_HISTORY_THETA = 0.5
 _DPI = 120
 
 
-def read_run_json(path: str, what: str):
+def read_run_json(path: str, what: str) -> Any:
     """The parsed file; FileNotFoundError saying ``what`` when it is missing."""
     value = files.read_json(path)
     if value is None:
@@ -91,28 +95,28 @@ def write_report(workdir: str) -> list[str]:
     return paths
 
 
-def save_figure(fig, out: str, name: str) -> str:
+def save_figure(fig: Figure, out: str, name: str) -> str:
     path = os.path.join(out, name)
     fig.savefig(path, dpi=_DPI, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def _final_rounds(run: FinishedRun):
+def _final_rounds(run: FinishedRun) -> tuple[str, list[ModelRound]]:
     """The final model and its measurements of every round it ran (also the rounds in
     which another candidate led)."""
     model = run.summary.model
     return model, [r.candidates[model] for r in run.rounds if model in r.candidates]
 
 
-def _measured(errors, counts):
+def _measured(errors: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """ε_T and a zero-error mask; a zero count is the fit's pseudo-count over the items."""
     log_rate, weight = log_error_targets(errors, counts, PSEUDO_COUNT)
     has = weight > 0
     return np.where(has, np.exp(log_rate), np.nan), has & (errors == 0)
 
 
-def plot_error_vs_b(run: FinishedRun):
+def plot_error_vs_b(run: FinishedRun) -> Figure:
     """Left: ε_T(θ) per round and the final fit (Eq. 2) for a few θ, dashed where it
     extrapolates. Right: the fits of one θ after each round against all its points."""
     model, measured = _final_rounds(run)
@@ -169,12 +173,14 @@ def plot_error_vs_b(run: FinishedRun):
     return fig
 
 
-def _plot_measured(ax, b, rate, zero, color, label) -> None:
+def _plot_measured(
+    ax: Axes, b: np.ndarray, rate: np.ndarray, zero: np.ndarray, color: ColorType, label: str
+) -> None:
     ax.plot(b[~zero], rate[~zero], "o", color=color, label=label)
     ax.plot(b[zero], rate[zero], "o", mfc="none", color=color)
 
 
-def _plain_log_ticks(ax) -> None:
+def _plain_log_ticks(ax: Axes) -> None:
     """Log axes labelled 200, 500, 1000, … rather than 2×10², with a light grid."""
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
@@ -183,7 +189,7 @@ def _plain_log_ticks(ax) -> None:
     ax.grid(True, which="both", alpha=0.3)
 
 
-def plot_cost_vs_b(run: FinishedRun):
+def plot_cost_vs_b(run: FinishedRun) -> Figure:
     """The plan of every round: predicted total cost against the final |B|, B_opt marked."""
     summary, rounds = run.summary, run.rounds
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -221,7 +227,7 @@ _BREAKDOWN = (
 )
 
 
-def plot_cost_breakdown(summary: Summary):
+def plot_cost_breakdown(summary: Summary) -> Figure:
     """The final cost by item (Eq. 1) as a stacked bar, against human-only labeling."""
     cost = summary.cost_usd
     fig, ax = plt.subplots(figsize=(8, 3))
@@ -247,7 +253,7 @@ def al_points(baselines: Comparison) -> list[tuple[float, float]]:
     return sorted((r.delta_fraction, r.total_usd) for r in baselines.al.values())
 
 
-def plot_baselines(summary: Summary):
+def plot_baselines(summary: Summary) -> Figure:
     """Total cost against δ for AL(δ), with MCAL, hindsight and human-only as lines."""
     if summary.baselines is None:
         raise ValueError(f"{summary.dataset}: the summary holds no baselines")
@@ -286,20 +292,20 @@ def format_usd(value: float) -> str:
     return f"{value:.2f}" if value == 0 or abs(value) >= 0.01 else f"{value:.2e}"
 
 
-def format_cell(value) -> str:
+def format_cell(value: object) -> str:
     text = f"{value:.6g}" if isinstance(value, float) else str(value)
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_table(header: list[str], rows: list[list]) -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(format_cell(h) for h in header) + " |"]
     lines.append("|" + "---|" * len(header))
     lines += ["| " + " | ".join(format_cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from mcal_jax import controller
 from mcal_jax.fit import PowerLawFit, TrainingCostModel
@@ -29,7 +30,7 @@ from mcal_jax.profile import MachineLabelingChoice
 from mcal_jax.records import History
 
 
-def ints(values) -> tuple[int, ...]:
+def ints(values: npt.ArrayLike) -> tuple[int, ...]:
     """Integers of an array (numpy or jax) as a tuple of Python ints, for a record."""
     return tuple(int(v) for v in np.asarray(values).ravel())
 
@@ -116,7 +117,7 @@ class RoundRecord:
             value["candidates"][name]["plan"] = plan_to_json(measured.plan)
         return value
 
-    def metrics(self, thetas) -> dict[str, Any]:
+    def metrics(self, thetas: npt.ArrayLike) -> dict[str, Any]:
         """The round at a glance, one flat line of ``metrics.jsonl``: the lead's |B|, δ,
         plan, error profile, fitted curves, device seconds, and the spend so far."""
         lead, plan = self.candidates[self.lead], self.plan
@@ -173,13 +174,17 @@ class RunState:
     active: tuple[str, ...]  # the candidates the next round trains
 
     @classmethod
-    def start(cls, models: Sequence[str], thetas, delta0: int) -> RunState:
+    def start(cls, models: Sequence[str], thetas: npt.ArrayLike, delta0: int) -> RunState:
         histories = {m: History.start(thetas, delta0) for m in models}
         return cls((), histories, tuple(models))
 
     @classmethod
     def replay(
-        cls, records: Sequence[RoundRecord], models: Sequence[str], thetas, delta0: int
+        cls,
+        records: Sequence[RoundRecord],
+        models: Sequence[str],
+        thetas: npt.ArrayLike,
+        delta0: int,
     ) -> RunState:
         """The state after ``records``, rebuilt as the loop built it."""
         state = cls.start(models, thetas, delta0)

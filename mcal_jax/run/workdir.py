@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from mcal_jax import files, parallel
+from mcal_jax import files, models, parallel
 from mcal_jax.data import Dataset
 from mcal_jax.ledger import Ledger
 from mcal_jax.ledger_records import PURPOSES
@@ -227,7 +227,7 @@ class Workdir:
             )
         return scores
 
-    def save_checkpoint(self, stage: str, model: str, variables) -> None:
+    def save_checkpoint(self, stage: str, model: str, variables: models.PyTree) -> None:
         """A stage's trained variables, with orbax (``checkpoints/{stage}_{model}``)."""
         import orbax.checkpoint as ocp
 

@@ -17,6 +17,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import ml_collections
 from absl import app, logging
@@ -58,7 +59,7 @@ def local_accelerators() -> tuple[str, int]:
     return platform, int(count)
 
 
-def _status(name: str, overrides: Point, workdir: str, status: str, **extra) -> dict:
+def _status(name: str, overrides: Point, workdir: str, status: str, **extra: str) -> dict[str, Any]:
     """A point's status, with its `Summary` (None while it has none). A summary.json that is
     no summary (another version's, or damaged) makes the point failed, saying why."""
     try:
@@ -139,7 +140,11 @@ def run_sweep(
     return [results[name] for name, _ in mine]
 
 
-def _run_on_devices(todo, devices: Sequence[str], point_command) -> dict:
+def _run_on_devices(
+    todo: Sequence[tuple[str, Point, str]],
+    devices: Sequence[str],
+    point_command: Callable[[str], list[str]],
+) -> dict[str, dict[str, Any]]:
     """A small scheduler: start the next point on every free device slot, wait for one to
     end, repeat. The points are independent processes, so a crash frees only its slot."""
     queue, results = list(todo), {}
