@@ -1,13 +1,15 @@
 """npy:DIR pools (mcal_jax.npy_pool): memory-mapped, read back exactly, refused with the
-file and the problem named; and the parts of a run that read every
+file and the problem named; benchmarks.make_pool; and the parts of a run that read every
 image (the workdir's fingerprint, the upload) giving the same answer on a memory map."""
 
 import hashlib
 import json
+import os
 
 import numpy as np
 import pytest
 
+from benchmarks import make_pool
 from mcal_jax import data, parallel
 from mcal_jax import pool as pool_lib
 from mcal_jax.data import DataError, Dataset, load_dataset
@@ -167,6 +169,56 @@ def test_max_items_copies_only_the_chosen_items(tmp_path):
     assert len(subset) == 40 and not isinstance(subset.images, np.memmap)
     np.testing.assert_array_equal(subset.images, expected.images)
     np.testing.assert_array_equal(subset.labels, expected.labels)
+
+
+# benchmarks.make_pool
+
+
+def test_make_pool_writes_the_synthetic_pool_chunk_by_chunk(tmp_path):
+    calls = []
+    written = make_pool.write_pool(
+        str(tmp_path / "a"),
+        size=1000,
+        shape="6x5x3",
+        classes=4,
+        seed=2,
+        chunk=256,
+        progress=lambda items, size: calls.append(items),
+    )
+    assert calls == [256, 512, 768, 1000]
+    files = {n: (tmp_path / "a" / n).read_bytes() for n in ("images.npy", "labels.npy")}
+    assert set(os.listdir(tmp_path / "a")) == set(files)
+    assert written == sum(len(b) for b in files.values())
+    assert len(files["images.npy"]) - 1000 * 6 * 5 * 3 == 128  # the .npy header
+    pool = load_dataset(f"npy:{tmp_path / 'a'}")
+    expected = load_dataset("synthetic:n=1000,shape=6x5x3,classes=4,seed=2")
+    np.testing.assert_array_equal(pool.images, expected.images)
+    np.testing.assert_array_equal(pool.labels, expected.labels)
+    assert pool.num_classes == 4
+    # The same flags, the same bytes; another chunk size too.
+    for chunk in (256, 999):
+        make_pool.write_pool(
+            str(tmp_path / "b"), size=1000, shape="6x5x3", classes=4, seed=2, chunk=chunk,
+            overwrite=True,
+        )  # fmt: skip
+        for name, content in files.items():
+            assert (tmp_path / "b" / name).read_bytes() == content
+    make_pool.write_pool(str(tmp_path / "c"), size=1000, shape="6x5x3", classes=4, seed=3)
+    assert (tmp_path / "c" / "images.npy").read_bytes() != files["images.npy"]
+
+
+def test_make_pool_refuses_a_non_empty_folder_unless_told(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match=r"folder exists and is not empty; pass --overwrite"):
+        make_pool.write_pool(str(tmp_path), size=10, shape="4x4x1")
+    (tmp_path / "classes.json").write_text('["stale"]')
+    make_pool.write_pool(str(tmp_path), size=10, shape="4x4x1", overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["images.npy", "labels.npy", "notes.txt"]
+    assert len(load_dataset(f"npy:{tmp_path}")) == 10
+    with pytest.raises(DataError, match=r"--chunk=0: must be ≥ 1"):
+        make_pool.write_pool(str(tmp_path / "d"), size=10, chunk=0)
+    with pytest.raises(DataError, match=r"need n, H, W, C >= 1"):
+        make_pool.write_pool(str(tmp_path / "d"), size=0)
 
 
 def test_the_generator_makes_any_range_of_the_synthetic_pool():
