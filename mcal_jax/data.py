@@ -1,4 +1,4 @@
-"""Loading the pool X that MCAL labels from a spec string: IDX, npz, TFDS and image folders.
+"""Loading the pool X that MCAL labels from a spec string: IDX, npz, npy, TFDS, image folders.
 
 ``load_dataset`` reads the spec string and returns a ``Dataset`` (``mcal_jax.dataset``);
 bad input raises ``DataError``. Spec strings:
@@ -12,6 +12,8 @@ bad input raises ``DataError``. Spec strings:
   each raw or ``.gz``), as distributed for MNIST and Fashion-MNIST.
 - ``npz:PATH``: arrays ``images`` ([N, H, W] or [N, H, W, C], uint8) and ``labels``, and
   optionally a scalar ``num_classes``; pickled arrays are refused.
+- ``npy:DIR``: ``images.npy`` memory-mapped (a pool larger than memory), optionally
+  ``labels.npy`` and ``classes.json`` (see ``mcal_jax.npy_pool``).
 - ``synthetic:KEY=VAL,...``: a learnable synthetic dataset (see ``make_synthetic`` in
   ``mcal_jax.synthetic``).
 - ``folder:DIR``: every PNG and JPEG under DIR, converted to ``image_shape`` (``HxWxC``);
@@ -35,6 +37,7 @@ from absl import logging
 
 from mcal_jax.dataset import DataError, Dataset
 from mcal_jax.folder import load_folder
+from mcal_jax.npy_pool import load_npy, save_npy
 from mcal_jax.synthetic import make_synthetic, synthetic_split
 
 __all__ = [
@@ -46,6 +49,7 @@ __all__ = [
     "load_dataset",
     "make_synthetic",
     "read_idx",
+    "save_npy",
     "save_npz",
     "write_idx",
 ]
@@ -57,6 +61,7 @@ SCHEMES = (
     "tfds:NAME",
     "idx:DIR",
     "npz:PATH",
+    "npy:DIR",
     "synthetic:KEY=VAL,...",
     "folder:DIR",
 )
@@ -103,7 +108,7 @@ def load_dataset(
         else:
             ds = _load_tfds("fashion_mnist", split, data_dir, download, name="fashion_mnist")
             source = "TFDS"
-    elif scheme in ("tfds", "idx", "npz", "folder") and not arg:
+    elif scheme in ("tfds", "idx", "npz", "npy", "folder") and not arg:
         raise DataError(f"dataset spec {spec!r} has nothing after {scheme + ':'!r}")
     elif scheme == "tfds":
         ds, source = _load_tfds(arg, split, data_dir, download, name=spec), "TFDS"
@@ -113,6 +118,10 @@ def load_dataset(
         if split != "all":
             raise DataError(f"{spec!r}: an npz file holds one pool; split must be 'all'")
         ds, source = _load_npz(arg), arg
+    elif scheme == "npy":
+        if split != "all":
+            raise DataError(f"{spec!r}: an npy folder holds one pool; split must be 'all'")
+        ds, source = load_npy(arg), arg
     elif scheme == "synthetic":
         ds, source = synthetic_split(make_synthetic(arg), split), "generator"
     elif scheme == "folder":

@@ -1,10 +1,12 @@
 """The pool type ``Dataset`` (uint8 images, int32 labels) and ``DataError``, which loaders raise.
 
-A ``Dataset`` holds the whole pool X that MCAL labels in host memory as uint8 NHWC images and,
-when they are known, int32 ground-truth labels, which play the human annotator in simulation.
-A pool read from files (``mcal_jax.folder``) also keeps each item's path, and names its
-classes when its folders do. Loaders live in ``mcal_jax.data`` (spec strings, files, TFDS),
-``mcal_jax.folder`` (image folders) and ``mcal_jax.synthetic`` (generated data).
+A ``Dataset`` holds the whole pool X that MCAL labels as uint8 NHWC images, in host memory
+or memory-mapped from a file, and, when they are known, int32 ground-truth labels, which
+play the human annotator in simulation. A pool read from files (``mcal_jax.folder``) also
+keeps each item's path, and names its classes when its folders do. Loaders live in
+``mcal_jax.data`` (spec strings, files, TFDS), ``mcal_jax.folder`` (image folders),
+``mcal_jax.npy_pool`` (memory-mapped ``.npy`` files) and ``mcal_jax.synthetic`` (generated
+data).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ class Dataset:
     """Images and labels of a pool, validated on construction.
 
     Attributes:
-      images: uint8 [N, H, W, C] (C = 1 for grayscale, so always rank 4).
+      images: uint8 [N, H, W, C] (C = 1 for grayscale, so always rank 4); an ``np.memmap``
+        for a pool read from ``.npy`` files.
       labels: int32 [N], each in [0, num_classes); None when the pool has no ground truth
         (a flat folder of images: people will label it).
       num_classes: number of classes; 0 when the pool has no ground truth.
@@ -43,7 +46,7 @@ class Dataset:
     class_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        images = np.asarray(self.images)
+        images = np.asanyarray(self.images)  # an np.memmap stays one: nothing is read
 
         def check(ok: bool, problem: str) -> None:
             if not ok:

@@ -42,21 +42,34 @@ from mcal_jax.run.state import (
 from mcal_jax.scoring import Scores
 from mcal_jax.summary import Comparison, Summary, read_summary
 
+_HASH_CHUNK_BYTES = 64 << 20  # the images hashed at a time
+
 
 def dataset_fingerprint(dataset: Dataset) -> dict[str, Any]:
     """What identifies a pool: its size, image shape, classes, a hash of its images and,
     for a folder, of its files' paths (which file is which item)."""
-    digest = hashlib.sha256(np.ascontiguousarray(dataset.images).data).hexdigest()
     fingerprint = {
         "name": dataset.name,
         "num_items": len(dataset),
         "image_shape": list(dataset.image_shape),
         "num_classes": dataset.num_classes,
-        "images_sha256": digest,
+        "images_sha256": images_sha256(dataset.images),
     }
     if dataset.paths:  # people answer by index: the index of each file must not change
         fingerprint["paths_sha256"] = hashlib.sha256("\n".join(dataset.paths).encode()).hexdigest()
     return fingerprint
+
+
+def images_sha256(images: np.ndarray) -> str:
+    """SHA-256 of the images' bytes in C order, read ``_HASH_CHUNK_BYTES`` at a time: the
+    digest of the whole array at once, without a copy of it (a memory-mapped pool is read
+    from its file chunk by chunk)."""
+    digest = hashlib.sha256()
+    item_bytes = images.itemsize * int(np.prod(images.shape[1:]))
+    step = max(1, _HASH_CHUNK_BYTES // max(1, item_bytes))
+    for start in range(0, len(images), step):
+        digest.update(np.ascontiguousarray(images[start : start + step]).data)
+    return digest.hexdigest()
 
 
 class Workdir:
