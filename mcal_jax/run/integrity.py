@@ -5,8 +5,8 @@ bought, ``rounds.jsonl`` the rounds that decided it (and ``scores/`` what they s
 ``final.json``, ``baselines.json``, ``scores/final.npz`` and ``summary.json`` what came
 after the last round. When one of them was lost or cut short, the rerun would go on from
 a wrong point: buy again the labels the ledger forgot (T_plan, B, the residual), or train
-a recorded round again on the B that later rounds grew and overwrite its scores. `check` refuses such a workdir, naming the
-file to restore.
+a recorded round again on the B that later rounds grew and overwrite its scores. `check`
+refuses such a workdir, naming the file to restore.
 
 What a kill leaves is accepted: the ledger may be one round ahead of ``rounds.jsonl`` (a
 batch bought, or a round trained and charged, whose round record was not written yet),
