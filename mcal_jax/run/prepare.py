@@ -150,8 +150,11 @@ def prepare(
         classes = labeling.classes_from_first_answers(settings, files, dataset, plan_test)
     if make_learner is None:
         mesh = parallel.make_mesh(config.num_devices or None)
+        where = settings.placement
         learner: Learner = FlaxLearner(
-            pool_lib.upload(dataset, mesh, num_classes=len(classes)),
+            pool_lib.place(
+                dataset, mesh, where.placement, where.device_memory_gb, num_classes=len(classes)
+            ),
             metric=settings.metric,
             score_batch_size=settings.score_batch_size,
             compute_dtype=settings.train.compute_dtype,
