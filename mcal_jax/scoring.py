@@ -44,9 +44,6 @@ from mcal_jax.pool import DevicePool, HostPool, Pool, normalize, replicate
 
 METRICS = ("margin", "entropy", "least_confidence", "random")
 
-#: Streamed batches dispatched ahead of the last one known finished.
-IN_FLIGHT = 2
-
 
 def confidence_from_logits(
     logits: jax.Array, metric: str, key: jax.Array | None = None
@@ -238,9 +235,8 @@ class Scorer:
         outputs = []
         for images, index in self._inputs(indices):
             outputs.append(self._score_batch(members, images, pool.mean, pool.std, index, key))
-            if self.streamed and len(outputs) > IN_FLIGHT:
-                # A streamed batch's images live until it is scored: bound those queued.
-                jax.block_until_ready(outputs[-1 - IN_FLIGHT])
+            if self.streamed and len(outputs) > streaming.IN_FLIGHT:
+                jax.block_until_ready(outputs[-1 - streaming.IN_FLIGHT])
         outputs = jax.device_get(outputs)  # one wait, at the end
         confidence = np.concatenate([c for c, _ in outputs])[: len(indices)]
         predicted = np.concatenate([p for _, p in outputs])[: len(indices)]

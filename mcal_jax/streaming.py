@@ -28,6 +28,10 @@ T = TypeVar("T")
 #: Batches a producer keeps ready ahead of the devices.
 PREFETCH_DEPTH = 2
 
+#: Streamed batches the host dispatches beyond the last one known finished: each holds its
+#: images on the devices until its program has run, so this bounds the device memory.
+IN_FLIGHT = 2
+
 
 def put_sharded(
     mesh: Mesh, shape: tuple[int, ...], dtype: np.dtype, read: Callable[[slice], np.ndarray]

@@ -325,7 +325,7 @@ class Trainer:
                     state, loss_sum = step(state, loss_sum, *next(inputs))
                     if self.streamed:  # a streamed batch lives until its step has run
                         recent.append(loss_sum)
-                        if len(recent) > streaming.PREFETCH_DEPTH:
+                        if len(recent) > streaming.IN_FLIGHT:
                             jax.block_until_ready(recent.popleft())
                 if pending is not None:
                     _check_loss(*pending, progress_bar=bar)

@@ -3,8 +3,9 @@
 `prepare` loads the data, checks the settings and the class names against it, claims the
 workdir (the config and the dataset's fingerprint must match an earlier start), checks
 that its files agree (`integrity`), learns the class names from the people's first
-answers when nothing else names them, uploads the pool and opens the ledger, in that
-order: a start that fails leaves no file behind that would block the corrected command.
+answers when nothing else names them, places the pool (on the devices or on the host,
+``data.placement``) and opens the ledger, in that order: a start that fails leaves no file
+behind that would block the corrected command.
 """
 
 from __future__ import annotations
