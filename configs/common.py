@@ -42,6 +42,14 @@ def get_config() -> ml_collections.ConfigDict:
     # Class names, comma-separated ("cat,dog"); "": the data's own (class subfolders) or
     # numbers, and with people (a queue) the labels of their first answers.
     config.data.classes = ""
+    # Where the pool's images live (mcal_jax.placement): "device" replicates them on every
+    # device; "host" keeps them in host memory, or memory-mapped from npy:DIR, and streams
+    # each batch to the devices (pools larger than a device); "auto" takes "device" when
+    # the pool's bytes fit device_memory_gb, else "host". Both buy the same labels.
+    config.data.placement = "auto"
+    # GB (10^9 bytes) of one device's memory the pool may take; unset: half of what JAX
+    # reports the device can allocate, or 2 GB where it reports nothing (CPUs).
+    config.data.device_memory_gb = config_dict.placeholder(float)
 
     config.labeling = ml_collections.ConfigDict()
     # Simulated (the ground truth, sold at a price): amazon (0.04 USD), satyam (0.003 USD)

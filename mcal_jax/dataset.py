@@ -16,6 +16,8 @@ import dataclasses
 import numpy as np
 import numpy.typing as npt
 
+from mcal_jax import host_images
+
 
 class DataError(ValueError):
     """Bad input to a dataset loader: the message names the file or dataset and the problem."""
@@ -93,7 +95,7 @@ class Dataset:
         indices = np.asarray(indices)
         items = np.arange(len(self))[indices]
         return Dataset(
-            self.images[items],
+            host_images.gather(self.images, items),  # a memory map's pages read are released
             None if self.labels is None else self.labels[items],
             self.num_classes,
             self.name,

@@ -4,9 +4,10 @@ Flax learner.
 The loop (``mcal_jax.run``) needs one thing of a classifier: trained on B's labels
 (possibly with pseudo-labels on other items), score the items it is asked about with the
 metric M, and say what the work cost in images and device seconds. `FlaxLearner` does it
-with the data-parallel Flax trainer and the compiled scorer on a device-resident pool;
-`mcal_jax.simulated_learner.SimulatedLearner` does it from a known per-item error model,
-so that a whole run takes milliseconds and its true error is known exactly.
+with the data-parallel Flax trainer and the compiled scorer on the pool (on the devices or
+streamed from the host); `mcal_jax.simulated_learner.SimulatedLearner` does it from a known
+per-item error model, so that a whole run takes milliseconds and its true error is known
+exactly.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 from mcal_jax import scoring
 from mcal_jax import train as train_lib
-from mcal_jax.pool import DevicePool
+from mcal_jax.pool import Pool
 from mcal_jax.recipe import TrainConfig
 
 
@@ -66,13 +67,13 @@ class Learner(Protocol):
 
 
 class FlaxLearner:
-    """The default learner: `train.train` on the device-resident ``pool`` (data-parallel
-    over its mesh), then the compiled scorer with ``metric`` in batches of
+    """The default learner: `train.train` on ``pool``, on the devices or streamed from the
+    host (data-parallel over its mesh), then the compiled scorer with ``metric`` in batches of
     ``score_batch_size`` at ``compute_dtype``."""
 
     def __init__(
         self,
-        pool: DevicePool,
+        pool: Pool,
         *,
         metric: str = "margin",
         score_batch_size: int = 1024,

@@ -1,10 +1,18 @@
-"""The item pool X, resident on the devices as uint8, and the on-device image pipeline.
+"""The item pool X as uint8 images, on the devices or on the host, and the on-device image
+pipeline.
 
-The pool is uploaded once and replicated on every device of the mesh (70,000 Fashion-MNIST
-images are 55 MB, CIFAR-10's 60,000 are 184 MB). Training and scoring then gather their
-batches by index on each device: no image crosses the host-device boundary after the
-upload, and no batch is copied per step. Normalisation and augmentation are pure jnp
-functions, traced into the training and scoring programs.
+Where it lives is ``data.placement`` (`mcal_jax.placement`), chosen by :func:`place`:
+
+- `DevicePool`: uploaded once and replicated on every device of the mesh (70,000
+  Fashion-MNIST images are 55 MB, CIFAR-10's 60,000 are 184 MB). Training and scoring then
+  gather their batches by index on each device: no image crosses the host-device boundary
+  after the upload, and no batch is copied per step.
+- `HostPool`: the images stay in host memory, or memory-mapped from their file and never
+  read whole (`mcal_jax.host_images`); training and scoring stream each batch to the
+  devices (`mcal_jax.streaming`). For pools larger than a device's memory.
+
+Normalisation and augmentation are pure jnp functions, traced into the training and
+scoring programs, the same for both placements.
 """
 
 from __future__ import annotations
@@ -14,9 +22,11 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.typing import DTypeLike
 
+from mcal_jax import host_images, placement
 from mcal_jax.data import Dataset
 
 
@@ -43,6 +53,38 @@ class DevicePool:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
 
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: caches key on it
+class HostPool:
+    """A dataset's images in host memory or memory-mapped (never copied whole), streamed
+    to the devices of ``mesh`` a batch at a time; the statistics are on the devices.
+
+    :meth:`read` is the one place a pool index becomes image bytes, so a pool that holds
+    only some rows (one process's share under ``jax.distributed``) needs only to map
+    indices there.
+    """
+
+    images: np.ndarray  # uint8 [N, H, W, C], in memory or an np.memmap
+    mean: jax.Array  # float32 [C], replicated
+    std: jax.Array  # float32 [C], replicated
+    num_classes: int
+    name: str
+    mesh: Mesh
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        """``images[indices]`` in host memory (a memory map's pages are released after)."""
+        return host_images.gather(self.images, indices)
+
+
+Pool = DevicePool | HostPool
+
+
 def replicate(mesh: Mesh, array: np.ndarray) -> jax.Array:
     """Places a host array on every device of ``mesh``, also across hosts.
 
@@ -53,29 +95,77 @@ def replicate(mesh: Mesh, array: np.ndarray) -> jax.Array:
     return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
-def upload(dataset: Dataset, mesh: Mesh, num_classes: int | None = None) -> DevicePool:
-    """Uploads ``dataset`` once; the normalisation statistics use images only, never labels.
-    ``num_classes`` (the models' outputs) defaults to the dataset's."""
-    images = np.ascontiguousarray(dataset.images, dtype=np.uint8)
-    # Per-channel statistics in float64 on the host, one pass, chunked to bound memory.
+def pixel_statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of ``images`` in [0, 1] units, as float32:
+    one pass in float64, 8192 images at a time (a memory map's pages released after
+    each), so memory stays bounded whatever the pool's size."""
     channels = images.shape[-1]
     total = np.zeros(channels)
     total_sq = np.zeros(channels)
-    for start in range(0, len(images), 8192):
-        chunk = images[start : start + 8192].reshape(-1, channels).astype(np.float64) / 255.0
-        total += chunk.sum(0)
-        total_sq += np.square(chunk).sum(0)
+    for chunk in host_images.chunks(images, 8192):
+        values = chunk.reshape(-1, channels).astype(np.float64) / 255.0
+        total += values.sum(0)
+        total_sq += np.square(values).sum(0)
     count = images.shape[0] * images.shape[1] * images.shape[2]
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def upload(dataset: Dataset, mesh: Mesh, num_classes: int | None = None) -> DevicePool:
+    """Uploads ``dataset`` once; the normalisation statistics use images only, never labels.
+    ``num_classes`` (the models' outputs) defaults to the dataset's."""
+    mean, std = pixel_statistics(dataset.images)
+    images = replicate(mesh, np.ascontiguousarray(dataset.images, dtype=np.uint8))
+    host_images.release(dataset.images, 0, len(dataset))  # the devices hold their copies
     return DevicePool(
-        images=replicate(mesh, images),
-        mean=replicate(mesh, mean.astype(np.float32)),
-        std=replicate(mesh, std.astype(np.float32)),
+        images=images,
+        mean=replicate(mesh, mean),
+        std=replicate(mesh, std),
         num_classes=dataset.num_classes if num_classes is None else num_classes,
         name=dataset.name,
         mesh=mesh,
     )
+
+
+def host_pool(dataset: Dataset, mesh: Mesh, num_classes: int | None = None) -> HostPool:
+    """``dataset`` kept on the host (a memory-mapped pool stays mapped), with the same
+    statistics :func:`upload` computes, on the devices."""
+    mean, std = pixel_statistics(dataset.images)
+    return HostPool(
+        images=dataset.images,
+        mean=replicate(mesh, mean),
+        std=replicate(mesh, std),
+        num_classes=dataset.num_classes if num_classes is None else num_classes,
+        name=dataset.name,
+        mesh=mesh,
+    )
+
+
+def place(
+    dataset: Dataset,
+    mesh: Mesh,
+    where: str = "auto",
+    device_memory_gb: float | None = None,
+    num_classes: int | None = None,
+) -> Pool:
+    """``dataset`` on the devices or on the host, as ``where`` (``data.placement``) says;
+    ``auto`` puts it on the devices when its bytes fit ``device_memory_gb`` (default:
+    :func:`mcal_jax.placement.default_device_memory_gb` of the mesh's first device). Logs
+    the choice."""
+    budget = device_memory_gb
+    if budget is None:
+        budget = placement.default_device_memory_gb(mesh.devices.flat[0])
+    pool_bytes = int(dataset.images.nbytes)
+    chosen = placement.choose(where, pool_bytes, budget)
+    logging.info(
+        "pool %s: %d images, %.3f GB, placed on the %s (data.placement=%s, "
+        "data.device_memory_gb=%.3g)",
+        dataset.name, len(dataset), pool_bytes / 1e9, chosen, where, budget,
+    )  # fmt: skip
+    if chosen == "device":
+        return upload(dataset, mesh, num_classes)
+    return host_pool(dataset, mesh, num_classes)
 
 
 def normalize(

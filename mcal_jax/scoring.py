@@ -13,6 +13,12 @@ scores them. The host dispatches one call per batch without waiting and fetches 
 results once at the end. (XLA:CPU runs convolutions inside a device-side loop an order of
 magnitude slower, so the loop over batches stays on the host.)
 
+A host-placed pool (`mcal_jax.pool.HostPool`) is scored by the same program less the
+gather: a background thread reads each global batch's images on the host and sends them
+split over the devices, a few batches ahead of the devices (`mcal_jax.streaming`), and
+the host keeps at most a few batches in flight, so neither host nor device memory grows
+with the pool. The batches, and so the scores, are those of a device-placed pool.
+
 A scorer may also average: over the members of an ensemble (``score`` given a sequence of
 variables) and, with ``test_time_flip``, over each image and its mirror. The metric is
 then taken on the mean of the softmax probabilities, so one item gets one confidence and
@@ -21,9 +27,10 @@ one predicted label however many forward passes it took.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -31,9 +38,9 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mcal_jax import models
+from mcal_jax import models, streaming
 from mcal_jax.parallel import DATA_AXIS
-from mcal_jax.pool import DevicePool, normalize, replicate
+from mcal_jax.pool import DevicePool, HostPool, Pool, normalize, replicate
 
 METRICS = ("margin", "entropy", "least_confidence", "random")
 
@@ -98,7 +105,7 @@ class Scorer:
     def __init__(
         self,
         model_name: str,
-        pool: DevicePool,
+        pool: Pool,
         *,
         metric: str = "margin",
         batch_size: int = 1024,
@@ -118,11 +125,14 @@ class Scorer:
             model_name, num_classes=pool.num_classes, dtype=self.dtype, axis_name=None
         )
         self._index_sharding = NamedSharding(self.mesh, P(None, DATA_AXIS))
+        # A host pool's batches arrive split over the devices; a device pool is replicated.
+        self.streamed = isinstance(pool, HostPool)
+        images_spec = P(DATA_AXIS) if self.streamed else P()
         self._score_batch = jax.jit(
             jax.shard_map(
                 self._per_device_score,
                 mesh=self.mesh,
-                in_specs=(P(), P(), P(), P(), P(DATA_AXIS), P()),
+                in_specs=(P(), images_spec, P(), P(), P(DATA_AXIS), P()),
                 out_specs=(P(), P()),
                 check_vma=False,
             )
@@ -131,15 +141,15 @@ class Scorer:
     def _mean_log_probs(
         self,
         members: Sequence[models.PyTree],
-        images: jax.Array,
+        batch: jax.Array,
         mean: jax.Array,
         std: jax.Array,
-        index: jax.Array,
     ) -> jax.Array:
-        """Logits whose softmax is the softmax averaged over the ensemble ``members`` and,
-        with ``test_time_flip``, over each image and its mirror (the log of that average).
-        A single member without flips gives its own logits."""
-        x = normalize(images[index], mean, std, self.dtype)
+        """Logits of the uint8 images ``batch`` whose softmax is the softmax averaged over
+        the ensemble ``members`` and, with ``test_time_flip``, over each image and its
+        mirror (the log of that average). A single member without flips gives its own
+        logits."""
+        x = normalize(batch, mean, std, self.dtype)
         views = (x, x[:, :, ::-1, :]) if self.test_time_flip else (x,)
         logits: list[jax.Array] = [
             self.model.apply(v, view, train=False)  # type: ignore[misc]  # apply may return (out, state)
@@ -160,7 +170,10 @@ class Scorer:
         index: jax.Array,
         key: jax.Array,
     ) -> tuple[jax.Array, jax.Array]:
-        logits = self._mean_log_probs(members, images, mean, std, index)
+        """Scores this device's share ``index`` of a batch: ``images`` is that share's
+        images for a host pool, the whole replicated pool otherwise."""
+        batch = images if self.streamed else images[index]
+        logits = self._mean_log_probs(members, batch, mean, std)
         # The random metric draws one number per item from (seed, item index), so it does
         # not depend on batching or on the number of devices.
         item_key = jax.vmap(jax.random.fold_in, (None, 0))(key, index)
@@ -170,15 +183,43 @@ class Scorer:
         gather = functools.partial(jax.lax.all_gather, axis_name=DATA_AXIS, tiled=True)
         return gather(confidence), gather(predicted)
 
-    def batches(self, indices: np.ndarray) -> jax.Array:
-        """``indices`` padded with copies of the first to [num_batches, global_batch], on
-        the devices with each batch split over the ``data`` axis."""
+    def rows(self, indices: np.ndarray) -> np.ndarray:
+        """``indices`` padded with copies of the first to [num_batches, global_batch]."""
         indices = np.asarray(indices, np.int32)
         num_batches = max(1, -(-len(indices) // self.global_batch))
         padded = np.full(num_batches * self.global_batch, indices[0], np.int32)
         padded[: len(indices)] = indices
-        rows = padded.reshape(num_batches, self.global_batch)
+        return padded.reshape(num_batches, self.global_batch)
+
+    def batches(self, indices: np.ndarray) -> jax.Array:
+        """:meth:`rows` on the devices, each batch split over the ``data`` axis."""
+        rows = self.rows(indices)
         return jax.make_array_from_callback(rows.shape, self._index_sharding, lambda i: rows[i])
+
+    def _inputs(self, indices: np.ndarray) -> Generator[tuple[jax.Array, jax.Array], None, None]:
+        """(images, indices) of each batch of the score program: the replicated pool and
+        the batch's indices, or for a host pool the batch's images and indices, each read,
+        split over the devices and sent by a background thread, a few batches ahead."""
+        pool = self.pool
+        if isinstance(pool, DevicePool):
+            rows = self.batches(indices)
+            for b in range(rows.shape[0]):
+                yield pool.images, rows[b]
+            return
+        shape = (self.global_batch, *pool.image_shape)
+
+        def put(row: np.ndarray) -> tuple[jax.Array, jax.Array]:
+            images = streaming.put_sharded(
+                self.mesh, shape, np.dtype(np.uint8), lambda part: pool.read(row[part])
+            )
+            index = streaming.put_sharded(
+                self.mesh, row.shape, np.dtype(np.int32), lambda part: row[part]
+            )
+            return images, index
+
+        batches = streaming.prefetch(put(row) for row in self.rows(indices))
+        with contextlib.closing(batches):
+            yield from batches
 
     def score(self, variables: models.PyTree, indices: np.ndarray, seed: int = 0) -> Scores:
         """Scores ``pool[indices]`` with one model's ``variables``, or with the average of
@@ -191,11 +232,11 @@ class Scorer:
         key = jax.random.wrap_key_data(
             replicate(self.mesh, np.asarray(jax.random.key_data(jax.random.key(seed))))
         )
-        rows = self.batches(indices)
-        outputs = [
-            self._score_batch(members, pool.images, pool.mean, pool.std, rows[b], key)
-            for b in range(rows.shape[0])
-        ]
+        outputs = []
+        for images, index in self._inputs(indices):
+            outputs.append(self._score_batch(members, images, pool.mean, pool.std, index, key))
+            if self.streamed and len(outputs) > streaming.IN_FLIGHT:
+                jax.block_until_ready(outputs[-1 - streaming.IN_FLIGHT])
         outputs = jax.device_get(outputs)  # one wait, at the end
         confidence = np.concatenate([c for c, _ in outputs])[: len(indices)]
         predicted = np.concatenate([p for _, p in outputs])[: len(indices)]
@@ -206,12 +247,15 @@ class Scorer:
         return Scores(full_confidence, full_predicted)
 
     def forward_fn(self) -> Callable[[models.PyTree, jax.Array], jax.Array]:
-        """The bare jitted model forward over the same batches (the benchmark's baseline)."""
+        """The bare jitted model forward over the same batches (the benchmark's baseline);
+        a device-placed pool's only."""
         pool = self.pool
+        if isinstance(pool, HostPool):
+            raise ValueError("Scorer.forward_fn: the pool is host-placed; it needs a DevicePool")
 
         @jax.jit
         def forward(variables: models.PyTree, index: jax.Array) -> jax.Array:
-            logits = self._mean_log_probs((variables,), pool.images, pool.mean, pool.std, index)
+            logits = self._mean_log_probs((variables,), pool.images[index], pool.mean, pool.std)
             return jnp.argmax(logits, axis=-1)
 
         return forward
@@ -220,7 +264,7 @@ class Scorer:
 @functools.lru_cache(maxsize=16)
 def get_scorer(
     model_name: str,
-    pool: DevicePool,
+    pool: Pool,
     metric: str = "margin",
     batch_size: int = 1024,
     compute_dtype: str = "float32",
@@ -239,7 +283,7 @@ def get_scorer(
 
 def accuracy(
     model_name: str,
-    pool: DevicePool,
+    pool: Pool,
     variables: models.PyTree,
     indices: np.ndarray,
     labels: np.ndarray,

@@ -22,14 +22,24 @@ Every round runs on the same compiled programs, with everything on the device:
 - Semi-supervised (``semi_supervised``, with pseudo-labeled items given): each step also
   takes ``unlabeled_ratio`` × batch items outside B with a teacher's labels, in one forward
   pass with B's; a second compiled variant of the step, used only then.
+
+A host-placed pool (`mcal_jax.pool.HostPool`) trains on the same batches: the host draws
+each pass's order of B itself (the same numbers the device draws), reads each step's global
+batch (with its pseudo-labeled part) and its labels, and sends them split over the devices
+from a background thread a few steps ahead (`mcal_jax.streaming`); the step then takes its
+share instead of gathering it. Which items each device trains on, and their augmentation,
+are those of a device-placed pool, step for step.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import functools
 import math
 import time
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -40,10 +50,10 @@ from absl import logging
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mcal_jax import models
+from mcal_jax import models, parallel, streaming
 from mcal_jax.indices import labeled_items
 from mcal_jax.parallel import DATA_AXIS
-from mcal_jax.pool import DevicePool, augment, normalize, replicate
+from mcal_jax.pool import HostPool, Pool, augment, normalize, replicate
 from mcal_jax.recipe import TrainConfig, learning_rate, make_optimizer, schedule_epoch
 
 if TYPE_CHECKING:
@@ -86,7 +96,7 @@ class TrainState:
 class Trainer:
     """Compiled training programs for one (model, pool, config); reused by every round."""
 
-    def __init__(self, model_name: str, pool: DevicePool, config: TrainConfig) -> None:
+    def __init__(self, model_name: str, pool: Pool, config: TrainConfig) -> None:
         self.model_name = model_name
         self.pool = pool
         self.config = config
@@ -107,15 +117,25 @@ class Trainer:
         replicated = NamedSharding(self.mesh, P())
         self._init = jax.jit(self._init_state, out_shardings=replicated)
         self._order = jax.jit(_epoch_order, out_shardings=replicated)
+        # A host pool's batches arrive split over the devices instead of being gathered.
+        self.streamed = isinstance(pool, HostPool)
+        self._draws = jax.jit(jax.random.uniform, static_argnums=1)  # the orders' numbers
         self._steps = {pseudo: self._make_step(pseudo) for pseudo in (False, True)}
         # jax.stages.Compiled per variant (with pseudo-labels or not), after its first use
         self._compiled_steps: dict[bool, jax.stages.Compiled] = {}
 
     def _make_step(self, pseudo: bool) -> jax.stages.Wrapped:
+        in_specs: tuple[P, ...]
+        if self.streamed:  # (state, loss_sum, images, labels, mean, std, total_steps, key)
+            per_device = functools.partial(self._per_device_streamed_step, pseudo=pseudo)
+            in_specs = (P(), P(), P(DATA_AXIS), P(DATA_AXIS), P(), P(), P(), P())
+        else:
+            per_device = functools.partial(self._per_device_step, pseudo=pseudo)
+            in_specs = (P(),) * (8 if pseudo else 7)
         step = jax.shard_map(
-            functools.partial(self._per_device_step, pseudo=pseudo),
+            per_device,
             mesh=self.mesh,
-            in_specs=(P(),) * (8 if pseudo else 7),
+            in_specs=in_specs,
             out_specs=(P(), P()),
             # Gradients of replicated parameters are averaged by the explicit pmean below,
             # as under pmap; with check_vma they would arrive already summed.
@@ -149,20 +169,45 @@ class Trainer:
         device = jax.lax.axis_index(DATA_AXIS)
         position = in_epoch * global_batch + device * local_batch + jnp.arange(local_batch)
         index = order[position % num_labeled]
-        if pseudo:
+        if pseudo:  # (step_items draws the same items on the host)
             pseudo_order, num_pseudo = pseudo_data
             ratio = config.unlabeled_ratio
             extra = state.step * ratio * global_batch + device * ratio * local_batch
             extra = extra + jnp.arange(ratio * local_batch)
             index = jnp.concatenate([index, pseudo_order[extra % num_pseudo]])
+        return self._step_on_batch(
+            state, loss_sum, images[index], labels[index], mean, std, total_steps, key,
+            pseudo=pseudo,
+        )  # fmt: skip
+
+    def _per_device_streamed_step(
+        self, state: TrainState, loss_sum: jax.Array, images: jax.Array, labels: jax.Array,
+        mean: jax.Array, std: jax.Array, total_steps: jax.Array, key: jax.Array, *, pseudo: bool,
+    ) -> tuple[TrainState, jax.Array]:  # fmt: skip
+        """One optimizer step on this device's share of a streamed global batch: its
+        ``images`` and ``labels``, B's items first, then (with ``pseudo``) the
+        pseudo-labeled ones, as `_per_device_step` gathers them."""
+        return self._step_on_batch(
+            state, loss_sum, images, labels, mean, std, total_steps, key, pseudo=pseudo
+        )
+
+    def _step_on_batch(
+        self, state: TrainState, loss_sum: jax.Array, images: jax.Array, y: jax.Array,
+        mean: jax.Array, std: jax.Array, total_steps: jax.Array, key: jax.Array, *, pseudo: bool,
+    ) -> tuple[TrainState, jax.Array]:  # fmt: skip
+        """The step on this device's uint8 ``images`` with labels ``y``: augmented with a
+        key of (step, device), normalised, the loss's gradients averaged over the devices."""
+        config = self.config
+        local_batch = config.batch_size // self.num_devices
+        ratio = config.unlabeled_ratio
+        device = jax.lax.axis_index(DATA_AXIS)
         batch = augment(
             jax.random.fold_in(jax.random.fold_in(key, state.step), device),
-            images[index],
+            images,
             crop_padding=config.crop_padding,
             horizontal_flip=config.horizontal_flip,
         )
         x = normalize(batch, mean, std, jnp.dtype(config.compute_dtype))
-        y = labels[index]
         # Per-item loss weights: the batch mean over B, plus pseudo_weight × the mean over
         # the pseudo-labeled part.
         weights = jnp.full((local_batch,), 1.0 / local_batch)
@@ -235,47 +280,34 @@ class Trainer:
         pseudo = self._pseudo_set(pseudo_indices, pseudo_labels, mask)
         if pseudo is not None:
             pool_labels[pseudo[0]] = pseudo[1]
-        labeled_mask = replicate(self.mesh, mask)
-        label_array = replicate(self.mesh, pool_labels)
-        count = replicate(self.mesh, np.asarray(num_labeled, np.int32))
         key = jax.random.key(seed)
         state = self.init(jax.random.fold_in(key, 0))
         step_key = jax.random.wrap_key_data(
             replicate(self.mesh, np.asarray(jax.random.key_data(jax.random.fold_in(key, 1))))
         )
-        order_key = jax.random.fold_in(key, 2)
-        pool = self.pool
         zero = replicate(self.mesh, np.zeros((), np.float32))
-
         config = self.config
         steps_per_pass = math.ceil(num_labeled / config.batch_size)
         total_steps = config.steps(num_labeled)
         total = replicate(self.mesh, np.asarray(total_steps, np.int32))
-        extra: tuple = ()  # (the pseudo-labeled items in a random order, their count)
-        if pseudo is not None:
-            pseudo_mask = replicate(self.mesh, np.isin(np.arange(len(self.pool)), pseudo[0]))
-            pseudo_order = self._order(pseudo_mask, jax.random.fold_in(key, 3))
-            extra = ((pseudo_order, replicate(self.mesh, np.asarray(len(pseudo[0]), np.int32))),)
-        compile_seconds = 0.0
+        plan = _Plan(key, steps_per_pass, total_steps)
         variant = pseudo is not None
-        data = (pool.images, label_array, pool.mean, pool.std)
+        if self.streamed:
+            example, feed = self._streamed_feed(
+                plan, labeled_indices, pool_labels, pseudo, total, step_key
+            )
+        else:
+            example, feed = self._device_feed(plan, mask, pool_labels, pseudo, total, step_key)
+        compile_seconds = 0.0
         if variant not in self._compiled_steps:
             start = time.perf_counter()
-            order = self._order(labeled_mask, order_key)
-            lowered = self._steps[variant].lower(
-                state, zero, data, order, count, total, step_key, *extra
-            )
+            lowered = self._steps[variant].lower(state, zero, *example)
             self._compiled_steps[variant] = lowered.compile()
             compile_seconds = time.perf_counter() - start
         step = self._compiled_steps[variant]
 
-        def run_step(
-            state: TrainState, loss_sum: jax.Array, order: jax.Array
-        ) -> tuple[TrainState, jax.Array]:
-            return step(state, loss_sum, data, order, count, total, step_key, *extra)
-
         # Passes over B in a fresh order each; the last one stops at the step count.
-        passes = range(-(-total_steps // steps_per_pass))
+        passes = range(plan.num_passes)
         if progress:
             from tqdm.auto import tqdm
 
@@ -284,15 +316,20 @@ class Trainer:
         jax.block_until_ready(state)
         start = time.perf_counter()
         pending: tuple[int, jax.Array, int] | None = None  # each pass's loss is read one
-        for index in passes:  # pass late, so the device never idles
-            order = self._order(labeled_mask, jax.random.fold_in(order_key, index))
-            loss_sum = zero
-            steps = min(steps_per_pass, total_steps - index * steps_per_pass)
-            for _ in range(steps):
-                state, loss_sum = run_step(state, loss_sum, order)
-            if pending is not None:
-                _check_loss(*pending, progress_bar=bar)
-            pending = (index, loss_sum, steps)
+        recent: collections.deque[jax.Array] = collections.deque()  # streamed steps queued
+        with contextlib.closing(feed()) as inputs:
+            for index in passes:  # pass late, so the device never idles
+                loss_sum = zero
+                steps = plan.steps_in_pass(index)
+                for _ in range(steps):
+                    state, loss_sum = step(state, loss_sum, *next(inputs))
+                    if self.streamed:  # a streamed batch lives until its step has run
+                        recent.append(loss_sum)
+                        if len(recent) > streaming.IN_FLIGHT:
+                            jax.block_until_ready(recent.popleft())
+                if pending is not None:
+                    _check_loss(*pending, progress_bar=bar)
+                pending = (index, loss_sum, steps)
         assert pending is not None  # a round runs at least one step
         final_loss = _check_loss(*pending, progress_bar=bar)
         jax.block_until_ready(state)
@@ -324,6 +361,82 @@ class Trainer:
         )  # fmt: skip
         return result
 
+    def _device_feed(
+        self, plan: _Plan, mask: np.ndarray, pool_labels: np.ndarray,
+        pseudo: tuple[np.ndarray, np.ndarray] | None, total: jax.Array, step_key: jax.Array,
+    ) -> tuple[tuple, _Feed]:  # fmt: skip
+        """(example arguments to compile with, the step arguments step by step) for a
+        device pool: the pool and labels, each pass's order of B drawn on the device."""
+        pool = self.pool
+        labeled_mask = replicate(self.mesh, mask)
+        data = (pool.images, replicate(self.mesh, pool_labels), pool.mean, pool.std)
+        count = replicate(self.mesh, np.asarray(mask.sum(), np.int32))
+        extra: tuple = ()  # (the pseudo-labeled items in a random order, their count)
+        if pseudo is not None:
+            pseudo_mask = replicate(self.mesh, np.isin(np.arange(len(pool)), pseudo[0]))
+            pseudo_order = self._order(pseudo_mask, plan.pseudo_key)
+            extra = ((pseudo_order, replicate(self.mesh, np.asarray(len(pseudo[0]), np.int32))),)
+        replicated = NamedSharding(self.mesh, P())
+        order_shape = jax.ShapeDtypeStruct((len(pool),), jnp.int32, sharding=replicated)
+
+        def inputs() -> Generator[tuple, None, None]:
+            for index in range(plan.num_passes):
+                order = self._order(labeled_mask, plan.order_key(index))
+                for _ in range(plan.steps_in_pass(index)):
+                    yield (data, order, count, total, step_key, *extra)
+
+        return (data, order_shape, count, total, step_key, *extra), inputs
+
+    def _streamed_feed(
+        self, plan: _Plan, labeled: np.ndarray, pool_labels: np.ndarray,
+        pseudo: tuple[np.ndarray, np.ndarray] | None, total: jax.Array, step_key: jax.Array,
+    ) -> tuple[tuple, _Feed]:  # fmt: skip
+        """(example arguments to compile with, the step arguments step by step) for a
+        host pool: each step's images and labels (B's items, then the pseudo-labeled
+        ones), read on the host and sent split over the devices by a background thread."""
+        pool = self.pool
+        assert isinstance(pool, HostPool)
+        config = self.config
+        ratio = config.unlabeled_ratio if pseudo is not None else 0
+        rows = config.batch_size * (1 + ratio)
+        shape = (rows, *pool.image_shape)
+        split = NamedSharding(self.mesh, P(DATA_AXIS))
+        example = (
+            jax.ShapeDtypeStruct(shape, jnp.uint8, sharding=split),
+            jax.ShapeDtypeStruct((rows,), jnp.int32, sharding=split),
+            pool.mean, pool.std, total, step_key,
+        )  # fmt: skip
+
+        def put(items: np.ndarray) -> tuple:
+            images = streaming.put_sharded(
+                self.mesh, shape, np.dtype(np.uint8), lambda part: pool.read(items[part])
+            )
+            labels = streaming.put_sharded(
+                self.mesh, (rows,), np.dtype(np.int32), lambda part: pool_labels[items[part]]
+            )
+            return images, labels, pool.mean, pool.std, total, step_key
+
+        def batches() -> Iterator[tuple]:
+            extra = None
+            if pseudo is not None:
+                extra = (self._host_order(np.sort(pseudo[0]), plan.pseudo_key), ratio)
+            for index in range(plan.num_passes):
+                order = self._host_order(np.sort(labeled), plan.order_key(index))
+                for in_pass in range(plan.steps_in_pass(index)):
+                    step = index * plan.steps_per_pass + in_pass
+                    yield put(
+                        step_items(step, in_pass, order, self.num_devices, config.batch_size, extra)
+                    )
+
+        return example, lambda: streaming.prefetch(batches())
+
+    def _host_order(self, items: np.ndarray, key: jax.Array) -> np.ndarray:
+        """The sorted ``items`` in the random order `_epoch_order` puts them in with
+        ``key``: the same uniform numbers, drawn on the host's CPU, sorted stably."""
+        host_key = jax.device_put(key, parallel.host_device())
+        draws = np.asarray(self._draws(host_key, (len(self.pool),)))
+        return items[np.argsort(draws[items], kind="stable")]
+
     def step_cost_analysis(self) -> dict[str, Any]:
         """XLA's cost estimates of the compiled training step (``"flops"``, ``"bytes
         accessed"``, ...): one device's share of the SPMD program, for one global batch.
@@ -340,6 +453,58 @@ class Trainer:
         if isinstance(analysis, list | tuple):  # older JAX: one dict per program
             analysis = analysis[0] if analysis else {}
         return dict(analysis or {})
+
+
+_Feed = Callable[[], Generator[tuple, None, None]]  # a training's step arguments, step by step
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """A training's steps, pass by pass, and the keys of its random draws: from ``key``,
+    fold 0 initialises, 1 augments, 2 orders the passes over B, 3 the pseudo-labeled items."""
+
+    key: jax.Array
+    steps_per_pass: int  # ⌈|B| / batch⌉
+    total_steps: int
+
+    @property
+    def num_passes(self) -> int:
+        return -(-self.total_steps // self.steps_per_pass)
+
+    def steps_in_pass(self, index: int) -> int:
+        """Steps of pass ``index``: whole passes, the last one cut at the step count."""
+        return min(self.steps_per_pass, self.total_steps - index * self.steps_per_pass)
+
+    def order_key(self, index: int) -> jax.Array:
+        return jax.random.fold_in(jax.random.fold_in(self.key, 2), index)
+
+    @property
+    def pseudo_key(self) -> jax.Array:
+        return jax.random.fold_in(self.key, 3)
+
+
+def step_items(
+    step: int,
+    in_pass: int,
+    order: np.ndarray,
+    num_devices: int,
+    batch_size: int,
+    pseudo: tuple[np.ndarray, int] | None = None,
+) -> np.ndarray:
+    """The pool items of optimizer step ``step`` (the ``in_pass``-th of its pass over B,
+    whose items are ``order``), device after device: each device's share of B's global
+    batch, then with ``pseudo`` = (the pseudo-labeled items in their order, the ratio) its
+    share of the pseudo-labeled batch. These are the items `Trainer._per_device_step`
+    gathers on the devices, in that order."""
+    local = batch_size // num_devices
+    labeled = order[(in_pass * batch_size + np.arange(batch_size)) % len(order)]
+    labeled = labeled.reshape(num_devices, local)
+    if pseudo is None:
+        return labeled.reshape(-1)
+    pseudo_order, ratio = pseudo
+    extra = (step * ratio * batch_size + np.arange(ratio * batch_size)) % len(pseudo_order)
+    shares = pseudo_order[extra].reshape(num_devices, ratio * local)
+    return np.concatenate([labeled, shares], axis=1).reshape(-1)
 
 
 @jax.jit
@@ -369,14 +534,14 @@ def _check_loss(
 
 
 @functools.lru_cache(maxsize=16)
-def get_trainer(model_name: str, pool: DevicePool, config: TrainConfig) -> Trainer:
+def get_trainer(model_name: str, pool: Pool, config: TrainConfig) -> Trainer:
     """The cached :class:`Trainer`: one compile per (model, pool, config) per process."""
     return Trainer(model_name, pool, config)
 
 
 def train(
     model_name: str,
-    pool: DevicePool,
+    pool: Pool,
     labeled_indices: np.ndarray,
     labels: np.ndarray,
     config: TrainConfig,

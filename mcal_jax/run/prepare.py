@@ -3,8 +3,9 @@
 `prepare` loads the data, checks the settings and the class names against it, claims the
 workdir (the config and the dataset's fingerprint must match an earlier start), checks
 that its files agree (`integrity`), learns the class names from the people's first
-answers when nothing else names them, uploads the pool and opens the ledger, in that
-order: a start that fails leaves no file behind that would block the corrected command.
+answers when nothing else names them, places the pool (on the devices or on the host,
+``data.placement``) and opens the ledger, in that order: a start that fails leaves no file
+behind that would block the corrected command.
 """
 
 from __future__ import annotations
@@ -150,8 +151,11 @@ def prepare(
         classes = labeling.classes_from_first_answers(settings, files, dataset, plan_test)
     if make_learner is None:
         mesh = parallel.make_mesh(config.num_devices or None)
+        where = settings.placement
         learner: Learner = FlaxLearner(
-            pool_lib.upload(dataset, mesh, num_classes=len(classes)),
+            pool_lib.place(
+                dataset, mesh, where.placement, where.device_memory_gb, num_classes=len(classes)
+            ),
             metric=settings.metric,
             score_batch_size=settings.score_batch_size,
             compute_dtype=settings.train.compute_dtype,

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import ml_collections
 
-from mcal_jax import costs, labelers, models, scoring
+from mcal_jax import costs, labelers, models, placement, scoring
 from mcal_jax.controller import ControllerConfig
 from mcal_jax.recipe import TrainConfig
 from mcal_jax.records import InvalidFieldError
@@ -72,6 +72,16 @@ class LabelingSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class PlacementSettings:
+    """Where the pool's images live (`mcal_jax.placement`): ``placement`` is ``auto``,
+    ``device`` or ``host``; ``device_memory_gb`` the budget ``auto`` compares the pool's
+    bytes with (None: the device's default)."""
+
+    placement: str = "auto"
+    device_memory_gb: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """Everything a run decides with, typed and checked."""
 
@@ -90,6 +100,7 @@ class Settings:
     label_error_rate: float
     baselines: BaselineSettings | None  # None: no baselines
     labeling: LabelingSettings
+    placement: PlacementSettings = PlacementSettings()
 
     @property
     def num_items(self) -> int:
@@ -155,6 +166,7 @@ class Settings:
         if not 0 <= config.labeling.error_rate < 1:
             problems.append(f"labeling.error_rate={config.labeling.error_rate} must lie in [0, 1)")
         labeling, usd_per_label, priced = _labeling(config, num_items, problems)
+        placed = _placement(config, problems)
         names = tuple(config.models)
         unknown = [name for name in names if name not in models.MODEL_NAMES]
         if unknown or not names:
@@ -230,6 +242,7 @@ class Settings:
             label_error_rate=float(config.labeling.error_rate),
             baselines=baselines,
             labeling=labeling,
+            placement=placed,
         )
 
 
@@ -278,6 +291,22 @@ def _labeling(
     queue = service.partition(":")[2]
     settings = LabelingSettings(queue, bool(lab.wait), float(lab.poll_seconds))
     return settings, float(price) if priced else 1.0, priced
+
+
+def _placement(config: ml_collections.ConfigDict, problems: list[str]) -> PlacementSettings:
+    """``data.placement`` and ``data.device_memory_gb``, checked."""
+    where, budget = config.data.placement, config.data.device_memory_gb
+    if where not in placement.PLACEMENTS:
+        problems.append(
+            f"data.placement={where!r}: use one of {placement.PLACEMENTS} (auto: on the "
+            "devices when the pool fits data.device_memory_gb, else streamed from the host)"
+        )
+    if budget is not None and not (isinstance(budget, int | float) and budget > 0):
+        problems.append(
+            f"data.device_memory_gb={budget}: must be a number of GB > 0 (the memory of one "
+            "device the pool may take), or unset for the device's default"
+        )
+    return PlacementSettings(str(where), None if budget is None else float(budget))
 
 
 def _invalid(problems: list[str]) -> ValueError:

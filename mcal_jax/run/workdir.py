@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from mcal_jax import files, models, parallel
+from mcal_jax import files, host_images, models, parallel
 from mcal_jax.data import Dataset
 from mcal_jax.ledger import Ledger
 from mcal_jax.ledger_records import PURPOSES
@@ -63,12 +63,12 @@ def dataset_fingerprint(dataset: Dataset) -> dict[str, Any]:
 def images_sha256(images: np.ndarray) -> str:
     """SHA-256 of the images' bytes in C order, read ``_HASH_CHUNK_BYTES`` at a time: the
     digest of the whole array at once, without a copy of it (a memory-mapped pool is read
-    from its file chunk by chunk)."""
+    from its file chunk by chunk, each chunk's pages released after it)."""
     digest = hashlib.sha256()
     item_bytes = images.itemsize * int(np.prod(images.shape[1:]))
     step = max(1, _HASH_CHUNK_BYTES // max(1, item_bytes))
-    for start in range(0, len(images), step):
-        digest.update(np.ascontiguousarray(images[start : start + step]).data)
+    for chunk in host_images.chunks(images, step):
+        digest.update(np.ascontiguousarray(chunk).data)
     return digest.hexdigest()
 
 
