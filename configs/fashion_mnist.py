@@ -44,8 +44,9 @@ def get_config(arg: str = "") -> "common.ml_collections.ConfigDict":
 def cpu(config: "common.ml_collections.ConfigDict") -> None:
     """Shrinks the experiment for 2 CPU cores: a ResNet-8, SGD with a cosine schedule (a
     short schedule needs a larger step than the paper's Adam), rounds of 8 epochs and at
-    least 1,600 steps with crops and flips, and a final classifier trained once for 3,200
-    steps with crops and flips.
+    least 3,200 steps of 32 images with crops and flips, and a final classifier trained
+    once for 6,400 steps with crops and flips. (The step counts below quoted at 1,600 and
+    3,200 are of the same recipe in batches of 64: the same images.)
 
     The final classifier is semi-supervised (a supervised teacher on the same recipe, then
     a student that also fits the teacher's most confident 80% of the items outside its
@@ -62,10 +63,20 @@ def cpu(config: "common.ml_collections.ConfigDict") -> None:
     steps with crops and flips flatten at 2,800 (658.68, 628.60, 641.80 USD at 2,100,
     2,800, 3,594; 800 steps with crops and flips underfit: 1,004.48 USD at 2,100)."""
     common.small_cpu_recipe(config)
-    config.train.min_steps = 1600
+    # Mini-batches of 32 at half the step size: the same images and the same step per
+    # image as 64 at 0.1, 1.4 times faster on 2 cores (a batch's activations fit the
+    # cores' caches: `benchmarks.train_cost --models=small --batch_sizes=32,64
+    # --image_shape=28x28x1`, 1,504 against 1,062 img/s), and as good a classifier (the
+    # final recipe's teacher on one run's 4,171 labels, seeds 0 and 1: 61,796 and 61,951
+    # items labelable at the true error ε, against 61,203 and 62,482). Scoring likewise
+    # runs faster in batches of 128 than 1,024 (6,072 against 4,235 items/s).
+    config.train.batch_size = 32
+    config.train.learning_rate = 0.05
+    config.score_batch_size = 128
+    config.train.min_steps = 3200
     config.train.crop_padding = 2
     config.train.horizontal_flip = True
-    config.final_train.min_steps = 3200
+    config.final_train.min_steps = 6400
     config.final_train.semi_supervised = True
     config.final_train.pseudo_fraction = 0.8
     config.final_train.teacher_ensemble = True
