@@ -4,11 +4,15 @@ exchanging through a barrier."""
 
 import threading
 
+import jax
 import numpy as np
 import pytest
 
-from mcal_jax import profile
+from mcal_jax import parallel, profile, scoring
+from mcal_jax import pool as pool_lib
 from mcal_jax import sharded_scores as S
+from mcal_jax import train as train_lib
+from mcal_jax.data import Dataset
 from mcal_jax.run.measure import least_confident
 from mcal_jax.scoring import Scores
 
@@ -184,3 +188,39 @@ def test_empty_pool_profile_matches():
     want = profile.error_profile(np.zeros(0), scores.confidence[test], scores.predicted[test] == 0)
     np.testing.assert_array_equal(got.thresholds, want.thresholds)
     np.testing.assert_array_equal(got.test_counts, want.test_counts)
+
+
+def test_shard_rows_give_each_process_its_own_items_on_its_own_devices():
+    ranges = [(0, 10), (10, 25)]
+    owners = np.array([1, 0, 1, 1])  # process 1 holds three devices, not contiguous
+    indices = np.array([3, 24, 12, 0, 7, 11, 13, 14, 15, 16, 17, 18, 19, 20])
+    rows, items = scoring.shard_rows(indices, ranges, owners, per_device=2)
+    np.testing.assert_array_equal(items[0], [3, 0, 7])
+    np.testing.assert_array_equal(items[1], [24, 12, 11, 13, 14, 15, 16, 17, 18, 19, 20])
+    # Process 1 takes 6 items a batch: 11 items need 2 batches; process 0 pads to 2 too.
+    assert rows.shape == (2, 8)
+    blocks = rows.reshape(2, 4, 2)
+    np.testing.assert_array_equal(blocks[:, 1].ravel(), [3, 0, 7, 3])
+    np.testing.assert_array_equal(
+        blocks[:, owners == 1].reshape(-1), [24, 12, 11, 13, 14, 15, 16, 17, 18, 19, 20, 24]
+    )
+    with pytest.raises(ValueError, match="process 1 holds none of the mesh's 2 devices"):
+        scoring.shard_rows(indices, ranges, np.array([0, 0]), per_device=2)
+
+
+def test_a_shard_scores_as_the_whole_pool_does():
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 255, (150, 28, 28, 1)).astype(np.uint8)
+    data = Dataset(images=images, labels=np.zeros(150, np.int32), num_classes=4, name="toy")
+    pool = pool_lib.host_pool(data, parallel.make_mesh(8))
+    trainer = train_lib.Trainer("tiny", pool, train_lib.TrainConfig(epochs=1, batch_size=32))
+    state = jax.device_get(trainer.init(jax.random.key(0)))
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    scorer = scoring.Scorer("tiny", pool, batch_size=32)
+    indices = np.arange(149, 3, -2)  # unsorted, 3 batches of 32, the last padded
+    whole = scorer.score(variables, indices)
+    shard = scorer.score_shard(variables, indices)
+    assert (shard.start, shard.stop, shard.num_items) == (0, 150, 150)
+    np.testing.assert_allclose(shard.confidence, whole.confidence, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(shard.predicted, whole.predicted)
+    assert np.all(shard.predicted[indices] >= 0)
