@@ -262,6 +262,41 @@ class ShardScores:
         correct = test_predicted == np.asarray(test_labels)
         return pool_profile(count, len(unlabeled), test_confidence, correct, thetas)
 
+    def certify(
+        self,
+        unlabeled: np.ndarray,
+        test_indices: np.ndarray,
+        test_labels: np.ndarray,
+        *,
+        epsilon: float,
+        constraint: str,
+        num_items: int,
+        confidence: float,
+    ) -> profile_lib.MachineLabelingChoice:
+        """`profile.certify` over the shards: step 10's threshold for U = ``unlabeled``."""
+        profile = self.error_profile(
+            unlabeled, test_indices, test_labels, thetas=profile_lib.CERTIFY_THETAS
+        )
+        return profile_lib.choose_machine_threshold(
+            profile,
+            epsilon=epsilon,
+            constraint=constraint,
+            num_items=num_items,
+            confidence=confidence,
+        )
+
+    def above(self, items: np.ndarray, threshold: float) -> np.ndarray:
+        """This shard's items of ``items`` with a confidence ≥ ``threshold`` (the ones it
+        machine-labels), in their order."""
+        mine = self.own(items)
+        return mine[self.confidence[mine - self.start] >= threshold]
+
+    def all_finite(self, items: np.ndarray) -> bool:
+        """Whether every one of ``items`` has a finite confidence, on every shard."""
+        mine = self.own(items)
+        bad = np.sum(~np.isfinite(self.confidence[mine - self.start]))
+        return int(self.exchange.sum(np.array([bad]))[0]) == 0
+
     def pseudo_labels(
         self, items: np.ndarray, fraction: float, tie_order: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:

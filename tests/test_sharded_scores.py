@@ -178,6 +178,44 @@ def test_shards_decide_as_the_whole_pool(processes):
         np.testing.assert_array_equal(predicted, scores.predicted[test[::-1]])
 
 
+@pytest.mark.parametrize("constraint", ["machine_subset", "overall"])
+def test_shards_certify_and_machine_label_as_the_whole_pool(constraint):
+    n = 2000
+    rng = np.random.default_rng(5)
+    truth = rng.integers(0, 5, n).astype(np.int32)
+    confidence = (rng.integers(0, 40, n) / 39).astype(np.float32)  # ties
+    right = rng.random(n) < 0.5 + 0.5 * confidence  # the confident are mostly right
+    predicted = np.where(right, truth, (truth + 1) % 5).astype(np.int32)
+    scores = Scores(confidence, predicted)
+    test = np.sort(rng.choice(n, 600, replace=False))
+    unlabeled = np.setdiff1d(np.arange(n), test)
+    settings = dict(epsilon=0.1, constraint=constraint, num_items=n, confidence=0.95)
+    want = profile.certify(
+        confidence[unlabeled], confidence[test], predicted[test] == truth[test], **settings
+    )
+    assert want.num_machine > 0  # a threshold that machine-labels, so the test means it
+    machine = unlabeled[confidence[unlabeled] >= want.threshold]
+
+    def decide(shard):
+        choice = shard.certify(unlabeled, test, truth[test], **settings)
+        return choice, shard.above(unlabeled, choice.threshold), shard.all_finite(unlabeled)
+
+    results = _on_shards(scores, 3, decide)
+    for choice, _, finite in results:
+        assert choice == want
+        assert finite
+    np.testing.assert_array_equal(np.concatenate([r[1] for r in results]), machine)
+
+
+def test_a_non_finite_confidence_on_one_shard_is_seen_by_every_shard():
+    scores, _ = _tied_scores(90, 1)
+    scores.confidence[70] = np.nan  # in the last of three shards
+    everywhere = _on_shards(scores, 3, lambda shard: shard.all_finite(np.arange(90)))
+    assert everywhere == [False, False, False]
+    elsewhere = _on_shards(scores, 3, lambda shard: shard.all_finite(np.arange(60)))
+    assert elsewhere == [True, True, True]
+
+
 def test_empty_pool_profile_matches():
     scores, _ = _tied_scores(12, 0)
     test = np.arange(4)
