@@ -20,10 +20,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _command(workdir):
+def _command(workdir, *flags):
     return [
         sys.executable, "-m", "launch.mcal", "--config=configs/synthetic.py:1000",
-        f"--workdir={workdir}", "--config.num_devices=0", "--config.mcal.max_rounds=3",
+        f"--workdir={workdir}", "--config.num_devices=0", "--config.mcal.max_rounds=3", *flags,
     ]  # fmt: skip
 
 
@@ -74,6 +74,56 @@ def test_two_processes_equal_one_process_with_two_devices(tmp_path):
     lines = (tmp_path / "multi" / "ledger.jsonl").read_text().splitlines()
     keys = [json.loads(line)["key"] for line in lines]
     assert len(keys) == len(set(keys))
+
+
+def _purchases(workdir):
+    """What the ledger bought and moved, in order: (kind, key, purpose, items, labels)."""
+    entries = [json.loads(line) for line in (workdir / "ledger.jsonl").read_text().splitlines()]
+    return [
+        (e["kind"], e["key"], e["purpose"], e["indices"], e.get("labels"))
+        for e in entries
+        if e["kind"] in ("purchase", "move")
+    ]
+
+
+def test_two_processes_with_a_host_pool_buy_as_one_process_with_two_devices(tmp_path):
+    base = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    host = "--config.data.placement=host"
+    single = dict(base, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    done = subprocess.run(
+        _command(tmp_path / "single", host), cwd=ROOT, env=single, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    port = _free_port()
+    workers = [
+        subprocess.Popen(
+            _command(tmp_path / "multi", host),
+            cwd=ROOT,
+            env=_distributed_env(base, port, p),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for p in range(2)
+    ]
+    for worker in workers:
+        output = worker.communicate(timeout=600)[0]
+        assert worker.returncode == 0, output[-3000:]
+        assert "placed on the host" in output
+    bought = _purchases(tmp_path / "single")
+    assert len(bought) >= 4  # T, B0 and at least two rounds' batches, then T_cert, residual
+    assert _purchases(tmp_path / "multi") == bought
+    single_csv = (tmp_path / "single" / "labels.csv").read_text().splitlines()
+    multi_csv = (tmp_path / "multi" / "labels.csv").read_text().splitlines()
+    assert len(single_csv) == 1001
+    # Paths, labels and sources alike; confidences to float tolerance.
+    assert [r.rsplit(",", 1)[0] for r in multi_csv] == [r.rsplit(",", 1)[0] for r in single_csv]
+    np.testing.assert_allclose(
+        [float(r.rsplit(",", 1)[1]) for r in multi_csv[1:]],
+        [float(r.rsplit(",", 1)[1]) for r in single_csv[1:]],
+        rtol=1e-4,
+        atol=1e-6,
+    )
 
 
 # Scores a host-placed pool a shard per process and takes the run's decisions from the
