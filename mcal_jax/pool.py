@@ -26,7 +26,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.typing import DTypeLike
 
-from mcal_jax import host_images, placement
+from mcal_jax import host_images, parallel, placement
 from mcal_jax.data import Dataset
 
 
@@ -142,6 +142,9 @@ def host_pool(dataset: Dataset, mesh: Mesh, num_classes: int | None = None) -> H
     )
 
 
+_WHERE = ("device", "host")
+
+
 def place(
     dataset: Dataset,
     mesh: Mesh,
@@ -151,13 +154,17 @@ def place(
 ) -> Pool:
     """``dataset`` on the devices or on the host, as ``where`` (``data.placement``) says;
     ``auto`` puts it on the devices when its bytes fit ``device_memory_gb`` (default:
-    :func:`mcal_jax.placement.default_device_memory_gb` of the mesh's first device). Logs
-    the choice."""
+    :func:`mcal_jax.placement.default_device_memory_gb` of this process's first device of
+    the mesh). Under ``jax.distributed`` every process takes process 0's choice (a
+    collective), so all run the same programs. Logs the choice."""
     budget = device_memory_gb
     if budget is None:
-        budget = placement.default_device_memory_gb(mesh.devices.flat[0])
+        # Only a device of this process reports its memory under jax.distributed.
+        own = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+        budget = placement.default_device_memory_gb(own[0] if own else jax.local_devices()[0])
     pool_bytes = int(dataset.images.nbytes)
     chosen = placement.choose(where, pool_bytes, budget)
+    chosen = _WHERE[parallel.main_process_value(_WHERE.index(chosen))]
     logging.info(
         "pool %s: %d images, %.3f GB, placed on the %s (data.placement=%s, "
         "data.device_memory_gb=%.3g)",

@@ -107,26 +107,45 @@ def error_profile(
         keep = np.asarray(test_mask, bool)
         test_confidence, test_correct = test_confidence[keep], test_correct[keep]
     thetas = np.asarray(thetas, np.float32)
-    num_pool, num_test = pool_confidence.size, test_confidence.size
+    num_pool = pool_confidence.size
     zeros = np.zeros(thetas.shape, np.int32)
     if num_pool == 0:
         return ErrorProfile(thetas, np.full(thetas.shape, np.inf, np.float32), zeros, zeros, zeros)
     pool_sorted = np.sort(pool_confidence)
-    wanted = np.ceil(thetas * np.float32(num_pool) * np.float32(1 - _ROUNDING_SLACK))
-    wanted = np.clip(wanted.astype(np.int64), 1, num_pool)
-    thresholds = pool_sorted[num_pool - wanted]
+    thresholds = pool_sorted[num_pool - threshold_ranks(thetas, num_pool)]
     pool_counts = num_pool - np.searchsorted(pool_sorted, thresholds, side="left")
+    return profile_at(thetas, thresholds, pool_counts, test_confidence, test_correct)
+
+
+def threshold_ranks(thetas: np.ndarray, num_pool: int) -> np.ndarray:
+    """⌈θ·|U|⌉ for every θ, in 1 … |U| (``num_pool`` > 0): τ_θ is the pool confidence of
+    that rank, counted from the most confident (`error_profile`)."""
+    thetas = np.asarray(thetas, np.float32)
+    wanted = np.ceil(thetas * np.float32(num_pool) * np.float32(1 - _ROUNDING_SLACK))
+    return np.clip(wanted.astype(np.int64), 1, num_pool)
+
+
+def profile_at(
+    thetas: np.ndarray,
+    thresholds: np.ndarray,
+    pool_counts: np.ndarray,
+    test_confidence: np.ndarray | jax.Array,
+    test_correct: np.ndarray | jax.Array,
+) -> ErrorProfile:
+    """The error profile at the pool's thresholds τ_θ (with ``pool_counts`` items of U at
+    or above each): T's items and errors at or above each τ_θ, from one sort of T."""
+    test_confidence = np.asarray(test_confidence, np.float32)
     order = np.argsort(test_confidence, kind="stable")
     test_sorted = test_confidence[order]
     # wrong_before[i] = errors among the i least confident test items.
-    wrong_before = np.concatenate([[0], np.cumsum(~test_correct.astype(bool)[order])])
+    wrong_before = np.concatenate([[0], np.cumsum(~np.asarray(test_correct, bool)[order])])
     first_above = np.searchsorted(test_sorted, thresholds, side="left")
     return ErrorProfile(
-        thetas=thetas,
-        thresholds=thresholds.astype(np.float32),
+        thetas=np.asarray(thetas, np.float32),
+        thresholds=np.asarray(thresholds, np.float32),
         test_errors=(wrong_before[-1] - wrong_before[first_above]).astype(np.int32),
-        test_counts=(num_test - first_above).astype(np.int32),
-        pool_counts=pool_counts.astype(np.int32),
+        test_counts=(test_confidence.size - first_above).astype(np.int32),
+        pool_counts=np.asarray(pool_counts).astype(np.int32),
     )
 
 
@@ -363,6 +382,8 @@ __all__ = [
     "CONSTRAINTS",
     "ErrorProfile",
     "error_profile",
+    "threshold_ranks",
+    "profile_at",
     "clopper_pearson_upper",
     "BOUND_RATES",
     "BOUND_COUNTS",

@@ -19,6 +19,11 @@ split over the devices, a few batches ahead of the devices (`mcal_jax.streaming`
 the host keeps at most a few batches in flight, so neither host nor device memory grows
 with the pool. The batches, and so the scores, are those of a device-placed pool.
 
+Under ``jax.distributed`` a host pool can also be scored a shard per process
+(`Scorer.score_shard`): each process reads and scores only its own range of items on its
+own devices, and the scores stay with it (`mcal_jax.sharded_scores` takes the decisions
+from them).
+
 A scorer may also average: over the members of an ensemble (``score`` given a sequence of
 variables) and, with ``test_time_flip``, over each image and its mirror. The metric is
 then taken on the mean of the softmax probabilities, so one item gets one confidence and
@@ -38,7 +43,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mcal_jax import models, streaming
+from mcal_jax import models, sharded_scores, streaming
 from mcal_jax.parallel import DATA_AXIS
 from mcal_jax.pool import DevicePool, HostPool, Pool, normalize, replicate
 
@@ -128,12 +133,23 @@ class Scorer:
         # A host pool's batches arrive split over the devices; a device pool is replicated.
         self.streamed = isinstance(pool, HostPool)
         images_spec = P(DATA_AXIS) if self.streamed else P()
+        in_specs = (P(), images_spec, P(), P(), P(DATA_AXIS), P())
         self._score_batch = jax.jit(
             jax.shard_map(
-                self._per_device_score,
+                functools.partial(self._per_device_score, gather=True),
                 mesh=self.mesh,
-                in_specs=(P(), images_spec, P(), P(), P(DATA_AXIS), P()),
+                in_specs=in_specs,
                 out_specs=(P(), P()),
+                check_vma=False,
+            )
+        )
+        # A shard's scores stay on the devices that scored them (`score_shard`).
+        self._score_shard_batch = jax.jit(
+            jax.shard_map(
+                functools.partial(self._per_device_score, gather=False),
+                mesh=self.mesh,
+                in_specs=in_specs,
+                out_specs=(P(DATA_AXIS), P(DATA_AXIS)),
                 check_vma=False,
             )
         )
@@ -169,19 +185,24 @@ class Scorer:
         std: jax.Array,
         index: jax.Array,
         key: jax.Array,
+        *,
+        gather: bool,
     ) -> tuple[jax.Array, jax.Array]:
         """Scores this device's share ``index`` of a batch: ``images`` is that share's
-        images for a host pool, the whole replicated pool otherwise."""
+        images for a host pool, the whole replicated pool otherwise. With ``gather`` every
+        device returns the whole batch's scores, else its share's."""
         batch = images if self.streamed else images[index]
         logits = self._mean_log_probs(members, batch, mean, std)
         # The random metric draws one number per item from (seed, item index), so it does
         # not depend on batching or on the number of devices.
         item_key = jax.vmap(jax.random.fold_in, (None, 0))(key, index)
         confidence, predicted = confidence_from_logits(logits, self.metric, item_key)
+        if not gather:
+            return confidence, predicted
         # Every process gets the whole batch's results (other hosts' shards are not
         # fetchable under jax.distributed); a few KB per batch.
-        gather = functools.partial(jax.lax.all_gather, axis_name=DATA_AXIS, tiled=True)
-        return gather(confidence), gather(predicted)
+        everyone = functools.partial(jax.lax.all_gather, axis_name=DATA_AXIS, tiled=True)
+        return everyone(confidence), everyone(predicted)
 
     def rows(self, indices: np.ndarray) -> np.ndarray:
         """``indices`` padded with copies of the first to [num_batches, global_batch]."""
@@ -206,6 +227,13 @@ class Scorer:
             for b in range(rows.shape[0]):
                 yield pool.images, rows[b]
             return
+        yield from self._stream(pool, self.rows(indices))
+
+    def _stream(
+        self, pool: HostPool, rows: np.ndarray
+    ) -> Generator[tuple[jax.Array, jax.Array], None, None]:
+        """(images, indices) of each global batch of ``rows`` of a host pool, each device's
+        share read by its own process, sent by a background thread a few batches ahead."""
         shape = (self.global_batch, *pool.image_shape)
 
         def put(row: np.ndarray) -> tuple[jax.Array, jax.Array]:
@@ -217,7 +245,7 @@ class Scorer:
             )
             return images, index
 
-        batches = streaming.prefetch(put(row) for row in self.rows(indices))
+        batches = streaming.prefetch(put(row) for row in rows)
         with contextlib.closing(batches):
             yield from batches
 
@@ -246,6 +274,47 @@ class Scorer:
         full_predicted[indices] = predicted
         return Scores(full_confidence, full_predicted)
 
+    def score_shard(
+        self, variables: models.PyTree, indices: np.ndarray, seed: int = 0
+    ) -> sharded_scores.ShardScores:
+        """Scores the items of ``indices`` (the same on every process) in this process's
+        shard of a host pool (`sharded_scores.shard_range`): each process reads and scores
+        its own shard's items on its own devices, and the scores stay there (no process
+        receives another's). A collective under ``jax.distributed``: every process calls
+        it. Each item gets the score `score` gives it."""
+        pool = self.pool
+        if not isinstance(pool, HostPool):
+            raise ValueError("Scorer.score_shard: the pool is device-placed; it needs a HostPool")
+        if len(indices) == 0:
+            raise ValueError("nothing to score: empty index set")
+        members = tuple(variables) if isinstance(variables, (list, tuple)) else (variables,)
+        process, processes = jax.process_index(), jax.process_count()
+        ranges = [sharded_scores.shard_range(len(pool), q, processes) for q in range(processes)]
+        owners = np.array([device.process_index for device in self.mesh.devices.flat])
+        per_device = self.global_batch // self.num_devices
+        rows, items = shard_rows(np.asarray(indices), ranges, owners, per_device)
+        key = jax.random.wrap_key_data(
+            replicate(self.mesh, np.asarray(jax.random.key_data(jax.random.key(seed))))
+        )
+        outputs = []
+        for images, index in self._stream(pool, rows):
+            outputs.append(
+                self._score_shard_batch(members, images, pool.mean, pool.std, index, key)
+            )
+            if len(outputs) > streaming.IN_FLIGHT:
+                jax.block_until_ready(outputs[-1 - streaming.IN_FLIGHT])
+        mine = items[process]
+        confidence = _own_rows([c for c, _ in outputs])[: len(mine)]
+        predicted = _own_rows([p for _, p in outputs])[: len(mine)]
+        start, stop = ranges[process]
+        shard_confidence = np.zeros(stop - start, np.float32)
+        shard_predicted = np.full(stop - start, -1, np.int32)
+        shard_confidence[mine - start] = confidence
+        shard_predicted[mine - start] = predicted
+        return sharded_scores.ShardScores(
+            start, shard_confidence, shard_predicted, len(pool), sharded_scores.ProcessExchange()
+        )
+
     def forward_fn(self) -> Callable[[models.PyTree, jax.Array], jax.Array]:
         """The bare jitted model forward over the same batches (the benchmark's baseline);
         a device-placed pool's only."""
@@ -259,6 +328,49 @@ class Scorer:
             return jnp.argmax(logits, axis=-1)
 
         return forward
+
+
+def shard_rows(
+    indices: np.ndarray,
+    ranges: Sequence[tuple[int, int]],
+    owners: np.ndarray,
+    per_device: int,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The global batches [num_batches, D·``per_device``] that score ``indices`` a shard
+    per process, and each process's items (those of ``indices`` in its range of
+    ``ranges``, in their order). The device at mesh position d (of process ``owners[d]``)
+    takes rows [d·per_device, (d+1)·per_device) of each batch, so process q's devices
+    together take its items, ``per_device`` · (its devices) a batch, padded with copies of
+    its first item (of its range's first, when it has none) to as many batches as the
+    process with the most batches needs."""
+    indices = np.asarray(indices, np.int64)
+    owners = np.asarray(owners)
+    items = [indices[(indices >= start) & (indices < stop)] for start, stop in ranges]
+    widths = [per_device * int(np.sum(owners == q)) for q in range(len(ranges))]
+    if not all(widths):
+        raise ValueError(
+            f"scoring a shard per process: process {widths.index(0)} holds none of the "
+            f"mesh's {len(owners)} devices; every process needs one "
+            "(config.num_devices=0 takes all)"
+        )
+    num_batches = max([1] + [-(-len(own) // w) for own, w in zip(items, widths, strict=True)])
+    rows = np.zeros((num_batches, len(owners), per_device), np.int64)
+    for q, (own, width) in enumerate(zip(items, widths, strict=True)):
+        pad = own[0] if len(own) else min(ranges[q][0], ranges[-1][1] - 1)
+        padded = np.full(num_batches * width, pad, np.int64)
+        padded[: len(own)] = own
+        rows[:, owners == q, :] = padded.reshape(num_batches, -1, per_device)
+    return rows.reshape(num_batches, -1).astype(np.int32), items
+
+
+def _own_rows(outputs: Sequence[jax.Array]) -> np.ndarray:
+    """This process's rows of each of ``outputs`` (global arrays split over the ``data``
+    axis), concatenated batch after batch in the order of their rows."""
+    parts: list[np.ndarray] = []
+    for output in outputs:
+        shards = sorted(output.addressable_shards, key=lambda s: s.index[0].start or 0)
+        parts.extend(np.asarray(s.data) for s in shards)
+    return np.concatenate(parts)
 
 
 @functools.lru_cache(maxsize=16)
