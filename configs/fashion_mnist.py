@@ -6,7 +6,7 @@ prices, ε = 5%; about an hour on one H100):
   python -m launch.mcal --config=configs/fashion_mnist.py --workdir=/tmp/mcal/fmnist
 
 CPU demo (`make demo`; a small ResNet-8, short rounds and a longer, semi-supervised final
-classifier; about 25 minutes on 2 cores):
+classifier; about 17 minutes on 2 cores):
 
   python -m launch.mcal --config=configs/fashion_mnist.py:cpu --workdir=/tmp/mcal/fmnist_cpu
 
@@ -21,11 +21,11 @@ Sweeps (:func:`sweep`, same argument):
 
 The first is the paper's ablation grid: 36 runs, each MCAL plus the AL(δ) baselines (see
 `configs.common.paper_sweep`); on a machine with several GPUs `--config.num_devices=1`
-runs one point per GPU. The second, the CPU demo over seeds 0, 1 and 2, takes about 75
+runs one point per GPU. The second, the CPU demo over seeds 0, 1 and 2, takes about 55
 minutes on 2 cores (`launch.report --sweep` then gives mean ± std); `configs/synthetic.py`'s
 sweep is the one that fits in a few minutes. `:cpu,ablation` runs the demo certified on
 the labels its rounds read (T_plan) and on its sealed T_cert, 3 seeds each (`ABLATION`):
-6 demos, about 2.5 hours on 2 cores.
+6 demos, about 1.75 hours on 2 cores.
 """
 
 from configs import common
@@ -81,9 +81,9 @@ def cpu(config: "common.ml_collections.ConfigDict") -> None:
     config.final_train.pseudo_fraction = 0.8
     config.final_train.teacher_ensemble = True
     config.final_train.test_time_flip = True
-    # Five rounds of 1,600 steps and the final classifier take about 25 minutes on 2 cores.
-    # The cap binds on seed 2, whose last plan still predicted a saving (29.98 ± 22.09
-    # USD); seeds 0 and 1 find the saving within its uncertainty in rounds 5 and 4.
+    # Five rounds and the final classifier take about 17 minutes on 2 cores (seed 0: 1,038
+    # s). The cap binds on seeds 0, 1 and 2 (their last plans: saving 18.75 ± 32.86, 0.00
+    # ± 17.36 and 29.13 ± 84.74 USD, each within its uncertainty).
     config.mcal.max_rounds = 5
     config.baselines.max_rounds = 5  # AL(δ) gets the rounds MCAL gets
 
