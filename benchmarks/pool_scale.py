@@ -21,7 +21,7 @@ mix:
   a random order); median of ``--repeats``.
 - ``train_images_per_s``: ``Trainer.train`` on ``--train_items`` random items for one
   epoch in batches of ``--train_batch``; compile excluded, median of ``--repeats``.
-- ``peak_rss_gb``: the process's peak resident memory (``ru_maxrss``) above its resident
+- ``peak_rss_gb``: the process's peak resident memory (``VmHWM``) above its resident
   memory once JAX and mcal_jax are imported and the devices are up, in 10⁹ bytes.
 - ``device_bytes``: the peak bytes in use on the devices where JAX reports it
   (accelerators), else the bytes of the JAX arrays alive after the work (a CPU, where
@@ -49,7 +49,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from benchmarks import make_pool
+from benchmarks import make_pool, pools
 from mcal_jax import data, parallel, scoring
 from mcal_jax import pool as pool_lib
 from mcal_jax import train as train_lib
@@ -98,7 +98,18 @@ def resident_bytes() -> int:
 
 
 def peak_resident_bytes() -> int:
-    """This process's peak resident memory so far (``ru_maxrss`` is in KiB on Linux)."""
+    """This process's peak resident memory so far: the high-water mark of its address
+    space (``VmHWM``), which starts anew when the process is exec'd. ``ru_maxrss`` does
+    not: it keeps the peak of the process it was forked from, so a case started by a
+    large parent would report the parent's memory. ``ru_maxrss`` only where there is no
+    ``/proc``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -299,16 +310,6 @@ def format_table(records: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def _sizes(values: Sequence[str]) -> list[int]:
-    try:
-        sizes = [int(v) for v in values]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise app.UsageError(f"--sizes={','.join(values)}: expected positive integers")
-    return sizes
-
-
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"benchmarks.pool_scale takes no positional arguments, got {argv[1:]}")
@@ -318,7 +319,7 @@ def main(argv: Sequence[str]) -> None:
         record = measure(**json.loads(_MEASURE.value), baseline=baseline)
         print(json.dumps(record, allow_nan=False), flush=True)
         return
-    sizes = _sizes(_SIZES.value or [str(s) for s in DEFAULT_SIZES])
+    sizes = pools.positive_ints("sizes", _SIZES.value or [str(s) for s in DEFAULT_SIZES])
     placements = list(_PLACEMENTS.value)
     unknown = [p for p in placements if p not in PLACEMENTS]
     if unknown or not placements:

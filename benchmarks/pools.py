@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from absl import flags
+from absl import app, flags
 
 from mcal_jax import data, parallel
 from mcal_jax import pool as pool_lib
@@ -29,6 +29,17 @@ def parse_image_shape(text: str) -> tuple[int, int, int]:
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"--image_shape={text!r}: expected HxWxC with positive integers")
     return shape
+
+
+def positive_ints(name: str, values: Sequence[str]) -> list[int]:
+    """The list flag ``--name`` as positive integers; a UsageError naming it otherwise."""
+    try:
+        parsed = [int(v) for v in values]
+    except ValueError:
+        parsed = []
+    if not parsed or min(parsed) < 1:
+        raise app.UsageError(f"--{name}={','.join(values)}: expected positive integers")
+    return parsed
 
 
 def make_pool(

@@ -339,23 +339,13 @@ def format_table(records: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def _positive_ints(name: str, values: Sequence[str]) -> list[int]:
-    try:
-        parsed = [int(v) for v in values]
-    except ValueError:
-        parsed = []
-    if not parsed or min(parsed) < 1:
-        raise app.UsageError(f"--{name}={','.join(values)}: expected positive integers")
-    return parsed
-
-
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"benchmarks.train_cost takes no positional arguments, got {argv[1:]}")
     unknown = [m for m in _MODELS.value if m not in models.MODEL_NAMES]
     if unknown or not _MODELS.value:
         raise app.UsageError(f"--models: unknown {unknown}; choose from {models.MODEL_NAMES}")
-    batch_sizes = _positive_ints("batch_sizes", _BATCH_SIZES.value)
+    batch_sizes = pools.positive_ints("batch_sizes", _BATCH_SIZES.value)
     image_shape = parse_image_shape(pools.IMAGE_SHAPE.value or "32x32x3")
     on_cpu = jax.devices()[0].platform == "cpu"
     train_images = _TRAIN_IMAGES.value or DEFAULT_WORK["cpu" if on_cpu else "accelerator"][0]
