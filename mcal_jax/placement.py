@@ -20,6 +20,8 @@ rest to the models, their optimizer state and activations, or
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 
 PLACEMENTS = ("auto", "device", "host")
@@ -49,3 +51,30 @@ def choose(placement: str, pool_bytes: int, device_memory_gb: float) -> str:
     if placement != "auto":
         return placement
     return "device" if pool_bytes <= device_memory_gb * 1e9 else "host"
+
+
+@dataclasses.dataclass(frozen=True)
+class PlacementSettings:
+    """Where the pool's images live: ``placement`` is ``auto``, ``device`` or ``host``;
+    ``device_memory_gb`` the budget ``auto`` compares the pool's bytes with (None: the
+    device's default, `default_device_memory_gb`)."""
+
+    placement: str = "auto"
+    device_memory_gb: float | None = None
+
+
+def check(placement: object, device_memory_gb: object, problems: list[str]) -> PlacementSettings:
+    """``data.placement`` and ``data.device_memory_gb`` as settings; what is wrong with
+    them is appended to ``problems``, naming the field."""
+    if placement not in PLACEMENTS:
+        problems.append(
+            f"data.placement={placement!r}: use one of {PLACEMENTS} (auto: on the devices "
+            "when the pool fits data.device_memory_gb, else streamed from the host)"
+        )
+    budget = device_memory_gb
+    if budget is not None and not (isinstance(budget, int | float) and budget > 0):
+        problems.append(
+            f"data.device_memory_gb={budget}: must be a number of GB > 0 (the memory of one "
+            "device the pool may take), or unset for the device's default"
+        )
+    return PlacementSettings(str(placement), None if budget is None else float(budget))  # type: ignore[arg-type]

@@ -30,8 +30,22 @@ from mcal_jax import host_images, parallel, placement
 from mcal_jax.data import Dataset
 
 
+class _Images:
+    """What both placements say of their ``images`` [N, H, W, C]: N and (H, W, C)."""
+
+    images: jax.Array | np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        height, width, channels = self.images.shape[1:]
+        return int(height), int(width), int(channels)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: caches key on it
-class DevicePool:
+class DevicePool(_Images):
     """A dataset's images on the devices, replicated over ``mesh``.
 
     Labels are deliberately not here: the only labels a round trains on are the ones it
@@ -45,16 +59,9 @@ class DevicePool:
     name: str
     mesh: Mesh
 
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.images.shape[1:])  # type: ignore[return-value]
-
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: caches key on it
-class HostPool:
+class HostPool(_Images):
     """A dataset's images in host memory or memory-mapped (never copied whole), streamed
     to the devices of ``mesh`` a batch at a time; the statistics are on the devices.
 
@@ -69,13 +76,6 @@ class HostPool:
     num_classes: int
     name: str
     mesh: Mesh
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.images.shape[1:])
 
     def read(self, indices: np.ndarray) -> np.ndarray:
         """``images[indices]`` in host memory (a memory map's pages are released after)."""

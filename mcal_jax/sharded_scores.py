@@ -321,3 +321,36 @@ class ShardScores:
         gathered = np.concatenate(self.exchange.gather(labels))
         order = np.argsort(indices)
         return indices[order], gathered[order]
+
+
+def shard_rows(
+    indices: np.ndarray,
+    ranges: Sequence[tuple[int, int]],
+    owners: np.ndarray,
+    per_device: int,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The global batches [num_batches, D·``per_device``] that score ``indices`` a shard
+    per process, and each process's items (those of ``indices`` in its range of
+    ``ranges``, in their order). The device at mesh position d (of process ``owners[d]``)
+    takes rows [d·per_device, (d+1)·per_device) of each batch, so process q's devices
+    together take its items, ``per_device`` · (its devices) a batch, padded with copies of
+    its first item (of its range's first, when it has none) to as many batches as the
+    process with the most batches needs."""
+    indices = np.asarray(indices, np.int64)
+    owners = np.asarray(owners)
+    items = [indices[(indices >= start) & (indices < stop)] for start, stop in ranges]
+    widths = [per_device * int(np.sum(owners == q)) for q in range(len(ranges))]
+    if not all(widths):
+        raise ValueError(
+            f"scoring a shard per process: process {widths.index(0)} holds none of the "
+            f"mesh's {len(owners)} devices; every process needs one "
+            "(config.num_devices=0 takes all)"
+        )
+    num_batches = max([1] + [-(-len(own) // w) for own, w in zip(items, widths, strict=True)])
+    rows = np.zeros((num_batches, len(owners), per_device), np.int64)
+    for q, (own, width) in enumerate(zip(items, widths, strict=True)):
+        pad = own[0] if len(own) else min(ranges[q][0], ranges[-1][1] - 1)
+        padded = np.full(num_batches * width, pad, np.int64)
+        padded[: len(own)] = own
+        rows[:, owners == q, :] = padded.reshape(num_batches, -1, per_device)
+    return rows.reshape(num_batches, -1).astype(np.int32), items

@@ -26,7 +26,7 @@ Every round runs on the same compiled programs, with everything on the device:
 A host-placed pool (`mcal_jax.pool.HostPool`) trains on the same batches: the host draws
 each pass's order of B itself (the same numbers the device draws), reads each step's global
 batch (with its pseudo-labeled part) and its labels, and sends them split over the devices
-from a background thread a few steps ahead (`mcal_jax.streaming`); the step then takes its
+from a background thread a few steps ahead (`mcal_jax.train_feed`); the step then takes its
 share instead of gathering it. Which items each device trains on, and their augmentation,
 are those of a device-placed pool, step for step.
 """
@@ -39,7 +39,6 @@ import dataclasses
 import functools
 import math
 import time
-from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -50,24 +49,18 @@ from absl import logging
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mcal_jax import models, parallel, streaming
+from mcal_jax import models, streaming, train_feed
+from mcal_jax.divergence import DivergedError, all_finite, check_loss
+from mcal_jax.divergence import NonFiniteLossError as NonFiniteLossError  # for callers
 from mcal_jax.indices import labeled_items
 from mcal_jax.parallel import DATA_AXIS
 from mcal_jax.pool import HostPool, Pool, augment, normalize, replicate
 from mcal_jax.recipe import TrainConfig, learning_rate, make_optimizer, schedule_epoch
 
 if TYPE_CHECKING:
-    from tqdm.auto import tqdm
+    pass
 
 P = PartitionSpec
-
-
-class DivergedError(FloatingPointError):
-    """Training diverged: the loss, the trained weights or their predictions are not finite."""
-
-
-class NonFiniteLossError(DivergedError):
-    """Training diverged: the loss became NaN or infinite."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,10 +109,10 @@ class Trainer:
         self.tx = make_optimizer(config)
         replicated = NamedSharding(self.mesh, P())
         self._init = jax.jit(self._init_state, out_shardings=replicated)
-        self._order = jax.jit(_epoch_order, out_shardings=replicated)
+        self.epoch_order = jax.jit(train_feed.epoch_order, out_shardings=replicated)
         # A host pool's batches arrive split over the devices instead of being gathered.
         self.streamed = isinstance(pool, HostPool)
-        self._draws = jax.jit(jax.random.uniform, static_argnums=1)  # the orders' numbers
+        self.uniform_draws = jax.jit(jax.random.uniform, static_argnums=1)  # the orders' numbers
         self._steps = {pseudo: self._make_step(pseudo) for pseudo in (False, True)}
         # jax.stages.Compiled per variant (with pseudo-labels or not), after its first use
         self._compiled_steps: dict[bool, jax.stages.Compiled] = {}
@@ -127,7 +120,7 @@ class Trainer:
     def _make_step(self, pseudo: bool) -> jax.stages.Wrapped:
         in_specs: tuple[P, ...]
         if self.streamed:  # (state, loss_sum, images, labels, mean, std, total_steps, key)
-            per_device = functools.partial(self._per_device_streamed_step, pseudo=pseudo)
+            per_device = functools.partial(self._step_on_batch, pseudo=pseudo)
             in_specs = (P(), P(), P(DATA_AXIS), P(DATA_AXIS), P(), P(), P(), P())
         else:
             per_device = functools.partial(self._per_device_step, pseudo=pseudo)
@@ -179,17 +172,6 @@ class Trainer:
             state, loss_sum, images[index], labels[index], mean, std, total_steps, key,
             pseudo=pseudo,
         )  # fmt: skip
-
-    def _per_device_streamed_step(
-        self, state: TrainState, loss_sum: jax.Array, images: jax.Array, labels: jax.Array,
-        mean: jax.Array, std: jax.Array, total_steps: jax.Array, key: jax.Array, *, pseudo: bool,
-    ) -> tuple[TrainState, jax.Array]:  # fmt: skip
-        """One optimizer step on this device's share of a streamed global batch: its
-        ``images`` and ``labels``, B's items first, then (with ``pseudo``) the
-        pseudo-labeled ones, as `_per_device_step` gathers them."""
-        return self._step_on_batch(
-            state, loss_sum, images, labels, mean, std, total_steps, key, pseudo=pseudo
-        )
 
     def _step_on_batch(
         self, state: TrainState, loss_sum: jax.Array, images: jax.Array, y: jax.Array,
@@ -290,14 +272,16 @@ class Trainer:
         steps_per_pass = math.ceil(num_labeled / config.batch_size)
         total_steps = config.steps(num_labeled)
         total = replicate(self.mesh, np.asarray(total_steps, np.int32))
-        plan = _Plan(key, steps_per_pass, total_steps)
+        plan = train_feed.StepPlan(key, steps_per_pass, total_steps)
         variant = pseudo is not None
         if self.streamed:
-            example, feed = self._streamed_feed(
-                plan, labeled_indices, pool_labels, pseudo, total, step_key
+            example, feed = train_feed.streamed_feed(
+                self, plan, labeled_indices, pool_labels, pseudo, total, step_key
             )
         else:
-            example, feed = self._device_feed(plan, mask, pool_labels, pseudo, total, step_key)
+            example, feed = train_feed.device_feed(
+                self, plan, mask, pool_labels, pseudo, total, step_key
+            )
         compile_seconds = 0.0
         if variant not in self._compiled_steps:
             start = time.perf_counter()
@@ -328,15 +312,15 @@ class Trainer:
                         if len(recent) > streaming.IN_FLIGHT:
                             jax.block_until_ready(recent.popleft())
                 if pending is not None:
-                    _check_loss(*pending, progress_bar=bar)
+                    check_loss(*pending, progress_bar=bar)
                 pending = (index, loss_sum, steps)
         assert pending is not None  # a round runs at least one step
-        final_loss = _check_loss(*pending, progress_bar=bar)
+        final_loss = check_loss(*pending, progress_bar=bar)
         jax.block_until_ready(state)
         wall = time.perf_counter() - start
         # The loss is computed before each update, so it can stay finite while the weights
         # overflow (BatchNorm hides their scale); the last update is never seen by a loss.
-        if not bool(_all_finite((state.params, state.batch_stats))):
+        if not bool(all_finite((state.params, state.batch_stats))):
             raise DivergedError(
                 f"the weights of {self.model_name} trained on |B|={num_labeled} are not "
                 f"finite: lower train.learning_rate={config.learning_rate} or check the data"
@@ -361,82 +345,6 @@ class Trainer:
         )  # fmt: skip
         return result
 
-    def _device_feed(
-        self, plan: _Plan, mask: np.ndarray, pool_labels: np.ndarray,
-        pseudo: tuple[np.ndarray, np.ndarray] | None, total: jax.Array, step_key: jax.Array,
-    ) -> tuple[tuple, _Feed]:  # fmt: skip
-        """(example arguments to compile with, the step arguments step by step) for a
-        device pool: the pool and labels, each pass's order of B drawn on the device."""
-        pool = self.pool
-        labeled_mask = replicate(self.mesh, mask)
-        data = (pool.images, replicate(self.mesh, pool_labels), pool.mean, pool.std)
-        count = replicate(self.mesh, np.asarray(mask.sum(), np.int32))
-        extra: tuple = ()  # (the pseudo-labeled items in a random order, their count)
-        if pseudo is not None:
-            pseudo_mask = replicate(self.mesh, np.isin(np.arange(len(pool)), pseudo[0]))
-            pseudo_order = self._order(pseudo_mask, plan.pseudo_key)
-            extra = ((pseudo_order, replicate(self.mesh, np.asarray(len(pseudo[0]), np.int32))),)
-        replicated = NamedSharding(self.mesh, P())
-        order_shape = jax.ShapeDtypeStruct((len(pool),), jnp.int32, sharding=replicated)
-
-        def inputs() -> Generator[tuple, None, None]:
-            for index in range(plan.num_passes):
-                order = self._order(labeled_mask, plan.order_key(index))
-                for _ in range(plan.steps_in_pass(index)):
-                    yield (data, order, count, total, step_key, *extra)
-
-        return (data, order_shape, count, total, step_key, *extra), inputs
-
-    def _streamed_feed(
-        self, plan: _Plan, labeled: np.ndarray, pool_labels: np.ndarray,
-        pseudo: tuple[np.ndarray, np.ndarray] | None, total: jax.Array, step_key: jax.Array,
-    ) -> tuple[tuple, _Feed]:  # fmt: skip
-        """(example arguments to compile with, the step arguments step by step) for a
-        host pool: each step's images and labels (B's items, then the pseudo-labeled
-        ones), read on the host and sent split over the devices by a background thread."""
-        pool = self.pool
-        assert isinstance(pool, HostPool)
-        config = self.config
-        ratio = config.unlabeled_ratio if pseudo is not None else 0
-        rows = config.batch_size * (1 + ratio)
-        shape = (rows, *pool.image_shape)
-        split = NamedSharding(self.mesh, P(DATA_AXIS))
-        example = (
-            jax.ShapeDtypeStruct(shape, jnp.uint8, sharding=split),
-            jax.ShapeDtypeStruct((rows,), jnp.int32, sharding=split),
-            pool.mean, pool.std, total, step_key,
-        )  # fmt: skip
-
-        def put(items: np.ndarray) -> tuple:
-            images = streaming.put_sharded(
-                self.mesh, shape, np.dtype(np.uint8), lambda part: pool.read(items[part])
-            )
-            labels = streaming.put_sharded(
-                self.mesh, (rows,), np.dtype(np.int32), lambda part: pool_labels[items[part]]
-            )
-            return images, labels, pool.mean, pool.std, total, step_key
-
-        def batches() -> Iterator[tuple]:
-            extra = None
-            if pseudo is not None:
-                extra = (self._host_order(np.sort(pseudo[0]), plan.pseudo_key), ratio)
-            for index in range(plan.num_passes):
-                order = self._host_order(np.sort(labeled), plan.order_key(index))
-                for in_pass in range(plan.steps_in_pass(index)):
-                    step = index * plan.steps_per_pass + in_pass
-                    yield put(
-                        step_items(step, in_pass, order, self.num_devices, config.batch_size, extra)
-                    )
-
-        return example, lambda: streaming.prefetch(batches())
-
-    def _host_order(self, items: np.ndarray, key: jax.Array) -> np.ndarray:
-        """The sorted ``items`` in the random order `_epoch_order` puts them in with
-        ``key``: the same uniform numbers, drawn on the host's CPU, sorted stably."""
-        host_key = jax.device_put(key, parallel.host_device())
-        draws = np.asarray(self._draws(host_key, (len(self.pool),)))
-        return items[np.argsort(draws[items], kind="stable")]
-
     def step_cost_analysis(self) -> dict[str, Any]:
         """XLA's cost estimates of the compiled training step (``"flops"``, ``"bytes
         accessed"``, ...): one device's share of the SPMD program, for one global batch.
@@ -453,84 +361,6 @@ class Trainer:
         if isinstance(analysis, list | tuple):  # older JAX: one dict per program
             analysis = analysis[0] if analysis else {}
         return dict(analysis or {})
-
-
-_Feed = Callable[[], Generator[tuple, None, None]]  # a training's step arguments, step by step
-
-
-@dataclasses.dataclass(frozen=True)
-class _Plan:
-    """A training's steps, pass by pass, and the keys of its random draws: from ``key``,
-    fold 0 initialises, 1 augments, 2 orders the passes over B, 3 the pseudo-labeled items."""
-
-    key: jax.Array
-    steps_per_pass: int  # ⌈|B| / batch⌉
-    total_steps: int
-
-    @property
-    def num_passes(self) -> int:
-        return -(-self.total_steps // self.steps_per_pass)
-
-    def steps_in_pass(self, index: int) -> int:
-        """Steps of pass ``index``: whole passes, the last one cut at the step count."""
-        return min(self.steps_per_pass, self.total_steps - index * self.steps_per_pass)
-
-    def order_key(self, index: int) -> jax.Array:
-        return jax.random.fold_in(jax.random.fold_in(self.key, 2), index)
-
-    @property
-    def pseudo_key(self) -> jax.Array:
-        return jax.random.fold_in(self.key, 3)
-
-
-def step_items(
-    step: int,
-    in_pass: int,
-    order: np.ndarray,
-    num_devices: int,
-    batch_size: int,
-    pseudo: tuple[np.ndarray, int] | None = None,
-) -> np.ndarray:
-    """The pool items of optimizer step ``step`` (the ``in_pass``-th of its pass over B,
-    whose items are ``order``), device after device: each device's share of B's global
-    batch, then with ``pseudo`` = (the pseudo-labeled items in their order, the ratio) its
-    share of the pseudo-labeled batch. These are the items `Trainer._per_device_step`
-    gathers on the devices, in that order."""
-    local = batch_size // num_devices
-    labeled = order[(in_pass * batch_size + np.arange(batch_size)) % len(order)]
-    labeled = labeled.reshape(num_devices, local)
-    if pseudo is None:
-        return labeled.reshape(-1)
-    pseudo_order, ratio = pseudo
-    extra = (step * ratio * batch_size + np.arange(ratio * batch_size)) % len(pseudo_order)
-    shares = pseudo_order[extra].reshape(num_devices, ratio * local)
-    return np.concatenate([labeled, shares], axis=1).reshape(-1)
-
-
-@jax.jit
-def _all_finite(tree: models.PyTree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
-
-
-def _epoch_order(labeled_mask: jax.Array, key: jax.Array) -> jax.Array:
-    """B in a fresh random order, the unlabeled items after it (the same on every device)."""
-    keys = jax.random.uniform(key, labeled_mask.shape)
-    return jnp.argsort(jnp.where(labeled_mask, keys, 2.0)).astype(jnp.int32)
-
-
-def _check_loss(
-    epoch: int, loss_sum: jax.Array, steps: int, progress_bar: tqdm | None = None
-) -> float:
-    value = float(loss_sum) / steps
-    if not math.isfinite(value):
-        raise NonFiniteLossError(
-            f"training loss is {value} at epoch {epoch}: lower train.learning_rate or check "
-            "the data"
-        )
-    if progress_bar is not None:
-        progress_bar.set_postfix(loss=f"{value:.4f}")
-    return value
 
 
 @functools.lru_cache(maxsize=16)

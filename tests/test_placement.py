@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import synthetic
-from mcal_jax import data, host_images, parallel, placement, run, scoring
+from mcal_jax import data, host_images, parallel, placement, run, scoring, train_feed
 from mcal_jax import pool as pool_lib
 from mcal_jax import train as train_lib
 from mcal_jax.data import Dataset
@@ -110,9 +110,9 @@ def test_step_items_split_the_global_batch_over_the_devices():
     pseudo_order = np.array([7, 8, 9])
     # 2 devices, batch 4: step 3 is the 2nd of its pass, so B's positions 4..7 wrap to
     # 10, 50, 40, 30; the pseudo-labeled positions 3·1·4 + 0..3 wrap to 7, 8, 9, 7.
-    items = train_lib.step_items(3, 1, order, 2, 4, (pseudo_order, 1))
+    items = train_feed.step_items(3, 1, order, 2, 4, (pseudo_order, 1))
     np.testing.assert_array_equal(items, [10, 50, 7, 8, 40, 30, 9, 7])
-    np.testing.assert_array_equal(train_lib.step_items(0, 0, order, 2, 4), [50, 40, 30, 20])
+    np.testing.assert_array_equal(train_feed.step_items(0, 0, order, 2, 4), [50, 40, 30, 20])
 
 
 def _rss_file_bytes():

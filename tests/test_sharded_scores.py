@@ -232,7 +232,7 @@ def test_shard_rows_give_each_process_its_own_items_on_its_own_devices():
     ranges = [(0, 10), (10, 25)]
     owners = np.array([1, 0, 1, 1])  # process 1 holds three devices, not contiguous
     indices = np.array([3, 24, 12, 0, 7, 11, 13, 14, 15, 16, 17, 18, 19, 20])
-    rows, items = scoring.shard_rows(indices, ranges, owners, per_device=2)
+    rows, items = S.shard_rows(indices, ranges, owners, per_device=2)
     np.testing.assert_array_equal(items[0], [3, 0, 7])
     np.testing.assert_array_equal(items[1], [24, 12, 11, 13, 14, 15, 16, 17, 18, 19, 20])
     # Process 1 takes 6 items a batch: 11 items need 2 batches; process 0 pads to 2 too.
@@ -243,7 +243,7 @@ def test_shard_rows_give_each_process_its_own_items_on_its_own_devices():
         blocks[:, owners == 1].reshape(-1), [24, 12, 11, 13, 14, 15, 16, 17, 18, 19, 20, 24]
     )
     with pytest.raises(ValueError, match="process 1 holds none of the mesh's 2 devices"):
-        scoring.shard_rows(indices, ranges, np.array([0, 0]), per_device=2)
+        S.shard_rows(indices, ranges, np.array([0, 0]), per_device=2)
 
 
 def test_a_shard_scores_as_the_whole_pool_does():

@@ -22,6 +22,7 @@ import ml_collections
 
 from mcal_jax import costs, labelers, models, placement, scoring
 from mcal_jax.controller import ControllerConfig
+from mcal_jax.placement import PlacementSettings
 from mcal_jax.recipe import TrainConfig
 from mcal_jax.records import InvalidFieldError
 
@@ -69,16 +70,6 @@ class LabelingSettings:
     queue: str | None = None
     wait: bool = False
     poll_seconds: float = 10.0
-
-
-@dataclasses.dataclass(frozen=True)
-class PlacementSettings:
-    """Where the pool's images live (`mcal_jax.placement`): ``placement`` is ``auto``,
-    ``device`` or ``host``; ``device_memory_gb`` the budget ``auto`` compares the pool's
-    bytes with (None: the device's default)."""
-
-    placement: str = "auto"
-    device_memory_gb: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,7 +157,7 @@ class Settings:
         if not 0 <= config.labeling.error_rate < 1:
             problems.append(f"labeling.error_rate={config.labeling.error_rate} must lie in [0, 1)")
         labeling, usd_per_label, priced = _labeling(config, num_items, problems)
-        placed = _placement(config, problems)
+        placed = placement.check(config.data.placement, config.data.device_memory_gb, problems)
         names = tuple(config.models)
         unknown = [name for name in names if name not in models.MODEL_NAMES]
         if unknown or not names:
@@ -291,22 +282,6 @@ def _labeling(
     queue = service.partition(":")[2]
     settings = LabelingSettings(queue, bool(lab.wait), float(lab.poll_seconds))
     return settings, float(price) if priced else 1.0, priced
-
-
-def _placement(config: ml_collections.ConfigDict, problems: list[str]) -> PlacementSettings:
-    """``data.placement`` and ``data.device_memory_gb``, checked."""
-    where, budget = config.data.placement, config.data.device_memory_gb
-    if where not in placement.PLACEMENTS:
-        problems.append(
-            f"data.placement={where!r}: use one of {placement.PLACEMENTS} (auto: on the "
-            "devices when the pool fits data.device_memory_gb, else streamed from the host)"
-        )
-    if budget is not None and not (isinstance(budget, int | float) and budget > 0):
-        problems.append(
-            f"data.device_memory_gb={budget}: must be a number of GB > 0 (the memory of one "
-            "device the pool may take), or unset for the device's default"
-        )
-    return PlacementSettings(str(where), None if budget is None else float(budget))
 
 
 def _invalid(problems: list[str]) -> ValueError:
