@@ -134,6 +134,8 @@ class Workdir:
             ("dataset.json", fingerprint, "a different dataset"),
         ):
             saved = files.read_json(self.file(name))
+            if name == "config.json" and isinstance(saved, dict):
+                saved, value = _decisive(saved), _decisive(value)
             if saved is not None and saved != value:
                 changed = _differences(saved, value)
                 raise ValueError(
@@ -312,6 +314,21 @@ class Workdir:
     def write_summary(self, summary: Summary) -> None:
         if self.writer:
             files.atomic_write_json(self.file("summary.json"), summary.to_json())
+
+
+# Config fields that say where the run's work happens, not what it decides: a run resumed
+# with other values buys and labels as it would have (`tests/test_placement.py`).
+PLACEMENT_FIELDS = (("data", "placement"), ("data", "device_memory_gb"))
+
+
+def _decisive(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (as saved in config.json) less `PLACEMENT_FIELDS`."""
+    kept = {section: dict(fields) if isinstance(fields, dict) else fields
+            for section, fields in config.items()}  # fmt: skip
+    for section, field in PLACEMENT_FIELDS:
+        if isinstance(kept.get(section), dict):
+            kept[section].pop(field, None)
+    return kept
 
 
 def _differences(saved: Any, wanted: Any, prefix: str = "") -> str:
