@@ -341,10 +341,7 @@ def main(argv: Sequence[str]) -> None:
     )
     print(format_table(records), flush=True)
     if _OUT.value:
-        with open(_OUT.value, "w") as f:
-            for record in records:
-                f.write(json.dumps(record, allow_nan=False) + "\n")
-        print(f"wrote {len(records)} measurements to {_OUT.value}")
+        pools.write_jsonl(_OUT.value, records)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ suite, can import every benchmark; None means the benchmark's own default)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 
 from absl import app, flags
 
@@ -50,3 +51,12 @@ def make_pool(
     spec = f"synthetic:n={num_items},shape={height}x{width}x{channels},classes={num_classes}"
     dataset = data.load_dataset(spec)
     return dataset, pool_lib.upload(dataset, parallel.make_mesh(num_devices))
+
+
+def write_jsonl(path: str, records: Sequence[Mapping[str, object]]) -> None:
+    """``records`` to ``path`` (overwritten), one JSON object a line (NaN refused), and
+    says so."""
+    with open(path, "w") as f:
+        for record in records:
+            f.write(json.dumps(record, allow_nan=False) + "\n")
+    print(f"wrote {len(records)} measurements to {path}")

@@ -42,7 +42,6 @@ CUDA graphs and a fused optimizer (``torch_tuned_train_images_per_s``, ``jax_vs_
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
@@ -388,10 +387,7 @@ def main(argv: Sequence[str]) -> None:
             records.append(record)
     print(format_table(records), flush=True)
     if _OUT.value and parallel.is_main_process():
-        with open(_OUT.value, "w") as f:
-            for record in records:
-                f.write(json.dumps(record, allow_nan=False) + "\n")
-        print(f"wrote {len(records)} measurements to {_OUT.value}")
+        pools.write_jsonl(_OUT.value, records)
 
 
 if __name__ == "__main__":

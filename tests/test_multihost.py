@@ -38,6 +38,27 @@ def _distributed_env(base, port, process_id):
     )
 
 
+def _run_two_processes(commands, base):
+    """Runs ``commands[p]`` as process p of a two-process jax.distributed job; each must
+    succeed. Returns their outputs (stdout and stderr together)."""
+    port = _free_port()
+    workers = [
+        subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=_distributed_env(base, port, p),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for p, command in enumerate(commands)
+    ]
+    outputs = [worker.communicate(timeout=600)[0] for worker in workers]
+    for worker, output in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, output[-3000:]
+    return outputs
+
+
 def test_two_processes_equal_one_process_with_two_devices(tmp_path):
     base = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
     single = dict(base, XLA_FLAGS="--xla_force_host_platform_device_count=2")
@@ -46,22 +67,7 @@ def test_two_processes_equal_one_process_with_two_devices(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
 
-    port = _free_port()
-    workers = []
-    for process_id in range(2):
-        workers.append(
-            subprocess.Popen(
-                _command(tmp_path / "multi"),
-                cwd=ROOT,
-                env=_distributed_env(base, port, process_id),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )  # fmt: skip
-        )
-    for worker in workers:
-        output = worker.communicate(timeout=600)[0]
-        assert worker.returncode == 0, output[-3000:]
+    _run_two_processes([_command(tmp_path / "multi")] * 2, base)
 
     a = json.loads((tmp_path / "single" / "summary.json").read_text())
     b = json.loads((tmp_path / "multi" / "summary.json").read_text())
@@ -94,22 +100,8 @@ def test_two_processes_with_a_host_pool_buy_as_one_process_with_two_devices(tmp_
         _command(tmp_path / "single", host), cwd=ROOT, env=single, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    port = _free_port()
-    workers = [
-        subprocess.Popen(
-            _command(tmp_path / "multi", host),
-            cwd=ROOT,
-            env=_distributed_env(base, port, p),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
-        for p in range(2)
-    ]
-    for worker in workers:
-        output = worker.communicate(timeout=600)[0]
-        assert worker.returncode == 0, output[-3000:]
-        assert "placed on the host" in output
+    outputs = _run_two_processes([_command(tmp_path / "multi", host)] * 2, base)
+    assert all("placed on the host" in output for output in outputs)
     bought = _purchases(tmp_path / "single")
     assert len(bought) >= 4  # T, B0 and at least two rounds' batches, then T_cert, residual
     assert _purchases(tmp_path / "multi") == bought
@@ -184,21 +176,7 @@ def test_two_processes_score_their_own_shards_and_decide_as_one(tmp_path):
         text=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    port = _free_port()
-    workers = [
-        subprocess.Popen(
-            [*command, str(tmp_path / f"p{p}.npz")],
-            cwd=ROOT,
-            env=_distributed_env(base, port, p),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
-        for p in range(2)
-    ]
-    for worker in workers:
-        output = worker.communicate(timeout=600)[0]
-        assert worker.returncode == 0, output[-3000:]
+    _run_two_processes([[*command, str(tmp_path / f"p{p}.npz")] for p in range(2)], base)
 
     one = np.load(tmp_path / "single.npz")
     shards = [np.load(tmp_path / f"p{p}.npz") for p in range(2)]
