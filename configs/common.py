@@ -101,6 +101,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.epochs = 200
     config.train.min_steps = 0  # a round runs max(epochs × steps per epoch, min_steps) steps
     config.train.batch_size = 256
+    # Run each device's rows of a step in slices of at most this many, gradients summed
+    # (0: whole); each slice's BatchNorm statistics are its own (mcal_jax.microbatch).
+    config.train.microbatch_size = 0
     config.train.optimizer = "adam"  # the paper's Keras recipe: Adam 1e-3, ÷10 steps
     config.train.learning_rate = 1e-3
     config.train.momentum = 0.9

@@ -25,6 +25,11 @@ class TrainConfig:
     epochs: int = 200
     min_steps: int = 0  # a round runs max(epochs × steps per epoch, min_steps) steps
     batch_size: int = 256  # global, over all devices
+    # Each device runs its rows of a step (labeled and pseudo-labeled) in slices of at most
+    # this many, summing their gradients (0: in one piece). The same step, except that
+    # BatchNorm normalises each slice by its own statistics; faster where a slice's
+    # activations fit the caches (CPUs) or where a whole batch does not fit the memory.
+    microbatch_size: int = 0
     optimizer: str = "sgd"  # "sgd" (momentum, optionally Nesterov) or "adam" (AdamW)
     learning_rate: float = 0.1
     momentum: float = 0.9
@@ -55,6 +60,7 @@ class TrainConfig:
             "epochs": self.epochs >= 1,
             "min_steps": self.min_steps >= 0,
             "batch_size": self.batch_size >= 1,
+            "microbatch_size": self.microbatch_size >= 0,
             "optimizer": self.optimizer in ("sgd", "adam"),
             "learning_rate": self.learning_rate > 0,
             "weight_decay": self.weight_decay >= 0,
@@ -81,6 +87,17 @@ class TrainConfig:
         ``pseudo`` (semi-supervised with a teacher), the pseudo-labeled images as well."""
         per_step = self.batch_size * (1 + (self.unlabeled_ratio if pseudo else 0))
         return self.steps(num_labeled) * per_step
+
+
+def step_slices(config: TrainConfig, local_batch: int, pseudo: bool) -> int:
+    """How many slices a device's ``local_batch`` labeled rows (with ``pseudo``, and their
+    pseudo-labeled rows) run in: the fewest, each with an equal share of both kinds, that
+    keep a slice within ``microbatch_size`` rows where the batch allows."""
+    rows = local_batch * (1 + (config.unlabeled_ratio if pseudo else 0))
+    if not config.microbatch_size or config.microbatch_size >= rows:
+        return 1
+    wanted = -(-rows // config.microbatch_size)
+    return next((s for s in range(wanted, local_batch) if local_batch % s == 0), local_batch)
 
 
 def schedule_epoch(config: TrainConfig, step: jax.Array, total_steps: jax.Array) -> jax.Array:

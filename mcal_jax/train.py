@@ -22,6 +22,7 @@ Every round runs on the same compiled programs, with everything on the device:
 - Semi-supervised (``semi_supervised``, with pseudo-labeled items given): each step also
   takes ``unlabeled_ratio`` × batch items outside B with a teacher's labels, in one forward
   pass with B's; a second compiled variant of the step, used only then.
+- ``microbatch_size`` runs a device's rows in slices, gradients summed (`mcal_jax.microbatch`).
 
 A host-placed pool (`mcal_jax.pool.HostPool`) trains on the same batches: the host draws
 each pass's order of B itself (the same numbers the device draws), reads each step's global
@@ -49,13 +50,13 @@ from absl import logging
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mcal_jax import models, streaming, train_feed
+from mcal_jax import microbatch, models, streaming, train_feed
 from mcal_jax.divergence import DivergedError, all_finite, check_loss
 from mcal_jax.divergence import NonFiniteLossError as NonFiniteLossError  # for callers
 from mcal_jax.indices import labeled_items
 from mcal_jax.parallel import DATA_AXIS
 from mcal_jax.pool import HostPool, Pool, augment, normalize, replicate
-from mcal_jax.recipe import TrainConfig, learning_rate, make_optimizer, schedule_epoch
+from mcal_jax.recipe import TrainConfig, learning_rate, make_optimizer, schedule_epoch, step_slices
 
 if TYPE_CHECKING:
     pass
@@ -197,17 +198,18 @@ class Trainer:
             share = config.pseudo_weight / (ratio * local_batch)
             weights = jnp.concatenate([weights, jnp.full((ratio * local_batch,), share)])
 
-        def loss_fn(params: models.PyTree) -> tuple[jax.Array, models.PyTree]:
-            logits, updated = self.model.apply(
-                {"params": params, "batch_stats": state.batch_stats},
-                x,
-                train=True,
-                mutable=["batch_stats"],
-            )
+        def loss_fn(
+            params: models.PyTree, x: jax.Array, y: jax.Array, weights: jax.Array
+        ) -> tuple[jax.Array, models.PyTree]:
+            variables = {"params": params, "batch_stats": state.batch_stats}
+            logits, updated = self.model.apply(variables, x, train=True, mutable=["batch_stats"])
             losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
             return jnp.sum(weights * losses), updated["batch_stats"]
 
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        slices, parts = step_slices(config, local_batch, pseudo), 1 + (ratio if pseudo else 0)
+        loss, batch_stats, grads = microbatch.value_and_grad(
+            loss_fn, state.params, (x, y, weights), slices, parts
+        )
         grads = jax.lax.pmean(grads, DATA_AXIS)
         loss = jax.lax.pmean(loss, DATA_AXIS)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
