@@ -1,4 +1,5 @@
-"""benchmarks.test_size: re-certifying a finished run with subsets of its T_cert."""
+"""benchmarks.test_size: re-certifying a finished run with subsets of its T_cert, or with
+T_cert drawn again."""
 
 import json
 
@@ -45,3 +46,21 @@ def test_a_smaller_t_pays_fewer_test_labels_and_certifies_what_its_subset_allows
     assert len({x.machine for x in draws}) > 1  # the subsets differ
     larger = (len(run.test) + 1) / 1000
     assert test_size.recertify(run, larger, 5, np.random.default_rng(0)) == []  # > |T_cert|
+
+
+def test_fresh_draws_show_the_luck_of_t_cert_and_go_beyond_its_size(finished):
+    workdir, summary = finished
+    run = test_size.load_run(workdir)
+    own = len(run.test) / 1000
+    draws = test_size.recertify(run, own, 30, np.random.default_rng(2), fresh=True)
+    assert len(draws) == 30
+    price, device = summary.usd_per_label, summary.cost_usd.training + summary.cost_usd.scoring
+    for x in draws:
+        assert x.usd == pytest.approx(price * (1000 - x.machine) + device)
+    # The same size as the run's T_cert, drawn again: the bill moves with the draw.
+    assert len({x.machine for x in draws}) > 1
+    larger = (len(run.test) + 50) / 1000
+    assert len(test_size.recertify(run, larger, 3, np.random.default_rng(0), fresh=True)) == 3
+    # T' never overlaps B or T_plan: drawing all of what is left leaves nothing to label.
+    left = 1000 - len(run.train)
+    assert test_size.recertify(run, left / 1000, 1, np.random.default_rng(0), fresh=True) == []
