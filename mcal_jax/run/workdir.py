@@ -321,13 +321,21 @@ class Workdir:
 PLACEMENT_FIELDS = (("data", "placement"), ("data", "device_memory_gb"))
 
 
+# Config fields added since runs were first written, with the value that does what runs
+# did before them: a config.json written without one reads as having it.
+ADDED_FIELDS = {("train", "microbatch_size"): 0}
+
+
 def _decisive(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` (as saved in config.json) less `PLACEMENT_FIELDS`."""
+    """``config`` (as saved in config.json) less `PLACEMENT_FIELDS`, with `ADDED_FIELDS`."""
     kept = {section: dict(fields) if isinstance(fields, dict) else fields
             for section, fields in config.items()}  # fmt: skip
     for section, field in PLACEMENT_FIELDS:
         if isinstance(kept.get(section), dict):
             kept[section].pop(field, None)
+    for (section, field), value in ADDED_FIELDS.items():
+        if isinstance(kept.get(section), dict):
+            kept[section].setdefault(field, value)
     return kept
 
 
