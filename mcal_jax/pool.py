@@ -96,19 +96,23 @@ def replicate(mesh: Mesh, array: np.ndarray) -> jax.Array:
 
 
 def pixel_statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and standard deviation of ``images`` in [0, 1] units, as float32:
-    one pass in float64, 8192 images at a time (a memory map's pages released after
-    each), so memory stays bounded whatever the pool's size."""
+    """Per-channel mean and standard deviation of ``images`` in [0, 1] units, as float32,
+    from exact integer sums of the pixels and their squares, 32 MB of images at a time (a
+    memory map's pages released after each), so memory stays bounded whatever the pool's
+    size. Each chunk is summed as rows of pixels (wide, vectorised sums): about 500 MB/s
+    on one core, where float64 pixels ran at 80."""
     channels = images.shape[-1]
-    total = np.zeros(channels)
-    total_sq = np.zeros(channels)
-    for chunk in host_images.chunks(images, 8192):
-        values = chunk.reshape(-1, channels).astype(np.float64) / 255.0
-        total += values.sum(0)
-        total_sq += np.square(values).sum(0)
+    per_image = max(1, int(np.prod(images.shape[1:])))
+    total = np.zeros(channels, np.uint64)
+    total_sq = np.zeros(channels, np.uint64)
+    for chunk in host_images.chunks(images, max(1, 2**25 // per_image)):
+        rows = chunk.reshape(-1, chunk.shape[2] * channels)
+        total += rows.sum(0, dtype=np.uint64).reshape(-1, channels).sum(0)
+        squares = np.square(rows, dtype=np.uint32)  # 255² fits
+        total_sq += squares.sum(0, dtype=np.uint64).reshape(-1, channels).sum(0)
     count = images.shape[0] * images.shape[1] * images.shape[2]
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
+    mean = total / (255.0 * count)
+    std = np.sqrt(np.maximum(total_sq / (255.0**2 * count) - mean**2, 1e-12))
     return mean.astype(np.float32), std.astype(np.float32)
 
 
