@@ -5,11 +5,11 @@ pseudo-labeled rows, and the BatchNorm statistics averaged over them."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import jax
 
-PyTree = Any
+from mcal_jax.models import PyTree
+
 # loss_fn(params, *batch) -> (loss summed over the batch's rows, updated batch statistics)
 LossFn = Callable[..., tuple[jax.Array, PyTree]]
 

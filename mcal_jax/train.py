@@ -40,7 +40,7 @@ import dataclasses
 import functools
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -57,9 +57,6 @@ from mcal_jax.indices import labeled_items
 from mcal_jax.parallel import DATA_AXIS
 from mcal_jax.pool import HostPool, Pool, augment, normalize, replicate
 from mcal_jax.recipe import TrainConfig, learning_rate, make_optimizer, schedule_epoch, step_slices
-
-if TYPE_CHECKING:
-    pass
 
 P = PartitionSpec
 
