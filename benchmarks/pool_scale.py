@@ -17,7 +17,7 @@ mix:
   weights), host indices to pool-sized host arrays; compile excluded, median of
   ``--repeats``.
 - ``select_ms``: choosing the ⌈``--delta_fraction`` · N⌉ least confident of the N scored
-  items, the run's own selection (``mcal_jax.run.measure.least_confident``, ties broken by
+  items, the run's own selection (``Scores.least_confident``, ties broken by
   a random order); median of ``--repeats``.
 - ``train_images_per_s``: ``Trainer.train`` on ``--train_items`` random items for one
   epoch in batches of ``--train_batch``; compile excluded, median of ``--repeats``.
@@ -53,7 +53,6 @@ from benchmarks import make_pool, pools
 from mcal_jax import data, parallel, scoring
 from mcal_jax import pool as pool_lib
 from mcal_jax import train as train_lib
-from mcal_jax.run import measure as measure_lib
 from mcal_jax.run.workdir import dataset_fingerprint
 
 REQUIRED_KEYS = (
@@ -184,7 +183,7 @@ def measure(
     tie_order = rng.permutation(n)
     count = math.ceil(delta_fraction * n)
     select_s = _median_seconds(
-        lambda: measure_lib.least_confident(scores, everything, count, tie_order), repeats
+        lambda: scores.least_confident(everything, count, tie_order), repeats
     )
 
     labels = dataset.labels

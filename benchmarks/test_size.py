@@ -44,7 +44,7 @@ from mcal_jax.ledger import Ledger
 from mcal_jax.report import read_run_json
 from mcal_jax.run.prepare import load_data
 from mcal_jax.run.workdir import Workdir
-from mcal_jax.scoring import Scores
+from mcal_jax.scores import Scores
 from mcal_jax.summary import read_summary
 
 _WORKDIRS = flags.DEFINE_list("workdirs", None, "finished runs (globs)")
@@ -105,7 +105,7 @@ def load_run(workdir: str) -> FinishedRun:
         truth=np.asarray(load_data(ml_collections.ConfigDict(config))[0].labels),
         test=test,
         train=train if on_plan else np.concatenate([train, plan_test]),
-        scores=files.load_scores(final.stage),
+        scores=Scores(*files.load_scores(final.stage).whole()),
         device_usd=totals["training"] + totals["scoring"],
         usd_per_label=summary.usd_per_label,
         epsilon=summary.epsilon,

@@ -17,25 +17,28 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import jax
 import numpy as np
 
 from mcal_jax import scoring
 from mcal_jax import train as train_lib
-from mcal_jax.pool import Pool
+from mcal_jax.pool import HostPool, Pool
 from mcal_jax.recipe import TrainConfig
+from mcal_jax.scores import PoolScores
 
 
 @dataclasses.dataclass(frozen=True)
 class Learned:
     """What one trained classifier measured, and what the work cost.
 
-    ``scores`` covers the whole pool; only the items asked for are scored (the others
-    hold 0 and -1). ``forward_passes`` is the passes per scored item (an ensemble or
+    ``scores`` covers the whole pool (each process's shard of it, when a host pool is
+    scored by several processes); only the items asked for are scored (the others hold 0
+    and -1). ``forward_passes`` is the passes per scored item (an ensemble or
     test-time flips take several). ``variables`` is the trained model, for checkpoints and
     for ensembles (None when there is nothing to keep, as for a simulated learner).
     """
 
-    scores: scoring.Scores
+    scores: PoolScores
     images_processed: float  # through forward and backward
     device_seconds: float  # training, compile excluded, times the devices used
     scoring_seconds: float  # scoring, times the devices used
@@ -84,6 +87,12 @@ class FlaxLearner:
         self.score_batch_size = score_batch_size
         self.compute_dtype = compute_dtype
 
+    @property
+    def sharded(self) -> bool:
+        """Whether the scores are split a shard per process (`Scorer.score_shard`): a pool
+        on the host in a job of several processes, each of which reads only its shard."""
+        return isinstance(self.pool, HostPool) and jax.process_count() > 1
+
     def learn(
         self,
         model: str,
@@ -115,8 +124,13 @@ class FlaxLearner:
             self.compute_dtype,
             recipe.test_time_flip,
         )
+        members = (result.variables, *ensemble)
         start = time.perf_counter()
-        scores = scorer.score((result.variables, *ensemble), score, seed=seed)
+        scores: PoolScores
+        if self.sharded:  # each process scores and keeps its own shard's items
+            scores = scorer.score_shard(members, score, seed=seed)
+        else:
+            scores = scorer.score(members, score, seed=seed)
         scoring_seconds = (time.perf_counter() - start) * self.pool.mesh.size
         return Learned(
             scores=scores,

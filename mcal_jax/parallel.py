@@ -80,6 +80,15 @@ def main_process_value(value: int) -> int:
     return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
 
 
+def sync(name: str) -> None:
+    """Waits until every process of a multi-host job has come here (nothing to wait for
+    in a single process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def host_device() -> jax.Device:
     """This process's first CPU device; JAX has one next to every accelerator."""
     return jax.local_devices(backend="cpu")[0]

@@ -33,7 +33,6 @@ one predicted label however many forward passes it took.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 from collections.abc import Callable, Generator, Sequence
 
@@ -46,6 +45,7 @@ from jax.sharding import PartitionSpec as P
 from mcal_jax import models, sharded_scores, streaming
 from mcal_jax.parallel import DATA_AXIS
 from mcal_jax.pool import DevicePool, HostPool, Pool, normalize, replicate
+from mcal_jax.scores import Scores
 
 METRICS = ("margin", "entropy", "least_confidence", "random")
 
@@ -79,29 +79,6 @@ def confidence_from_logits(
     else:
         raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
     return confidence, predicted
-
-
-@dataclasses.dataclass(frozen=True)
-class Scores:
-    """Host arrays over the whole pool; entries outside the scored mask are 0 / -1."""
-
-    confidence: np.ndarray  # float32 [N]
-    predicted: np.ndarray  # int32 [N]
-
-    def pseudo_labels(
-        self, items: np.ndarray, fraction: float, tie_order: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(indices, predicted labels) of the ⌊``fraction`` · |items|⌋ most confident of
-        ``items`` (which must have been scored), ties broken by ``tie_order`` (each item's
-        rank in a random order, so no set of items is favoured at a tied cut-off): the
-        training targets a semi-supervised round takes from its teacher. Uses no label of
-        any item."""
-        if not 0 < fraction <= 1:
-            raise ValueError(f"pseudo_labels: fraction={fraction} must lie in (0, 1]")
-        items = np.asarray(items)
-        order = np.lexsort((tie_order[items], -self.confidence[items]))
-        chosen = np.sort(items[order[: int(fraction * len(items))]])
-        return chosen, self.predicted[chosen]
 
 
 class Scorer:

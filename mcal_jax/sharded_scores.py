@@ -14,7 +14,12 @@ the shards exactly as from the whole, without gathering every item's score:
 - the most confident fraction of a set (a semi-supervised round's pseudo-labels): the same
   descent over 64-bit (confidence, tie rank) keys, which are all distinct, so each shard
   keeps exactly the items the whole pool's sort would have kept;
-- the scores of a few items (T_plan's, T_cert's): gathered.
+- the scores of a few items (T_plan's, T_cert's): gathered;
+- once, at step 10, the machine-labeled items and every item's score, for the outputs
+  (process 0 writes them): gathered.
+
+`ShardScores` is a `scores.PoolScores`, as the whole pool's `scores.Scores` is: the run
+takes its decisions through the same methods from either.
 
 Ties are broken as the single-process code breaks them: `rank_keys` orders items as
 ``np.lexsort((tie_order, confidence))`` does. The merges are pure functions of per-shard
@@ -243,14 +248,15 @@ class ShardScores:
         order = np.argsort(held)[where]
         return confidence[order], predicted[order]
 
-    def error_profile(
+    def profile(
         self,
         unlabeled: np.ndarray,
-        test_indices: np.ndarray,
-        test_labels: np.ndarray,
+        test_confidence: np.ndarray,
+        test_correct: np.ndarray,
         thetas: np.ndarray = profile_lib.THETAS,
     ) -> profile_lib.ErrorProfile:
-        """`profile.error_profile` of U = ``unlabeled`` and T over the shards."""
+        """`profile.error_profile` of U = ``unlabeled`` over the shards, for a test set
+        given by its confidences and whether each was right."""
         mine = self.own(unlabeled)
         sorted_keys = np.sort(confidence_keys(self.confidence[mine - self.start]))
         local = count_below(sorted_keys)
@@ -258,38 +264,24 @@ class ShardScores:
         def count(values: np.ndarray) -> np.ndarray:
             return self.exchange.sum(local(values))
 
-        test_confidence, test_predicted = self.scores_of(test_indices)
-        correct = test_predicted == np.asarray(test_labels)
-        return pool_profile(count, len(unlabeled), test_confidence, correct, thetas)
-
-    def certify(
-        self,
-        unlabeled: np.ndarray,
-        test_indices: np.ndarray,
-        test_labels: np.ndarray,
-        *,
-        epsilon: float,
-        constraint: str,
-        num_items: int,
-        confidence: float,
-    ) -> profile_lib.MachineLabelingChoice:
-        """`profile.certify` over the shards: step 10's threshold for U = ``unlabeled``."""
-        profile = self.error_profile(
-            unlabeled, test_indices, test_labels, thetas=profile_lib.CERTIFY_THETAS
-        )
-        return profile_lib.choose_machine_threshold(
-            profile,
-            epsilon=epsilon,
-            constraint=constraint,
-            num_items=num_items,
-            confidence=confidence,
-        )
+        return pool_profile(count, len(unlabeled), test_confidence, test_correct, thetas)
 
     def above(self, items: np.ndarray, threshold: float) -> np.ndarray:
-        """This shard's items of ``items`` with a confidence ≥ ``threshold`` (the ones it
-        machine-labels), in their order."""
+        """The items of ``items`` with a confidence ≥ ``threshold`` (the ones step 10
+        machine-labels), sorted, on every process: each shard's gathered."""
         mine = self.own(items)
-        return mine[self.confidence[mine - self.start] >= threshold]
+        return np.sort(
+            np.concatenate(
+                self.exchange.gather(mine[self.confidence[mine - self.start] >= threshold])
+            )
+        )
+
+    def whole(self) -> tuple[np.ndarray, np.ndarray]:
+        """(confidence [N], predicted [N]) of the whole pool, gathered: only for the run's
+        outputs, which name every item (never for a decision)."""
+        confidence = np.concatenate(self.exchange.gather(self.confidence))
+        predicted = np.concatenate(self.exchange.gather(self.predicted))
+        return confidence, predicted
 
     def all_finite(self, items: np.ndarray) -> bool:
         """Whether every one of ``items`` has a finite confidence, on every shard."""

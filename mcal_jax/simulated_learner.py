@@ -36,7 +36,7 @@ import scipy.special
 
 from mcal_jax.learner import Learned
 from mcal_jax.recipe import TrainConfig
-from mcal_jax.scoring import Scores
+from mcal_jax.scores import Scores
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ from mcal_jax import profile as profile_lib
 from mcal_jax.run import baselines
 from mcal_jax.run.prepare import prepare
 from mcal_jax.run.state import TEST_PURCHASE_KEY
-from mcal_jax.scoring import Scores
+from mcal_jax.scores import Scores
 from mcal_jax.summary import ALResult, Hindsight, OracleAL
 
 RATE = 1e-4  # USD per image-epoch of the tiny model, so device dollars are easy to see

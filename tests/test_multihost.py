@@ -105,6 +105,27 @@ def test_two_processes_with_a_host_pool_buy_as_one_process_with_two_devices(tmp_
     bought = _purchases(tmp_path / "single")
     assert len(bought) >= 4  # T, B0 and at least two rounds' batches, then T_cert, residual
     assert _purchases(tmp_path / "multi") == bought
+    # The loop kept each process's scores on its own shard: one file a process and stage.
+    single_scores = sorted(os.listdir(tmp_path / "single" / "scores"))
+    multi_scores = sorted(os.listdir(tmp_path / "multi" / "scores"))
+    assert "round1.npz" in single_scores
+    stages = [name[: -len(".npz")] for name in single_scores]
+    assert multi_scores == sorted(f"{s}.shard{p}of2.npz" for s in stages for p in range(2))
+    for stage in stages:
+        whole = np.load(tmp_path / "single" / "scores" / f"{stage}.npz")
+        shards = [
+            np.load(tmp_path / "multi" / "scores" / f"{stage}.shard{p}of2.npz") for p in (0, 1)
+        ]
+        assert [int(s["start"]) for s in shards] == [0, 500]
+        np.testing.assert_array_equal(
+            np.concatenate([s["predicted"] for s in shards]), whole["predicted"]
+        )
+        np.testing.assert_allclose(
+            np.concatenate([s["confidence"] for s in shards]),
+            whole["confidence"],
+            rtol=1e-4,
+            atol=1e-6,
+        )
     single_csv = (tmp_path / "single" / "labels.csv").read_text().splitlines()
     multi_csv = (tmp_path / "multi" / "labels.csv").read_text().splitlines()
     assert len(single_csv) == 1001
@@ -126,6 +147,7 @@ import jax, jax.numpy as jnp, numpy as np
 from mcal_jax import host_images, models, parallel, scoring
 from mcal_jax import pool as pool_lib
 from mcal_jax.data import Dataset
+from mcal_jax.scores import error_profile
 
 parallel.maybe_initialize_distributed()
 read, gather = [], host_images.gather
@@ -151,7 +173,7 @@ tie_order[rng.permutation(301)] = np.arange(301)
 test = np.sort(indices[::5])
 labels = rng.integers(0, 4, len(test)).astype(np.int32)
 shard = scoring.Scorer("tiny", pool, batch_size=32).score_shard(variables, indices)
-profile = shard.error_profile(np.setdiff1d(indices, test), test, labels)
+profile = error_profile(shard, np.setdiff1d(indices, test), test, labels)
 pseudo = shard.pseudo_labels(indices, 0.3, tie_order)
 np.savez(
     sys.argv[1], start=shard.start, confidence=shard.confidence, predicted=shard.predicted,
@@ -165,8 +187,7 @@ np.savez(
 
 def test_two_processes_score_their_own_shards_and_decide_as_one(tmp_path):
     from mcal_jax import profile
-    from mcal_jax.run.measure import least_confident
-    from mcal_jax.scoring import Scores
+    from mcal_jax.scores import Scores
 
     base = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
     single = dict(base, XLA_FLAGS="--xla_force_host_platform_device_count=2")
@@ -201,7 +222,7 @@ def test_two_processes_score_their_own_shards_and_decide_as_one(tmp_path):
     pseudo = scores.pseudo_labels(indices, 0.3, tie_order)
     for shard in shards:
         np.testing.assert_array_equal(
-            shard["chosen"], least_confident(scores, indices, 20, tie_order)
+            shard["chosen"], scores.least_confident(indices, 20, tie_order)
         )
         for field in ("thresholds", "test_errors", "test_counts", "pool_counts"):
             np.testing.assert_array_equal(shard[field], getattr(expected, field))

@@ -8,6 +8,7 @@ from mcal_jax import parallel, scoring
 from mcal_jax import pool as pool_lib
 from mcal_jax import train as train_lib
 from mcal_jax.data import Dataset
+from mcal_jax.scores import Scores
 
 NO_AUGMENT = dict(crop_padding=0, horizontal_flip=False)
 
@@ -134,7 +135,7 @@ def test_bad_pseudo_labels_are_refused():
 
 def test_teacher_gives_its_most_confident_fraction():
     confidence = np.array([0.1, 0.9, 0.5, 0.9, 0.7, 0.2], np.float32)
-    scores = scoring.Scores(confidence, np.array([0, 1, 2, 3, 4, 5], np.int32))
+    scores = Scores(confidence, np.array([0, 1, 2, 3, 4, 5], np.int32))
     items = np.array([0, 1, 2, 3, 4])  # item 5 (not a candidate) is never chosen
     ties = np.array([5, 4, 3, 2, 1, 0])  # each item's rank in the run's random tie order
     indices, labels = scores.pseudo_labels(items, 0.6, ties)

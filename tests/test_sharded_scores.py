@@ -13,8 +13,7 @@ from mcal_jax import pool as pool_lib
 from mcal_jax import sharded_scores as S
 from mcal_jax import train as train_lib
 from mcal_jax.data import Dataset
-from mcal_jax.run.measure import least_confident
-from mcal_jax.scoring import Scores
+from mcal_jax.scores import Scores, error_profile
 
 
 class ThreadExchange:
@@ -134,7 +133,7 @@ def test_merged_candidates_are_the_least_confident(processes):
         keys = S.rank_keys(scores.confidence[mine], tie_order[mine])
         parts.append(S.Candidates.smallest(keys, mine, 30))
     np.testing.assert_array_equal(
-        S.merge_smallest(parts, 30), least_confident(scores, candidates, 30, tie_order)
+        S.merge_smallest(parts, 30), scores.least_confident(candidates, 30, tie_order)
     )
 
 
@@ -152,7 +151,7 @@ def test_shards_decide_as_the_whole_pool(processes):
     def decide(shard):
         return (
             shard.least_confident(candidates, 25, tie_order),
-            shard.error_profile(unlabeled, test, test_labels),
+            error_profile(shard, unlabeled, test, test_labels),
             shard.pseudo_labels(candidates, 0.4, tie_order),
             shard.scores_of(test[::-1]),
         )
@@ -166,7 +165,7 @@ def test_shards_decide_as_the_whole_pool(processes):
     for chosen, got_profile, pseudo, (confidence, predicted) in _on_shards(
         scores, processes, decide
     ):
-        np.testing.assert_array_equal(chosen, least_confident(scores, candidates, 25, tie_order))
+        np.testing.assert_array_equal(chosen, scores.least_confident(candidates, 25, tie_order))
         for field in ("thresholds", "test_errors", "test_counts", "pool_counts"):
             np.testing.assert_array_equal(
                 getattr(got_profile, field), getattr(expected_profile, field), err_msg=field
@@ -197,14 +196,16 @@ def test_shards_certify_and_machine_label_as_the_whole_pool(constraint):
     machine = unlabeled[confidence[unlabeled] >= want.threshold]
 
     def decide(shard):
-        choice = shard.certify(unlabeled, test, truth[test], **settings)
+        thetas = profile.CERTIFY_THETAS
+        found = error_profile(shard, unlabeled, test, truth[test], thetas)
+        choice = profile.choose_machine_threshold(found, **settings)
         return choice, shard.above(unlabeled, choice.threshold), shard.all_finite(unlabeled)
 
     results = _on_shards(scores, 3, decide)
-    for choice, _, finite in results:
+    for choice, above, finite in results:
         assert choice == want
         assert finite
-    np.testing.assert_array_equal(np.concatenate([r[1] for r in results]), machine)
+        np.testing.assert_array_equal(above, machine)  # every process knows S
 
 
 def test_a_non_finite_confidence_on_one_shard_is_seen_by_every_shard():
@@ -221,7 +222,7 @@ def test_empty_pool_profile_matches():
     test = np.arange(4)
     labels = np.zeros(4, np.int32)
     (got,) = _on_shards(
-        scores, 1, lambda shard: shard.error_profile(np.zeros(0, np.int64), test, labels)
+        scores, 1, lambda shard: error_profile(shard, np.zeros(0, np.int64), test, labels)
     )
     want = profile.error_profile(np.zeros(0), scores.confidence[test], scores.predicted[test] == 0)
     np.testing.assert_array_equal(got.thresholds, want.thresholds)

@@ -35,14 +35,14 @@ from mcal_jax import controller
 from mcal_jax import profile as profile_lib
 from mcal_jax.profile import THETAS
 from mcal_jax.records import History
-from mcal_jax.run.measure import certified_choice, least_confident, measure, measure_final
+from mcal_jax.run.measure import certified_choice, measure, measure_final
 from mcal_jax.run.prepare import Context, Split
-from mcal_jax.scoring import Scores
+from mcal_jax.scores import PoolScores
 from mcal_jax.summary import ALResult, Comparison, Hindsight, OracleAL
 
 
 def stop_now_usd(
-    ctx: Context, scores: Scores, split: Split, device_usd: float
+    ctx: Context, scores: PoolScores, split: Split, device_usd: float
 ) -> tuple[float, int]:
     """(price, machine-labeled items) of stopping after this round, as AL(δ) estimates it:
     step 10 applied with its own T_plan (the labels it reads, so an estimate, not a
@@ -62,7 +62,7 @@ def active_learning(ctx: Context, model: str, fraction: float, max_rounds: int) 
     labeled = np.asarray(ctx.initial_batch)
     labels = ctx.labeler.label(labeled)
     device_usd, prices, sizes, spent, rounds = 0.0, [], [], [], []
-    teacher: Scores | None = None  # the previous round's scores, for a semi-supervised round
+    teacher: PoolScores | None = None  # the previous round's scores, for a semi-supervised round
     for round_index in range(1, max_rounds + 1):
         split = Split.of(ctx, labeled)
         unlabeled = split.unlabeled
@@ -82,8 +82,8 @@ def active_learning(ctx: Context, model: str, fraction: float, max_rounds: int) 
         )  # fmt: skip
         if machine >= len(unlabeled):  # everything left is machine-labeled (or nothing is left)
             break
-        batch = least_confident(
-            m.scores, split.candidates, min(delta, len(unlabeled)), ctx.tie_order
+        batch = m.scores.least_confident(
+            split.candidates, min(delta, len(unlabeled)), ctx.tie_order
         )
         labeled = np.concatenate([labeled, batch])
         labels = np.concatenate([labels, ctx.labeler.label(batch)])  # T_plan's items: as bought
@@ -115,7 +115,7 @@ def final_usd(
     labels: np.ndarray,
     device_usd: float,
     round_index: int,
-    scores: Scores,
+    scores: PoolScores,
     profile: profile_lib.ErrorProfile,
     test_size: int,
 ) -> tuple[float, int]:
@@ -142,10 +142,11 @@ def final_usd(
         cert = split.test[0]
     else:
         test_indices, test_labels = split.test
-        at_its_confidence = profile_lib.error_profile(
-            labeling.confidence[split.unlabeled],
-            scores.confidence[test_indices],
-            scores.predicted[test_indices] == test_labels,
+        test_confidence, test_predicted = scores.scores_of(test_indices)
+        at_its_confidence = labeling.profile(
+            split.unlabeled,
+            test_confidence,
+            test_predicted == test_labels,
             thetas=profile_lib.CERTIFY_THETAS,
         )
         history = History.start(THETAS, settings.delta0).append_round(

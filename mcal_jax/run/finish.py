@@ -25,7 +25,7 @@ from mcal_jax import profile as profile_lib
 from mcal_jax.run import state
 from mcal_jax.run.measure import certified_choice, charge, measure_final
 from mcal_jax.run.prepare import Context
-from mcal_jax.scoring import Scores
+from mcal_jax.scores import PoolScores
 from mcal_jax.summary import (
     Budget,
     Comparison,
@@ -50,7 +50,7 @@ def training_labels(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([train[0], test[0]]), np.concatenate([train[1], test[1]])
 
 
-def final_scores(ctx: Context, run: state.RunState) -> tuple[str, Scores]:
+def final_scores(ctx: Context, run: state.RunState) -> tuple[str, PoolScores]:
     """(stage, scores) of the classifier that labels: the last round's lead, or, when the
     config sets ``final_train``, a final classifier trained once with that recipe on B
     (and T_plan, `training_labels`), seeded, charged like any training; its scores are
@@ -91,7 +91,7 @@ def final_scores(ctx: Context, run: state.RunState) -> tuple[str, Scores]:
     return "final", m.scores
 
 
-def certificate_size(ctx: Context, run: state.RunState, scores: Scores) -> int:
+def certificate_size(ctx: Context, run: state.RunState, scores: PoolScores) -> int:
     """|T_cert| for the labeling classifier's ``scores`` (docs/algorithm.md, step 10): the
     size that makes stopping now cheapest when the error of the items above each of its
     thresholds (every 0.5% of what is left) is the last round's error on T_plan at the same
@@ -102,18 +102,16 @@ def certificate_size(ctx: Context, run: state.RunState, scores: Scores) -> int:
     round_scores = ctx.workdir.load_scores(f"round{last.round}")
     test_indices, test_labels = ctx.test_set()
     left = ctx.outside(ctx.ledger.bought("train")[0])
-    at_its_confidence = profile_lib.error_profile(
-        scores.confidence[left],
-        round_scores.confidence[test_indices],
-        round_scores.predicted[test_indices] == test_labels,
-        thetas=profile_lib.CERTIFY_THETAS,
+    test_confidence, test_predicted = round_scores.scores_of(test_indices)
+    at_its_confidence = scores.profile(
+        left, test_confidence, test_predicted == test_labels, thetas=profile_lib.CERTIFY_THETAS
     )
     history = run.histories[last.lead]
     return controller.certificate_size(ctx.settings.controller, history, at_its_confidence)
 
 
 def certification_set(
-    ctx: Context, run: state.RunState, scores: Scores
+    ctx: Context, run: state.RunState, scores: PoolScores
 ) -> tuple[np.ndarray, np.ndarray]:
     """The test labels that certify (docs/algorithm.md, step 10): T_cert, the first
     |T_cert| items of the reserve that B did not take (`certificate_size`), bought now; or,
@@ -136,7 +134,7 @@ def certify(ctx: Context, run: state.RunState) -> state.FinalLabeling:
     test_indices, test_labels = certification_set(ctx, run, scores)
     unlabeled = ctx.outside(ctx.ledger.bought("train")[0], test_indices)
     choice = certified_choice(ctx.settings, scores, unlabeled, test_indices, test_labels)
-    machine = unlabeled[scores.confidence[unlabeled] >= choice.threshold]
+    machine = scores.above(unlabeled, choice.threshold)
     return state.FinalLabeling(stage, run.rounds[-1].lead, choice, machine.astype(np.int64))
 
 
@@ -150,22 +148,18 @@ def finish(ctx: Context, run: state.RunState, baselines: Comparison | None = Non
     residual = ctx.outside(*human)
     if len(residual):
         ctx.ledger.buy(ctx.labeler, residual, purpose="residual", key=state.RESIDUAL_PURCHASE_KEY)
-    scores = ctx.workdir.load_scores(final.stage)
+    confidence, predicted = ctx.workdir.load_scores(final.stage).whole()
     n = ctx.num_items
     human_indices, human_labels = ctx.ledger.labels()
     labels = np.full(n, -1, np.int32)
     source = np.full(n, "human", dtype="<U7")
     labels[human_indices] = human_labels
-    labels[final.machine] = scores.predicted[final.machine]
+    labels[final.machine] = predicted[final.machine]
     source[final.machine] = "machine"
     if np.any(labels < 0):
         raise RuntimeError(f"{int(np.sum(labels < 0))} items ended without a label")
-    ctx.workdir.write_labels(
-        index=np.arange(n), label=labels, source=source, confidence=scores.confidence
-    )
-    ctx.workdir.write_labels_csv(
-        labels_csv(ctx.paths, ctx.classes, labels, source, scores.confidence)
-    )
+    ctx.workdir.write_labels(index=np.arange(n), label=labels, source=source, confidence=confidence)
+    ctx.workdir.write_labels_csv(labels_csv(ctx.paths, ctx.classes, labels, source, confidence))
     summary = _summary(ctx, run, final, labels, baselines)
     ctx.workdir.write_summary(summary)
     return summary

@@ -23,20 +23,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import jax
 import ml_collections
 import numpy as np
 from absl import logging
 
-from mcal_jax import controller
+from mcal_jax import controller, parallel
 from mcal_jax.dataset import Dataset
 from mcal_jax.learner import Learner
 from mcal_jax.profile import THETAS
 from mcal_jax.run import baselines, finish, state
-from mcal_jax.run.measure import Measurement, charge, least_confident, measure
+from mcal_jax.run.measure import Measurement, charge, measure
 from mcal_jax.run.prepare import Context, Split, prepare
 from mcal_jax.run.workdir import Workdir
-from mcal_jax.scoring import Scores
+from mcal_jax.scores import PoolScores
 from mcal_jax.summary import Summary
 
 
@@ -60,10 +59,7 @@ def mcal(
         compared = None
         if ctx.settings.baselines is not None:
             compared = baselines.run_baselines(ctx, run.rounds[-1].lead)
-        if jax.process_count() > 1:  # the other hosts read what process 0 wrote
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices("mcal: rounds written")
+        parallel.sync("mcal: rounds written")  # the other hosts read what process 0 wrote
         return finish.finish(ctx, run, compared)
 
 
@@ -128,9 +124,7 @@ def run_round(ctx: Context, run: state.RunState) -> state.RunState:
     next_batch = (
         ()
         if plan.stop
-        else least_confident(
-            measured[lead].scores, split.candidates, plan.next_delta, ctx.tie_order
-        )
+        else measured[lead].scores.least_confident(split.candidates, plan.next_delta, ctx.tie_order)
     )
 
     ctx.workdir.save_scores(f"round{r}", measured[lead].scores)
@@ -173,7 +167,7 @@ def _take_batch(ctx: Context, batch: np.ndarray, round_index: int) -> None:
         ctx.ledger.buy(ctx.labeler, bought, purpose="train", key=key)
 
 
-def _teacher(ctx: Context, round_index: int) -> Scores | None:
+def _teacher(ctx: Context, round_index: int) -> PoolScores | None:
     """The scores a semi-supervised round learns from: the previous round's lead model's
     (saved with the round, so a resumed run learns from the same); None in round 1 or
     when the rounds are supervised."""

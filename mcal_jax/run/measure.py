@@ -11,13 +11,13 @@ import dataclasses
 import numpy as np
 
 from mcal_jax import profile as profile_lib
-from mcal_jax import scoring
 from mcal_jax import train as train_lib
 from mcal_jax.learner import Learned
 from mcal_jax.recipe import TrainConfig
 from mcal_jax.run import state
 from mcal_jax.run.prepare import Context
 from mcal_jax.run.settings import Settings
+from mcal_jax.scores import PoolScores, error_profile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Measurement:
     choice: profile_lib.MachineLabelingChoice  # step 10 applied to this model now, on T
 
     @property
-    def scores(self) -> scoring.Scores:
+    def scores(self) -> PoolScores:
         return self.learned.scores
 
     @property
@@ -51,7 +51,7 @@ def measure(
     unlabeled: np.ndarray,
     round_index: int,
     recipe: TrainConfig | None = None,
-    teacher: scoring.Scores | None = None,
+    teacher: PoolScores | None = None,
     ensemble: tuple = (),
     test: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Measurement:
@@ -84,16 +84,12 @@ def measure(
         ensemble=ensemble,
     )
     scores = learned.scores
-    if not np.all(np.isfinite(scores.confidence[to_score])):
+    if not scores.all_finite(to_score):
         raise train_lib.DivergedError(
             f"{model} trained on |B|={len(train_indices)} gives non-finite confidences: "
             f"lower train.learning_rate={recipe.learning_rate} or check the data"
         )
-    profile = profile_lib.error_profile(
-        scores.confidence[unlabeled],
-        scores.confidence[test_indices],
-        scores.predicted[test_indices] == test_labels,
-    )
+    profile = error_profile(scores, unlabeled, test_indices, test_labels)
     pricing = settings.pricing
     passes = len(to_score) * learned.forward_passes
     return Measurement(
@@ -135,17 +131,19 @@ def measure_final(
 
 def certified_choice(
     settings: Settings,
-    scores: scoring.Scores,
+    scores: PoolScores,
     unlabeled: np.ndarray,
     test_indices: np.ndarray,
     test_labels: np.ndarray,
 ) -> profile_lib.MachineLabelingChoice:
     """The machine-labeling threshold for U = ``unlabeled`` that T certifies under the
-    run's ε, constraint and confidence (`profile.certify`)."""
-    return profile_lib.certify(
-        scores.confidence[unlabeled],
-        scores.confidence[test_indices],
-        scores.predicted[test_indices] == test_labels,
+    run's ε, constraint and confidence: the error profile on the certificate's fine grid
+    (`profile.CERTIFY_THETAS`), then `profile.choose_machine_threshold`."""
+    profile = error_profile(
+        scores, unlabeled, test_indices, test_labels, thetas=profile_lib.CERTIFY_THETAS
+    )
+    return profile_lib.choose_machine_threshold(
+        profile,
         epsilon=settings.controller.epsilon,
         constraint=settings.controller.constraint,
         num_items=settings.num_items,
@@ -172,14 +170,3 @@ def charge(ctx: Context, stage: str, m: Measurement) -> None:
         items=m.scored_items,
         model=m.model,
     )
-
-
-def least_confident(
-    scores: scoring.Scores, candidates: np.ndarray, count: int, tie_order: np.ndarray
-) -> np.ndarray:
-    """Algorithm 1, line 10: the ``count`` least confident ``candidates`` by the metric M
-    (every item outside B, docs/algorithm.md, step 1), ties broken by ``tie_order`` (the
-    run's random order, the same for every item), sorted."""
-    candidates = np.asarray(candidates)
-    order = np.lexsort((tie_order[candidates], scores.confidence[candidates]))
-    return np.sort(candidates[order[:count]])

@@ -21,6 +21,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
 from absl import logging
@@ -39,7 +40,8 @@ from mcal_jax.run.state import (
     train_move_key,
     train_purchase_key,
 )
-from mcal_jax.scoring import Scores
+from mcal_jax.scores import PoolScores, Scores
+from mcal_jax.sharded_scores import ProcessExchange, ShardScores
 from mcal_jax.summary import Comparison, Summary, read_summary
 
 _HASH_CHUNK_BYTES = 64 << 20  # the images hashed at a time
@@ -169,13 +171,10 @@ class Workdir:
             summary = None
         scores = self.file("scores")
         names = os.listdir(scores) if os.path.isdir(scores) else []
-        stages = [name[: -len(".npz")] for name in names if name.endswith(".npz")]
-        after = (
-            "final.json",
-            "baselines.json",
-            os.path.join("scores", "final.npz"),
-            "summary.json",
-        )
+        # A stage's scores: {stage}.npz, or {stage}.shard{p}of{P}.npz a process.
+        stages = {name.split(".")[0]: name for name in sorted(names) if name.endswith(".npz")}
+        final_scores = [os.path.join("scores", stages["final"])] if "final" in stages else []
+        after = ("final.json", "baselines.json", *final_scores, "summary.json")
         return integrity.OnDisk(
             folder=self.path,
             ledger_found=ledger is not None,
@@ -219,26 +218,57 @@ class Workdir:
             lines = [json.dumps(r.metrics(THETAS), default=float) + "\n" for r in records]
             files.atomic_write_bytes(self.file("metrics.jsonl"), "".join(lines).encode())
 
-    def save_scores(self, stage: str, scores: Scores) -> None:
-        """The lead model's pool scores of a stage (``round3``, ``final``)."""
-        if self.writer:
+    def save_scores(self, stage: str, scores: PoolScores) -> None:
+        """The lead model's pool scores of a stage (``round3``, ``final``) in
+        ``scores/{stage}.npz``; split a shard per process (`ShardScores`), one file a
+        process, ``scores/{stage}.shard{p}of{P}.npz``, each written by its own process, and
+        every process waits until all are written (a recorded round's scores are on disk)."""
+        if isinstance(scores, ShardScores):
+            files.atomic_write_npz(
+                self.file("scores", _shard_file(stage)),
+                start=np.array(scores.start, np.int64),
+                num_items=np.array(scores.num_items, np.int64),
+                confidence=scores.confidence,
+                predicted=scores.predicted,
+            )
+            parallel.sync(f"scores of {stage} saved")
+        elif self.writer:
+            assert isinstance(scores, Scores)
             files.atomic_write_npz(
                 self.file("scores", f"{stage}.npz"),
                 confidence=scores.confidence,
                 predicted=scores.predicted,
             )
 
-    def find_scores(self, stage: str) -> Scores | None:
-        """The saved scores of a stage, or None when there are none (or they are torn)."""
+    def find_scores(self, stage: str) -> PoolScores | None:
+        """The saved scores of a stage, or None when there are none (or they are torn): the
+        whole pool's, or this process's shard when every process finds its own (a
+        collective in a multi-host job)."""
         saved = files.read_npz(self.file("scores", f"{stage}.npz"))
-        return None if saved is None else Scores(saved["confidence"], saved["predicted"])
+        if saved is not None:
+            return Scores(saved["confidence"], saved["predicted"])
+        if jax.process_count() == 1:
+            return None
+        shard = files.read_npz(self.file("scores", _shard_file(stage)))
+        exchange = ProcessExchange()
+        if int(exchange.sum(np.array([shard is not None]))[0]) < jax.process_count():
+            return None  # some process lacks its shard: the stage is scored again
+        assert shard is not None
+        return ShardScores(
+            int(shard["start"]),
+            shard["confidence"],
+            shard["predicted"],
+            int(shard["num_items"]),
+            exchange,
+        )
 
-    def load_scores(self, stage: str) -> Scores:
+    def load_scores(self, stage: str) -> PoolScores:
         scores = self.find_scores(stage)
         if scores is None:
+            where = stage + ".npz" if jax.process_count() == 1 else _shard_file(stage)
             raise ValueError(
-                f"{self.file('scores', stage + '.npz')} is missing or unreadable: the scores "
-                f"of {stage} are needed to finish; restore the file or start a new --workdir"
+                f"{self.file('scores', where)} is missing or unreadable: the scores of "
+                f"{stage} are needed to go on; restore the file or start a new --workdir"
             )
         return scores
 
@@ -348,3 +378,8 @@ def _differences(saved: Any, wanted: Any, prefix: str = "") -> str:
                 parts.append(_differences(saved.get(key), wanted.get(key), f"{prefix}{key}."))
         return "; ".join(parts[:5])
     return f"{prefix.rstrip('.')}: {saved!r} → {wanted!r}"
+
+
+def _shard_file(stage: str) -> str:
+    """This process's file of a stage's scores split a shard per process."""
+    return f"{stage}.shard{jax.process_index()}of{jax.process_count()}.npz"
