@@ -54,11 +54,18 @@ def get_config() -> ml_collections.ConfigDict:
     config.labeling = ml_collections.ConfigDict()
     # Simulated (the ground truth, sold at a price): amazon (0.04 USD), satyam (0.003 USD)
     # or a number. People: queue:QDIR, request files out and answers in (README, "Label
-    # your own images"; "queue" alone is the workdir's queue/), at usd_per_label each.
+    # your own images"; "queue" alone is the workdir's queue/), or labelstudio:URL, the
+    # tasks of a Label Studio project (README, "Label your own images with Label Studio";
+    # the token in LABEL_STUDIO_API_KEY), at usd_per_label each.
     config.labeling.service = "amazon"
-    config.labeling.usd_per_label = config_dict.placeholder(float)  # queue only
-    config.labeling.wait = False  # queue: wait for answers instead of exiting with status 3
-    config.labeling.poll_seconds = 10.0  # queue with wait: how often to look for answers
+    config.labeling.usd_per_label = config_dict.placeholder(float)  # people only
+    config.labeling.wait = False  # people: wait for answers instead of exiting with status 3
+    config.labeling.poll_seconds = 10.0  # people, with wait: how often to look for answers
+    config.labeling.project = ""  # Label Studio: the project's title ("": mcal <workdir>)
+    # Label Studio: show the model's prediction on the tasks of B and of the residual (never
+    # on test items). Off by default: a suggestion can anchor people, whose labels are
+    # counted as right.
+    config.labeling.suggestions = False
     config.labeling.error_rate = 0.0  # simulated human label noise
 
     config.mcal = ml_collections.ConfigDict()

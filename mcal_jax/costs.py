@@ -12,6 +12,7 @@ Two ways to price a round (``cost.mode`` of a run's config):
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 
 import jax
@@ -67,3 +68,17 @@ class Pricing:
             rate = self.usd_per_image_epoch[model]
             return items * rate * self.scoring_fraction_of_image_epoch
         return device_seconds / 3600 * self.usd_per_device_hour
+
+
+def price_problem(shown: str, usd: float, num_items: int | None = None) -> str | None:
+    """What is wrong with the price ``usd`` (shown as ``shown``, the field and its value)
+    of one item, or None: negative, or bought for all ``num_items`` items, a sum that is
+    no finite number."""
+    if usd < 0:
+        return f"{shown} is negative: a price must be ≥ 0"
+    if num_items is not None and not math.isfinite(usd * num_items):
+        return (
+            f"{shown}: {usd} USD for each of the {num_items} items overflows a float "
+            "(the total is infinite); give a price in USD"
+        )
+    return None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +37,19 @@ from mcal_jax.labelers import LabelsAwaited
 def request_name(key: str) -> str:
     """The file name (without suffix) of the request of the ledger purchase ``key``."""
     return key.replace("/", "-")
+
+
+class Requests(Protocol):
+    """Where a purchase's items go to people and their answers come from: a `Queue` of
+    files, or a live Label Studio project (`mcal_jax.label_studio.Project`)."""
+
+    def post(self, name: str, indices: np.ndarray, paths: Sequence[str]) -> None: ...
+
+    def wait_for(
+        self, name: str, count: int, *, key: str, wait: bool, poll_seconds: float
+    ) -> None: ...
+
+    def read(self, name: str, indices: np.ndarray) -> list[answers.Answer]: ...
 
 
 class Queue:
@@ -118,7 +132,8 @@ class Queue:
 
 
 class QueueLabeler:
-    """Buys labels from people through a `Queue` at ``usd_per_label`` each.
+    """Buys labels from people through a `Queue` (or a Label Studio project) at
+    ``usd_per_label`` each.
 
     ``classes`` are the class names answers are read against; ``paths`` each pool item's
     file (or empty); ``truth`` (int32 labels in ``classes``' numbering, or None) serves the
@@ -127,7 +142,7 @@ class QueueLabeler:
 
     def __init__(
         self,
-        queue: Queue,
+        queue: Requests,
         *,
         usd_per_label: float,
         classes: Sequence[str],

@@ -22,7 +22,7 @@ from absl import logging
 
 from mcal_jax import controller
 from mcal_jax import profile as profile_lib
-from mcal_jax.run import state
+from mcal_jax.run import labeling, state
 from mcal_jax.run.measure import certified_choice, charge, measure_final
 from mcal_jax.run.prepare import Context
 from mcal_jax.scores import PoolScores
@@ -147,6 +147,9 @@ def finish(ctx: Context, run: state.RunState, baselines: Comparison | None = Non
     human = ctx.ledger.bought("train")[0], ctx.ledger.bought("certify")[0], final.machine
     residual = ctx.outside(*human)
     if len(residual):
+        if ctx.settings.labeling.suggestions:
+            scores = ctx.workdir.load_scores(final.stage)
+            labeling.suggest(ctx.labeler, scores, residual, final.stage)
         ctx.ledger.buy(ctx.labeler, residual, purpose="residual", key=state.RESIDUAL_PURCHASE_KEY)
     confidence, predicted = ctx.workdir.load_scores(final.stage).whole()
     n = ctx.num_items

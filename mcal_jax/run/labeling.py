@@ -2,14 +2,18 @@
 
 A simulated service (``labeling.service=amazon``, a price) sells the pool's ground truth
 (`labelers.SimulatedLabeler`); ``queue:QDIR`` buys labels from people through request and
-answer files (`file_queue.QueueLabeler`). The class names (what a class number means, in
-the ledger, the models and ``labels.csv``) come from, in this order:
+answer files (`file_queue.QueueLabeler`), ``labelstudio:URL`` through the tasks of a Label
+Studio project (`label_studio.Project`, driven by the same labeler). The class names
+(what a class number means, in the ledger, the models and ``labels.csv``) come from, in
+this order:
 
 1. ``data.classes`` (``a,b,c``), when set;
 2. with a simulated service, the data: its class subfolders, or numbers ``0..K-1``;
-3. with people, the workdir's ``classes.json``, written when they were first learned from
-   the people's first answers (the test set's, `classes_from_first_answers`), durably and
-   before any of those answers is in the ledger.
+3. with a file queue, the workdir's ``classes.json``, written when they were first learned
+   from the people's first answers (the test set's, `classes_from_first_answers`),
+   durably and before any of those answers is in the ledger. A Label Studio project asks
+   its question with the classes, so they must be known before: ``data.classes``, or the
+   pool's class folders.
 
 `check_classes` makes every decision that needs no file before the workdir is claimed, so
 a bad setting leaves nothing behind. A pool's own labels (class subfolders) serve the
@@ -22,12 +26,13 @@ import os
 
 import numpy as np
 
-from mcal_jax import answers, file_queue, labelers
+from mcal_jax import answers, file_queue, label_studio, labelers
 from mcal_jax.dataset import Dataset
 from mcal_jax.ledger import Ledger
 from mcal_jax.run.settings import Settings
 from mcal_jax.run.state import TEST_PURCHASE_KEY
 from mcal_jax.run.workdir import Workdir
+from mcal_jax.scores import PoolScores
 
 RunLabeler = labelers.SimulatedLabeler | file_queue.QueueLabeler
 
@@ -56,6 +61,14 @@ def check_classes(settings: Settings, dataset: Dataset, text: str) -> tuple[str,
     will name them with their first answers); ValueError for a pool or ``data.classes``
     that cannot work with the labeling service."""
     names = configured_classes(text)
+    if settings.labeling.label_studio is not None:
+        label_studio.connect(settings.labeling.label_studio)  # the token is there
+        if not (names or dataset.class_names):
+            raise ValueError(
+                f"invalid config: labeling.service=labelstudio:{settings.labeling.label_studio} "
+                "asks people to choose among the classes: name them with data.classes=a,b,..."
+            )
+        return names or dataset.class_names
     if settings.labeling.queue is not None:
         return names or None
     if dataset.labels is None:
@@ -148,11 +161,12 @@ def make_labeler(
     dataset: Dataset,
     classes: tuple[str, ...],
     configured: bool,
+    folder: str = "",
 ) -> RunLabeler:
     """The run's labeler, selling labels numbered as ``classes`` (``configured``: named
-    by ``data.classes``)."""
+    by ``data.classes``); ``folder`` is where the pool's files are, when it has files."""
     own = truth(dataset, classes, configured)
-    if settings.labeling.queue is None:
+    if not settings.labeling.people:
         assert own is not None  # check_classes refused a pool without ground truth
         return labelers.SimulatedLabeler(
             own,
@@ -161,8 +175,23 @@ def make_labeler(
             error_rate=settings.label_error_rate,
             seed=settings.seed,
         )
+    requests: file_queue.Requests = queue_of(settings, workdir)
+    if settings.labeling.label_studio is not None:
+        name = os.path.basename(os.path.abspath(workdir.path))
+        title = settings.labeling.project or f"mcal {name}"
+        client = label_studio.connect(settings.labeling.label_studio)
+        requests = label_studio.Project(
+            client,
+            title,
+            classes,
+            dataset.images,
+            dataset.paths,
+            folder,
+            suggestions=settings.labeling.suggestions,
+            writer=workdir.writer,
+        )
     return file_queue.QueueLabeler(
-        queue_of(settings, workdir),
+        requests,
         usd_per_label=settings.usd_per_label,
         classes=classes,
         paths=dataset.paths,
@@ -171,3 +200,13 @@ def make_labeler(
         poll_seconds=settings.labeling.poll_seconds,
         truth=own,
     )
+
+
+def suggest(labeler: RunLabeler, scores: PoolScores, items: np.ndarray, model: str) -> None:
+    """Shows people the model's predictions on ``items`` (of B or the residual) with their
+    tasks, when the run labels in Label Studio with ``labeling.suggestions``: ``scores``
+    are the model's (``model``, e.g. ``round3``). A collective where the scores are split."""
+    requests = getattr(labeler, "queue", None)
+    if isinstance(requests, label_studio.Project) and requests.suggestions:
+        confidence, predicted = scores.scores_of(items)
+        requests.suggest(items, predicted, confidence, model)

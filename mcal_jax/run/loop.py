@@ -31,7 +31,7 @@ from mcal_jax import controller, parallel
 from mcal_jax.dataset import Dataset
 from mcal_jax.learner import Learner
 from mcal_jax.profile import THETAS
-from mcal_jax.run import baselines, finish, state
+from mcal_jax.run import baselines, finish, labeling, state
 from mcal_jax.run.measure import Measurement, charge, measure
 from mcal_jax.run.prepare import Context, Split, prepare
 from mcal_jax.run.workdir import Workdir
@@ -163,6 +163,9 @@ def _take_batch(ctx: Context, batch: np.ndarray, round_index: int) -> None:
         ctx.ledger.move(from_test, source="test", purpose="train", key=key)
     bought = np.setdiff1d(batch, from_test)
     if bought.size:
+        if ctx.settings.labeling.suggestions and round_index > 1:  # the model that chose them
+            stage = f"round{round_index - 1}"
+            labeling.suggest(ctx.labeler, ctx.workdir.load_scores(stage), bought, stage)
         key = state.train_purchase_key(round_index)
         ctx.ledger.buy(ctx.labeler, bought, purpose="train", key=key)
 

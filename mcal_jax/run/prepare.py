@@ -168,7 +168,12 @@ def prepare(
         ledger=files.open_ledger() if ledger is None else ledger,
         learner=learner,
         labeler=labeling.make_labeler(
-            settings, files, dataset, classes, configured=bool(config.data.classes.strip())
+            settings,
+            files,
+            dataset,
+            classes,
+            configured=bool(config.data.classes.strip()),
+            folder=config.data.dataset.removeprefix("folder:") if dataset.paths else "",
         ),
         plan_test=plan_test,
         initial_batch=np.sort(order[num_test : num_test + delta0]),

@@ -20,11 +20,13 @@ from collections.abc import Iterator
 
 import ml_collections
 
-from mcal_jax import costs, labelers, models, placement, scoring
+from mcal_jax import costs, models, placement, scoring
 from mcal_jax.controller import ControllerConfig
 from mcal_jax.placement import PlacementSettings
 from mcal_jax.recipe import TrainConfig
 from mcal_jax.records import InvalidFieldError
+from mcal_jax.run import service
+from mcal_jax.run.service import LabelingSettings
 
 # Where the certificate's test labels come from (docs/algorithm.md, step 10).
 CERTIFY_ON = ("reserve", "plan")
@@ -57,19 +59,6 @@ class BaselineSettings:
 
     delta_fractions: tuple[float, ...]
     max_rounds: int
-
-
-@dataclasses.dataclass(frozen=True)
-class LabelingSettings:
-    """Who sells the human labels: a simulated labeler that reads the ground truth
-    (``queue`` None), or people answering the request files of a queue folder
-    (``queue``; "" is the workdir's ``queue/``), checked again every ``poll_seconds``
-    when the run should ``wait`` for them instead of stopping (README, "Label your own
-    images")."""
-
-    queue: str | None = None
-    wait: bool = False
-    poll_seconds: float = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +145,7 @@ class Settings:
             problems.append(f"mcal.selection_rounds={m.selection_rounds} must be an integer ≥ 1")
         if not 0 <= config.labeling.error_rate < 1:
             problems.append(f"labeling.error_rate={config.labeling.error_rate} must lie in [0, 1)")
-        labeling, usd_per_label, priced = _labeling(config, num_items, problems)
+        labeling, usd_per_label, priced = service.labeling(config, num_items, problems)
         placed = placement.check(config.data.placement, config.data.device_memory_gb, problems)
         names = tuple(config.models)
         unknown = [name for name in names if name not in models.MODEL_NAMES]
@@ -237,53 +226,6 @@ class Settings:
         )
 
 
-def _labeling(
-    config: ml_collections.ConfigDict, num_items: int, problems: list[str]
-) -> tuple[LabelingSettings, float, bool]:
-    """(who labels, USD per label, whether the price is valid) of ``config.labeling``."""
-    lab = config.labeling
-    service, price = lab.service, lab.usd_per_label
-    if not (isinstance(service, str) and service.split(":")[0] == "queue"):
-        if price is not None:
-            problems.append(
-                f"labeling.usd_per_label={price}: the price of labels from people (a queue: "
-                "service); a simulated service's price is labeling.service"
-            )
-        try:
-            price = labelers.usd_per_label(service)
-        except (TypeError, ValueError) as error:
-            problems.append(f"labeling.service: {error}")
-            return LabelingSettings(), 1.0, False  # a stand-in price
-        wrong = _price_problem(f"labeling.service={service!r}", price, num_items)
-        if wrong:
-            problems.append(wrong)
-        return LabelingSettings(), 1.0 if wrong else price, not wrong
-    priced = isinstance(price, int | float) and math.isfinite(price) and price > 0
-    if not priced:
-        problems.append(
-            f"labeling.usd_per_label={price}: set the price of one label from people in USD "
-            "(a number > 0, e.g. 0.04) with labeling.service=queue"
-        )
-    elif wrong := _price_problem(f"labeling.usd_per_label={price}", price, num_items):
-        problems.append(wrong)
-        priced = False
-    if lab.error_rate:
-        problems.append(
-            f"labeling.error_rate={lab.error_rate}: simulated label noise needs a simulated "
-            "labeling.service, not a queue"
-        )
-    if config.baselines.run:
-        problems.append(
-            "baselines.run=True: the baselines simulate labelers; with labeling.service=queue "
-            "set baselines.run=False"
-        )
-    if not (isinstance(lab.poll_seconds, int | float) and lab.poll_seconds > 0):
-        problems.append(f"labeling.poll_seconds={lab.poll_seconds} must be > 0")
-    queue = service.partition(":")[2]
-    settings = LabelingSettings(queue, bool(lab.wait), float(lab.poll_seconds))
-    return settings, float(price) if priced else 1.0, priced
-
-
 def _invalid(problems: list[str]) -> ValueError:
     return ValueError("invalid config:\n  " + "\n  ".join(problems))
 
@@ -300,20 +242,6 @@ def _numbers(config: ml_collections.ConfigDict, prefix: str = "") -> Iterator[tu
                     yield f"{name}[{k}]", item
         elif isinstance(value, float):
             yield name, value
-
-
-def _price_problem(shown: str, usd: float, num_items: int | None = None) -> str | None:
-    """What is wrong with the price ``usd`` (shown as ``shown``, the field and its value)
-    of one item, or None: negative, or bought for all ``num_items`` items, a sum that is
-    no finite number."""
-    if usd < 0:
-        return f"{shown} is negative: a price must be ≥ 0"
-    if num_items is not None and not math.isfinite(usd * num_items):
-        return (
-            f"{shown}: {usd} USD for each of the {num_items} items overflows a float "
-            "(the total is infinite); give a price in USD"
-        )
-    return None
 
 
 def _controller_problem(config: ml_collections.ConfigDict, error: InvalidFieldError) -> str:
@@ -346,16 +274,16 @@ def _pricing(
     fraction = cost.scoring_fraction_of_image_epoch
     wrong = [
         *(
-            _price_problem(f"cost.usd_per_device_hour.{k}={v}", v)
+            costs.price_problem(f"cost.usd_per_device_hour.{k}={v}", v)
             for k, v in cost.usd_per_device_hour.items()
         ),
         *(
-            _price_problem(f"cost.usd_per_image_epoch.{k}={v}", v, num_items)
+            costs.price_problem(f"cost.usd_per_image_epoch.{k}={v}", v, num_items)
             for k, v in rates.items()
         ),
-        _price_problem(f"cost.scoring_fraction_of_image_epoch={fraction}", fraction)
+        costs.price_problem(f"cost.scoring_fraction_of_image_epoch={fraction}", fraction)
         # scoring every item once costs this fraction of the dearest image-epoch
-        or _price_problem(
+        or costs.price_problem(
             f"cost.scoring_fraction_of_image_epoch={fraction}",
             fraction * max(rates.values(), default=0.0),
             num_items,

@@ -346,14 +346,24 @@ class Workdir:
             files.atomic_write_json(self.file("summary.json"), summary.to_json())
 
 
-# Config fields that say where the run's work happens, not what it decides: a run resumed
-# with other values buys and labels as it would have (`tests/test_placement.py`).
-PLACEMENT_FIELDS = (("data", "placement"), ("data", "device_memory_gb"))
+# Config fields that say where the run's work happens, or whether it waits for people's
+# answers, not what it decides: a run resumed with other values buys and labels as it would
+# have (`tests/test_placement.py`).
+PLACEMENT_FIELDS = (
+    ("data", "placement"),
+    ("data", "device_memory_gb"),
+    ("labeling", "wait"),
+    ("labeling", "poll_seconds"),
+)
 
 
 # Config fields added since runs were first written, with the value that does what runs
 # did before them: a config.json written without one reads as having it.
-ADDED_FIELDS = {("train", "microbatch_size"): 0}
+ADDED_FIELDS = {
+    ("train", "microbatch_size"): 0,
+    ("labeling", "project"): "",
+    ("labeling", "suggestions"): False,
+}
 
 
 def _decisive(config: dict[str, Any]) -> dict[str, Any]:
