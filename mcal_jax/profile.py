@@ -19,10 +19,10 @@ import scipy.stats
 
 #: Fractions of the pool the learning curves are measured and planned at: 0.05, ..., 1.00.
 THETAS: np.ndarray = (np.arange(1, 21) / 20).astype(np.float32)
-#: The pre-set grid the final certificate tests (step 10): every 0.5% of U's confidence
+#: The pre-set grid the final certificate tests (step 10): every 0.1% of U's confidence
 #: quantiles. Fixed-sequence testing spends no α per step, so a finer grid costs nothing
 #: but lets the threshold stop closer to where the bound binds.
-CERTIFY_THETAS: np.ndarray = (np.arange(1, 201) / 200).astype(np.float32)
+CERTIFY_THETAS: np.ndarray = (np.arange(1, 1001) / 1000).astype(np.float32)
 
 CONSTRAINTS = ("overall", "machine_subset")
 
@@ -348,7 +348,7 @@ def certify(
     confidence: float,
 ) -> MachineLabelingChoice:
     """Step 10's certified threshold for the pool U from its test items: the error profile
-    on the fine pre-set grid `CERTIFY_THETAS` (every 0.5% of U's confidence quantiles),
+    on the fine pre-set grid `CERTIFY_THETAS` (every 0.1% of U's confidence quantiles),
     then `choose_machine_threshold`."""
     profile = error_profile(pool_confidence, test_confidence, test_correct, thetas=CERTIFY_THETAS)
     return choose_machine_threshold(

@@ -77,7 +77,7 @@ def test_stop_now_prices_humans_for_everything_not_certified(tmp_path):
     split = baselines.Split.of(ctx, labeled)
     np.testing.assert_array_equal(split.unlabeled, unlabeled)
     price, machine = baselines.stop_now_usd(ctx, scores, split, 1.5)
-    # The certificate on the fine grid: every 0.5% of U.
+    # The certificate on the fine grid: every 0.1% of U.
     profile = profile_lib.error_profile(
         confidence[unlabeled],
         confidence[test],

@@ -334,7 +334,7 @@ def test_certificate_holds_in_simulation(grid):
 
 
 def test_fine_certificate_grid_machine_labels_more():
-    """The same runs certified on every 0.5% of U instead of every 5%: the threshold stops
+    """The same runs certified on every 0.1% of U instead of every 5%: the threshold stops
     nearer where the bound binds, so more of U is machine-labeled, for the same guarantee."""
     coarse = _simulate_certificates(thetas=P.THETAS)
     fine = _simulate_certificates(thetas=P.CERTIFY_THETAS)

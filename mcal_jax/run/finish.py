@@ -94,7 +94,7 @@ def final_scores(ctx: Context, run: state.RunState) -> tuple[str, PoolScores]:
 def certificate_size(ctx: Context, run: state.RunState, scores: PoolScores) -> int:
     """|T_cert| for the labeling classifier's ``scores`` (docs/algorithm.md, step 10): the
     size that makes stopping now cheapest when the error of the items above each of its
-    thresholds (every 0.5% of what is left) is the last round's error on T_plan at the same
+    thresholds (every 0.1% of what is left) is the last round's error on T_plan at the same
     confidence. Read from what the loop knows, never from T_cert: a final classifier
     trained on T_plan cannot be measured on it, but where it is as confident as the round's
     model was, it is about as often right (more often, as an ensemble: the safe side)."""
