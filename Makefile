@@ -6,7 +6,8 @@ DEMO_WORKDIR ?= workdirs/demo
 FASHION_FOLDER ?= workdirs/fashion_folder
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data test lint typecheck check demo fashion-folder bench gpu-check clean
+.PHONY: install data test lint typecheck check demo fashion-folder bench gpu-check clean \
+	labelstudio test-labelstudio
 
 install: $(VENV)/.installed
 
@@ -47,6 +48,23 @@ typecheck: install
 # What CI runs: lint, types, then the test suite.
 check: lint typecheck test
 
+# Label Studio, the server people label in (labeling.service=labelstudio:URL), in a
+# virtualenv of its own: it pins its own dependencies (numpy among them), which must not
+# replace the JAX environment's. mcal_jax talks to it over HTTP and needs none of them.
+LS_VENV ?= .venv-labelstudio
+labelstudio: $(LS_VENV)/.installed
+
+$(LS_VENV)/.installed:
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install --quiet --disable-pip-version-check 'label-studio>=1.20,<2'
+	touch $@
+
+# The end-to-end test against a real Label Studio server (skipped by `make test`, which
+# does not know where the server is).
+test-labelstudio: install labelstudio
+	LABEL_STUDIO_BIN=$(LS_VENV)/bin/label-studio MCAL_REQUIRE_LABEL_STUDIO=1 \
+	  $(PY) -m pytest -q tests/test_label_studio.py
+
 demo: install data
 	$(PY) -m launch.mcal --config=configs/fashion_mnist.py:cpu --workdir=$(DEMO_WORKDIR)
 
@@ -67,4 +85,4 @@ gpu-check:
 	$(GPU_CHECK_PYTHON) -m benchmarks.gpu_check --out_dir=$(GPU_CHECK_OUT)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(LS_VENV) .pytest_cache .ruff_cache .mypy_cache
