@@ -209,17 +209,33 @@ class Project:
         tasks: list[dict[str, Any]] = []
         page = 1
         while True:
-            query = urllib.parse.urlencode(
-                {"project": self.id, "page": page, "page_size": _PAGE, "fields": "all"}
-            )
-            found = self.client.call("GET", f"/api/tasks/?{query}")
+            found = self._page(request, page, _PAGE)
             tasks += found["tasks"]
             if len(tasks) >= found["total"] or not found["tasks"]:
-                break
+                return tasks
             page += 1
-        if request is None:
-            return tasks
-        return [t for t in tasks if (t.get("data") or {}).get("request") == request]
+
+    def answered(self, request: str) -> int:
+        """How many tasks of ``request`` have an annotation that was not skipped: counted
+        by the server, so that waiting reads no task."""
+        return int(self._page(request, 1, 1, answered=True)["total"])
+
+    def _page(
+        self, request: str | None, page: int, size: int, answered: bool = False
+    ) -> dict[str, Any]:
+        """One page of the project's tasks, those of ``request`` (and answered) only."""
+        fields: dict[str, Any] = {"project": self.id, "page": page, "page_size": size}
+        fields["fields"] = "all"
+        items: list[dict[str, Any]] = []
+        if request is not None:
+            items.append({"filter": "filter:tasks:data.request", "operator": "equal",
+                          "type": "String", "value": request})  # fmt: skip
+        if answered:
+            items.append({"filter": "filter:tasks:total_annotations", "operator": "greater",
+                          "type": "Number", "value": 0})  # fmt: skip
+        if items:
+            fields["query"] = json.dumps({"filters": {"conjunction": "and", "items": items}})
+        return dict(self.client.call("GET", "/api/tasks/?" + urllib.parse.urlencode(fields)))
 
     def post(self, name: str, indices: np.ndarray, paths: Sequence[str]) -> None:
         """Imports a task for each item of request ``name`` that has none yet."""
@@ -256,15 +272,14 @@ class Project:
         }
 
     def _answers(self, name: str) -> list[answers.Answer]:
-        tasks = self.tasks(name)
         where = f"Label Studio project {self.id} ({self.client.url})"
-        return answers.parse_labelstudio(json.dumps(tasks), where, name)
+        return answers.parse_labelstudio(json.dumps(self.tasks(name)), where, name)
 
     def wait_for(self, name: str, count: int, *, key: str, wait: bool, poll_seconds: float) -> None:
         """Returns once every task of request ``name`` has an answer; raises LabelsAwaited
         without ``wait``."""
         told = False
-        while (done := len(self._answers(name))) < count:
+        while (done := self.answered(name)) < count:
             message = (
                 f"{count - done} of {count} labels awaited for purchase {key!r}: label the "
                 f"tasks of request {name!r} in {self.directory}, then rerun the same command"

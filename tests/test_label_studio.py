@@ -168,7 +168,8 @@ def test_people_label_a_folder_in_label_studio_end_to_end(tmp_path, monkeypatch,
         run.mcal(config, str(workdir))
     assert people.annotate(project, label_of) == 1
 
-    # B0's tasks; two annotators disagree on one: refused, naming it, nothing imported.
+    # B0's tasks; two annotators disagree on one: refused once all are answered, naming
+    # the task; nothing is imported.
     with pytest.raises(LabelsAwaited, match="30 of 30 labels awaited for purchase 'round1/train'"):
         run.mcal(config, str(workdir))
     task = people.open_tasks(project)[0]
@@ -176,6 +177,7 @@ def test_people_label_a_folder_in_label_studio_end_to_end(tmp_path, monkeypatch,
     people.answer(project.client, task["id"], label_of(index))
     other = NAMES[(NAMES.index(label_of(index)) + 1) % len(NAMES)]
     wrong = people.answer(project.client, task["id"], other)
+    assert people.annotate(project, label_of) == 29
     with pytest.raises(AnswerError, match=rf"id {task['id']}\): annotations disagree"):
         run.mcal(config, str(workdir))
     assert [r["key"] for r in _purchases(workdir)] == ["test"]
