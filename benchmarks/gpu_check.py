@@ -16,11 +16,14 @@ within ``--budget_s`` (a step that would start with under 20 s left is skipped):
 2. ``core``: scoring a 50,000-item 32×32×3 pool with ResNet-18 in bfloat16 (batch 2,048),
    the all-θ fit against scipy and the plan (``benchmarks.core``);
 3. ``fashion_mnist``: the paper's configuration, ``configs/fashion_mnist.py``;
-4. ``profile_resnet20``, ``profile_resnet18``: where a bf16 training step's time goes, by
+4. ``pool_scale``: a 1,280,000-item 32×32×3 pool (3.9 GB, memory-mapped, written on the
+   first call) scored with ResNet-18 streamed from the host (``benchmarks.pool_scale``,
+   ``data.placement=host``): items/s, selection, training images/s, memory;
+5. ``profile_resnet20``, ``profile_resnet18``: where a bf16 training step's time goes, by
    kind of op (``benchmarks.profile_step``, batch 512);
-5. ``train_cost_resnet50``: ResNet-50 (batch 256) against both twins;
-6. ``select``: ``configs/fashion_mnist.py:select``, MCAL choosing among three architectures;
-7. ``baselines``: the paper's configuration with the AL(δ) baselines.
+6. ``train_cost_resnet50``: ResNet-50 (batch 256) against both twins;
+7. ``select``: ``configs/fashion_mnist.py:select``, MCAL choosing among three architectures;
+8. ``baselines``: the paper's configuration with the AL(δ) baselines.
 
 ``--out_dir`` gets ``results.jsonl`` (one line a step, written as each ends: its status, wall
 seconds and numbers), each step's own JSON lines, its log, and the report PNGs of the
@@ -73,7 +76,7 @@ class Step:
     name: str
     argv: tuple[str, ...]
     cap_s: int
-    kind: str  # "train_cost", "core" (a JSON last line) or "mcal": how its numbers are read
+    kind: str  # "train_cost" or "pool_scale" (a JSONL file), "core" (a JSON last line), "mcal"
 
 
 def steps(out: str, workdir_root: str, dataset: str, tiny: bool) -> list[Step]:
@@ -120,10 +123,20 @@ def steps(out: str, workdir_root: str, dataset: str, tiny: bool) -> list[Step]:
         trace = f"--trace_dir={os.path.join(workdir_root, name)}"
         return Step(name, (*py, "benchmarks.profile_step", *work, trace), 45, "core")
 
+    pools: tuple[str, ...]
+    if tiny:
+        pools = ("--sizes=2000", "--model=tiny", "--score_batch=256", "--train_items=256")
+    else:
+        pools = ("--sizes=1280000", "--model=resnet18", "--score_batch=4096")
+    pools += ("--placements=host", "--device_memory_gb=1", "--repeats=1")
+    pools += (f"--pool_dir={os.path.join(workdir_root, 'pools')}",)
+    pools += (f"--out={os.path.join(out, 'pool_scale.jsonl')}",)
+
     return [
         train_cost("train_cost", "resnet18,resnet20", 512, 170),
         Step("core", (*py, "benchmarks.core", *core), 60, "core"),
         mcal("fashion_mnist", "", 120),
+        Step("pool_scale", (*py, "benchmarks.pool_scale", *pools), 150, "pool_scale"),
         profile("profile_resnet20", "resnet20"),
         profile("profile_resnet18", "resnet18"),
         train_cost("train_cost_resnet50", "resnet50", 256, 120),
@@ -192,7 +205,7 @@ def _has_idx(folder: str) -> bool:
 
 def numbers(step: Step, out: str, stdout: str, env: dict[str, str]) -> dict:
     """What a finished step measured, for results.jsonl; copies a run's report PNGs."""
-    if step.kind == "train_cost":
+    if step.kind in ("train_cost", "pool_scale"):
         with open(os.path.join(out, step.name + ".jsonl")) as f:
             return {"records": [json.loads(line) for line in f]}
     if step.kind == "core":

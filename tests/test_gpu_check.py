@@ -68,6 +68,7 @@ def test_the_full_plan_measures_what_the_issue_asks_for(tmp_path):
         "train_cost",
         "core",
         "fashion_mnist",
+        "pool_scale",
         "profile_resnet20",
         "profile_resnet18",
         "train_cost_resnet50",
@@ -79,6 +80,8 @@ def test_the_full_plan_measures_what_the_issue_asks_for(tmp_path):
     assert "--vs_torch" in commands["train_cost_resnet50"]
     assert "--pool_size=50000" in commands["core"] and "--image_shape=32x32x3" in commands["core"]
     assert "configs/fashion_mnist.py:select" in commands["select"]
+    assert "--sizes=1280000 --model=resnet18" in commands["pool_scale"]
+    assert "--placements=host --device_memory_gb=1" in commands["pool_scale"]
     assert "--model=resnet18 --batch_size=512" in commands["profile_resnet18"]
     assert "--model=resnet18 --batch_size=512" in commands["profile_resnet18"]
     assert "--config.baselines.run=True" in commands["baselines"]
@@ -100,17 +103,20 @@ def test_tiny_steps_run_and_write_results_logs_and_pngs(tmp_path):
         f"--workdir_root={tmp_path / 'work'}",
         "--tiny",
         "--allow_cpu",
-        "--only=train_cost,baselines",
+        "--only=train_cost,pool_scale,baselines",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [(r["step"], r["status"]) for r in records] == [
         ("train_cost", "ok"),
+        ("pool_scale", "ok"),
         ("baselines", "ok"),
     ]
     (cost,) = records[0]["records"]
     assert cost["model"] == "tiny" and cost["flops_per_image"] > 0 and cost["mfu"] > 0
-    run = records[1]
+    (pool,) = records[1]["records"]
+    assert (pool["size"], pool["placement"]) == (2000, "host") and pool["score_items_per_s"] > 0
+    run = records[2]
     summary = json.loads((out / "baselines" / "summary.json").read_text())
     assert run["total_usd"] == summary["cost_usd"]["total"] > 0
     assert sum(run["counts"].values()) == 600
