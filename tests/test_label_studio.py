@@ -246,3 +246,31 @@ def test_people_label_a_folder_in_label_studio_end_to_end(tmp_path, monkeypatch,
     assert sum(counts.values()) == 300 and len(machine) == counts["machine"] > 0
     assert summary.cost_usd.human_labels == pytest.approx(0.04 * len(human))
     assert sum(r[1] != truth[r[0]] for r in machine) <= summary.error.upper_bound_overall * 300
+
+
+def test_bad_label_studio_settings_are_refused_before_anything_is_written(tmp_path, monkeypatch):
+    images, workdir = tmp_path / "images", tmp_path / "run"
+    _write_images(images)
+    config_file = tmp_path / "own.py"
+    config_file.write_text(
+        _CONFIG_FILE.format(
+            images=images, classes=",".join(NAMES), url="http://127.0.0.1:9", project="own"
+        )
+    )
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    with pytest.raises(ValueError, match="set the environment variable LABEL_STUDIO_API_KEY"):
+        run.mcal(_config(config_file), str(workdir))
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "a-token")
+    with pytest.raises(ValueError, match="asks people to choose among the classes"):
+        run.mcal(_config(config_file, **{"data.classes": ""}), str(workdir))
+    with pytest.raises(ValueError, match=r"labeling.service='labelstudio:localhost:8080'"):
+        run.mcal(_config(config_file, **{"labeling.service": "labelstudio:localhost:8080"}),
+                 str(workdir))  # fmt: skip
+    amazon = {"labeling.service": "amazon", "labeling.usd_per_label": None}
+    with pytest.raises(ValueError, match="suggestions go to Label Studio tasks"):
+        run.mcal(_config(config_file, **amazon), str(workdir))
+    assert not workdir.exists()
+    # A server that is not there is named (the workdir is claimed by then: the same
+    # command goes on once the server is up).
+    with pytest.raises(label_studio.LabelStudioError, match="cannot be reached"):
+        run.mcal(_config(config_file), str(workdir))

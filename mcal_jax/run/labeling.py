@@ -26,7 +26,7 @@ import os
 
 import numpy as np
 
-from mcal_jax import answers, file_queue, label_studio, labelers
+from mcal_jax import answers, file_queue, label_studio, labelers, parallel
 from mcal_jax.dataset import Dataset
 from mcal_jax.ledger import Ledger
 from mcal_jax.run.settings import Settings
@@ -180,16 +180,24 @@ def make_labeler(
         name = os.path.basename(os.path.abspath(workdir.path))
         title = settings.labeling.project or f"mcal {name}"
         client = label_studio.connect(settings.labeling.label_studio)
-        requests = label_studio.Project(
-            client,
-            title,
-            classes,
-            dataset.images,
-            dataset.paths,
-            folder,
-            suggestions=settings.labeling.suggestions,
-            writer=workdir.writer,
-        )
+
+        def project() -> label_studio.Project:
+            return label_studio.Project(
+                client,
+                title,
+                classes,
+                dataset.images,
+                dataset.paths,
+                folder,
+                suggestions=settings.labeling.suggestions,
+                writer=workdir.writer,
+            )
+
+        if workdir.writer:  # process 0 finds or creates the project before the others look
+            requests = project()
+        parallel.sync("Label Studio project")
+        if not workdir.writer:
+            requests = project()
     return file_queue.QueueLabeler(
         requests,
         usd_per_label=settings.usd_per_label,
