@@ -56,7 +56,8 @@ labelstudio: $(LS_VENV)/.installed
 
 $(LS_VENV)/.installed:
 	$(PYTHON) -m venv $(LS_VENV)
-	$(LS_VENV)/bin/pip install --quiet --disable-pip-version-check 'label-studio>=1.20,<2'
+	$(LS_VENV)/bin/pip install --quiet --disable-pip-version-check --no-compile \
+	  'label-studio>=1.20,<2'
 	touch $@
 
 # The end-to-end test against a real Label Studio server (skipped by `make test`, which

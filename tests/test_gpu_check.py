@@ -90,6 +90,16 @@ def test_the_full_plan_measures_what_the_issue_asks_for(tmp_path):
     )
 
 
+def test_pool_scale_numbers_are_read_from_its_jsonl(tmp_path):
+    (step,) = [
+        s for s in gpu_check.steps(str(tmp_path), "/w", "d", tiny=True) if s.kind == "pool_scale"
+    ]
+    assert f"--out={tmp_path / 'pool_scale.jsonl'}" in step.argv and "--sizes=2000" in step.argv
+    line = {"size": 2000, "placement": "host", "score_items_per_s": 5.0}
+    (tmp_path / "pool_scale.jsonl").write_text(json.dumps(line) + "\n")
+    assert gpu_check.numbers(step, str(tmp_path), "", {}) == {"records": [line]}
+
+
 def test_core_numbers_are_read_from_its_last_line(tmp_path):
     step = gpu_check.steps(str(tmp_path), str(tmp_path), "fashion_mnist", tiny=True)[1]
     stdout = "a table\n" + json.dumps({"fit_ms": 1.5})
@@ -103,20 +113,17 @@ def test_tiny_steps_run_and_write_results_logs_and_pngs(tmp_path):
         f"--workdir_root={tmp_path / 'work'}",
         "--tiny",
         "--allow_cpu",
-        "--only=train_cost,pool_scale,baselines",
+        "--only=train_cost,baselines",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [(r["step"], r["status"]) for r in records] == [
         ("train_cost", "ok"),
-        ("pool_scale", "ok"),
         ("baselines", "ok"),
     ]
     (cost,) = records[0]["records"]
     assert cost["model"] == "tiny" and cost["flops_per_image"] > 0 and cost["mfu"] > 0
-    (pool,) = records[1]["records"]
-    assert (pool["size"], pool["placement"]) == (2000, "host") and pool["score_items_per_s"] > 0
-    run = records[2]
+    run = records[1]
     summary = json.loads((out / "baselines" / "summary.json").read_text())
     assert run["total_usd"] == summary["cost_usd"]["total"] > 0
     assert sum(run["counts"].values()) == 600
