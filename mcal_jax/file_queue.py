@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -114,21 +114,36 @@ class Queue:
 
     def wait_for(self, name: str, count: int, *, key: str, wait: bool, poll_seconds: float) -> None:
         """Returns once request ``name`` has answers; raises LabelsAwaited without ``wait``."""
-        told = False
-        while not self.answer_files(name):
-            csv_answers = os.path.join(self.directory, "answers", name + ".csv")
-            message = (
-                f"{count} labels awaited for purchase {key!r}: the items are listed in "
-                f"{self.request(name)} (and {self.request(name, '.labelstudio.json')} for "
-                f"Label Studio); write {csv_answers} with columns index,label (or put a Label "
-                f"Studio JSON export at {csv_answers[:-4]}.json), then rerun the same command"
-            )
-            if not wait:
-                raise LabelsAwaited(message, key=key, count=count)
-            if not told:
-                logging.info("%s; checking every %g s", message, poll_seconds)
-                told = True
-            time.sleep(poll_seconds)
+        csv_answers = os.path.join(self.directory, "answers", name + ".csv")
+        message = (
+            f"{count} labels awaited for purchase {key!r}: the items are listed in "
+            f"{self.request(name)} (and {self.request(name, '.labelstudio.json')} for "
+            f"Label Studio); write {csv_answers} with columns index,label (or put a Label "
+            f"Studio JSON export at {csv_answers[:-4]}.json), then rerun the same command"
+        )
+        await_answers(
+            lambda: bool(self.answer_files(name)), lambda: message, key, count, wait, poll_seconds
+        )
+
+
+def await_answers(
+    ready: Callable[[], bool],
+    message: Callable[[], str],
+    key: str,
+    count: int,
+    wait: bool,
+    poll_seconds: float,
+) -> None:
+    """Returns once ``ready()``; until then raises LabelsAwaited with ``message()``, or,
+    with ``wait``, says it once and looks again every ``poll_seconds``."""
+    told = False
+    while not ready():
+        if not wait:
+            raise LabelsAwaited(message(), key=key, count=count)
+        if not told:
+            logging.info("%s; checking every %g s", message(), poll_seconds)
+            told = True
+        time.sleep(poll_seconds)
 
 
 class QueueLabeler:

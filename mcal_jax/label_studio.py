@@ -29,7 +29,6 @@ import base64
 import io
 import json
 import os
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -40,8 +39,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 from absl import logging
 
-from mcal_jax import answers
-from mcal_jax.labelers import LabelsAwaited
+from mcal_jax import answers, file_queue
 
 TOKEN_VARIABLE = "LABEL_STUDIO_API_KEY"
 FROM_NAME, TO_NAME = "label", "image"  # the names of the choices and the image in the config
@@ -278,18 +276,20 @@ class Project:
     def wait_for(self, name: str, count: int, *, key: str, wait: bool, poll_seconds: float) -> None:
         """Returns once every task of request ``name`` has an answer; raises LabelsAwaited
         without ``wait``."""
-        told = False
-        while (done := self.answered(name)) < count:
-            message = (
+        done = 0
+
+        def ready() -> bool:
+            nonlocal done
+            done = self.answered(name)
+            return done >= count
+
+        def message() -> str:
+            return (
                 f"{count - done} of {count} labels awaited for purchase {key!r}: label the "
                 f"tasks of request {name!r} in {self.directory}, then rerun the same command"
             )
-            if not wait:
-                raise LabelsAwaited(message, key=key, count=count)
-            if not told:
-                logging.info("%s; checking every %g s", message, poll_seconds)
-                told = True
-            time.sleep(poll_seconds)
+
+        file_queue.await_answers(ready, message, key, count, wait, poll_seconds)
 
     def read(self, name: str, indices: np.ndarray) -> list[answers.Answer]:
         """The answers of request ``name`` in the order of ``indices``."""

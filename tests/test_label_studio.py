@@ -24,6 +24,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+import test_own_images as own_images
 from test_own_images import NAMES, ROOT, _config, _write_images
 
 from examples import annotate_in_label_studio as people
@@ -32,35 +33,24 @@ from mcal_jax.answers import AnswerError
 from mcal_jax.labelers import LabelsAwaited
 from mcal_jax.ledger import Ledger
 
-_CONFIG_FILE = """
-from configs import folder
+# The file-queue test's tiny rounds on a folder, with people in Label Studio instead.
+_CONFIG_FILE = (
+    own_images._CONFIG_FILE.replace("{queue}", "")
+    + """
+
+_queue_config = get_config
 
 
 def get_config():
-    config = folder.get_config("cpu")
-    config.data.dataset = "folder:{images}"
+    config = _queue_config()
     config.data.classes = "{classes}"
     config.labeling.service = "labelstudio:{url}"
     config.labeling.project = "{project}"
     config.labeling.suggestions = True
-    config.labeling.usd_per_label = 0.04
     config.labeling.poll_seconds = 0.5
-    config.models = ("tiny",)
-    config.train.epochs = 10
-    config.train.min_steps = 150
-    config.train.batch_size = 32
-    config.train.learning_rate = 0.3
-    config.final_train.min_steps = None
-    config.final_train.crop_padding = None
-    config.final_train.horizontal_flip = None
-    config.mcal.epsilon = 0.1
-    config.mcal.plan_test_fraction = 0.2
-    config.mcal.min_plan_test_items = 60
-    config.mcal.delta0_fraction = 0.1
-    config.mcal.min_delta0_items = 0
-    config.mcal.max_rounds = 2
     return config
 """
+)
 
 
 def _free_port() -> int:
