@@ -150,11 +150,12 @@ def test_short_training_on_real_fashion_mnist_beats_chance():
     # sharing two cores. Indices below are into the 6,000-item subset.
     pool = pool_lib.upload(data.subset(chosen), parallel.make_mesh(1))
     config = train_lib.TrainConfig(
-        epochs=6, batch_size=64, learning_rate=0.1, schedule="cosine", **NO_AUGMENT
+        epochs=8, batch_size=64, learning_rate=0.1, schedule="cosine", **NO_AUGMENT
     )
     labels = data.labels[chosen]
-    result = train_lib.train("small", pool, np.arange(4000), labels[:4000], config)
+    # The 5k-parameter model: the real images' path is under test, not the architecture.
+    result = train_lib.train("tiny", pool, np.arange(4000), labels[:4000], config)
     accuracy = scoring.accuracy(
-        "small", pool, result.variables, np.arange(4000, 6000), labels[4000:]
+        "tiny", pool, result.variables, np.arange(4000, 6000), labels[4000:]
     )
-    assert accuracy >= 0.75, accuracy  # chance is 0.10; this run measured 0.81
+    assert accuracy >= 0.65, accuracy  # chance is 0.10; this run measured 0.74
