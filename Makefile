@@ -60,8 +60,8 @@ $(LS_VENV)/.installed:
 	  'label-studio>=1.20,<2'
 	touch $@
 
-# The end-to-end test against a real Label Studio server (skipped by `make test`, which
-# does not know where the server is).
+# The end-to-end test against a real Label Studio server alone (`make test` skips it unless
+# LABEL_STUDIO_BIN names the server, as .ci/run does).
 test-labelstudio: install labelstudio
 	LABEL_STUDIO_BIN=$(LS_VENV)/bin/label-studio MCAL_REQUIRE_LABEL_STUDIO=1 \
 	  $(PY) -m pytest -q tests/test_label_studio.py
