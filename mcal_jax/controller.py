@@ -21,8 +21,9 @@ Choices the paper leaves open, made here:
 - Item counts in the cost are continuous; `Plan` reports |S| rounded.
 - θ is feasible when the Clopper–Pearson bound that step 10 will certify on T_cert meets
   the constraint, predicted from ε_θ(b) and the T_cert items expected above τ_θ (|T_cert|
-  times the fraction of T_plan above it), for a draw one standard deviation unluckier
-  than the prediction; `confidence` None plans on the point estimate, as the paper does.
+  times the fraction of T_plan above it), for a draw one standard deviation and one whole
+  error unluckier than the prediction; `confidence` None plans on the point estimate, as
+  the paper does.
   Each T_cert item is a human label, so for each θ the smallest T_cert that certifies it
   is taken. Step 10 sizes the T_cert it buys the same way (`certificate_size`), from the
   labeling classifier's confidences and T_plan's errors at them.
