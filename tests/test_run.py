@@ -183,11 +183,15 @@ def test_synthetic_classifier_learns_and_machine_labels_are_right(finished):
     ]
     assert error_at_theta_1[0] < chance  # from 75 labels
     assert error_at_theta_1[-1] < error_at_theta_1[0] * 2 / 3  # from a few hundred
-    # Seeds 0 to 4 machine-label 248 to 747 of the 1,500 items: far from none.
+    # Seeds 0 to 4 machine-label 184 to 563 of the 1,500 items: far from none.
     assert summary.counts.machine > 0.2 * summary.num_items
-    # What the run certifies (the `overall` constraint): errors among S, over N, below ε.
+    # What the run certifies (the `overall` constraint): errors among S, over N, at most ε
+    # with probability 1 − α, so one run may break it (this one: 5.13% true against 4.68%
+    # certified; the rate over many runs is tests/test_certificate.py's). A certificate that
+    # did not look at T_cert would pass items near the model's 17% error among them.
     assert summary.constraint == "overall"
-    assert summary.error.true_overall < 0.05
+    assert summary.error.upper_bound_overall <= 0.05
+    assert summary.error.true_overall < 0.075
 
 
 @pytest.mark.parametrize(
