@@ -46,7 +46,10 @@ Choices the paper leaves open, made here:
 - The floor `min_delta` limits how finely the remaining labels are split into rounds; it
   never makes a round buy past B_opt, so the last round may be smaller than the floor.
 - When the models are unstable δ keeps its current value (Algorithm 1 changes δ only inside
-  the stability test, line 19-22), which is δ0 until the first stable round.
+  the stability test, line 19-22), which is δ0 until the first stable round. A round buys
+  δ, but never past B_opt once the curves are trusted and fitted on enough rounds (and at
+  least the floor): on a small pool δ0 is a large share of it, and the rounds that only
+  confirm a stop bought a tenth of a 2,000-item pool each. δ itself stays.
 - Every stop and every δ is decided here: once stable, δ is raised so that B reaches
   B_opt within the rounds `max_rounds` still allows; δ never exceeds the unlabeled pool.
 - The scoring price per item is measured: the last round scored the N − |B| items
@@ -209,6 +212,22 @@ def _go_on(
     return delta, "; ".join(whys)
 
 
+def _next_batch(
+    config: ControllerConfig, history: History, payoff: _Payoff, b_opt: int, delta: int
+) -> tuple[int, str]:
+    """(what the next round buys, why when not δ): δ, or, once the curves are trusted and
+    fitted on enough rounds, no more than B_opt is away (at least the floor `min_delta`,
+    so that a round that only confirms a stop buys little). δ itself stays: a plan that
+    moves B_opt further out gets its rounds of δ back."""
+    ahead = b_opt - history.train_size
+    if not (payoff.any_trusted and history.num_rounds >= config.min_rounds_for_stability):
+        return delta, ""
+    if ahead >= delta:
+        return delta, ""
+    batch = min(delta, max(ahead, config.min_delta))
+    return batch, f"; this round buys {batch}, B_opt being {max(ahead, 0)} labels away"
+
+
 def _summary(
     config: ControllerConfig, bill: cost_search.Bill, cost_now: float, payoff: _Payoff
 ) -> str:
@@ -249,10 +268,11 @@ def plan_from_models(
     payoff = _payoff(config, history, error_model, saving, uncertainty)
     stability = _stability(config, history, bill.b_opt)
     stop, reason = _stop_rule(config, history, pool, stability, payoff)
-    next_delta = 0
+    next_delta = next_batch = 0
     if not stop:
         next_delta, why = _go_on(config, history, pool, stability, bill, cost_model, prices)
-        reason = f"{reason}; {why}"
+        next_batch, how = _next_batch(config, history, payoff, bill.b_opt, next_delta)
+        reason = f"{reason}; {why}{how}"
     return Plan(
         b_opt=bill.b_opt,
         theta_star=bill.theta_star,
@@ -269,6 +289,7 @@ def plan_from_models(
         scoring_usd=float(sum(history.scoring_usd) + bill.future_scoring_usd),
         future_rounds=bill.future_rounds,
         next_delta=next_delta,
+        next_batch_size=next_batch,
         stable=stability.stable,
         no_longer_pays=payoff.no_longer_pays,
         stop=stop,

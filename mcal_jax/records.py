@@ -253,7 +253,9 @@ class Plan:
     the price of stopping now; ``saving_usd`` = C(|B|) − C* what more labels are predicted
     to save, and ``saving_uncertainty_usd`` how sure that is: one standard deviation of
     the savings of plans refitted to resampled test counts (the slack β·C* without them).
-    ``next_delta`` is the next batch, 0 when ``stop``.
+    ``next_delta`` is δ, the batch size the loop carries, and ``next_batch_size`` what the
+    next round buys: δ, or less where B_opt is nearer (both 0 when ``stop``; a plan read
+    from an older record buys δ).
     ``error_model`` and ``cost_model`` are the fits the plan used; the curve ``cost_by_b``
     (with ``theta_star_by_b`` and the best |T_cert| ``cert_size_by_b``) over ``b_grid``
     starts at the current |B|: its first point is what stopping now would do.
@@ -285,6 +287,12 @@ class Plan:
     cert_size_by_b: np.ndarray
     error_model: PowerLawFit
     cost_model: TrainingCostModel
+    next_batch_size: int | None = None
+
+    @property
+    def batch(self) -> int:
+        """How many items the next round buys."""
+        return self.next_delta if self.next_batch_size is None else self.next_batch_size
 
     @property
     def cert_size_now(self) -> int:

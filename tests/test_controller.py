@@ -221,6 +221,25 @@ def test_no_stop_on_a_flat_curve_before_enough_rounds():
     assert "2 of 3 rounds" in p.reason
 
 
+def test_a_round_buys_no_more_than_b_opt_is_away_once_the_curves_are_fitted():
+    """A flat curve: B_opt is the |B| of now. After three rounds the plan says once that
+    more labels no longer pay, so the loop goes on to confirm it, buying only the floor
+    (not δ0, a tenth of a small pool); δ itself stays for later rounds. After two rounds
+    the curve is not yet read so: the round buys δ."""
+    thetas = np.array([0.5, 1.0])
+    fit = make_fit(alpha=[0.01, 0.2], gamma=0.0, inv_k=0.0, thetas=thetas)
+    p = plan_from_models(make_config(), make_history(thetas=thetas), fit, COST)
+    assert p.b_opt == 100 and not p.stop and "not yet a decision" in p.reason
+    assert p.next_delta == 30 and p.batch == 5 == make_config().min_delta
+    assert "this round buys 5, B_opt being 0 labels away" in p.reason
+    assert make_history(thetas=thetas).record_plan(p).delta == 30
+    early = plan_from_models(make_config(), make_history((40, 70), thetas=thetas), fit, COST)
+    assert early.batch == early.next_delta == 30
+    # B_opt far ahead: δ.
+    far = plan_from_models(make_config(), make_history(), make_fit(), COST)
+    assert far.b_opt > 100 + far.next_delta and far.batch == far.next_delta
+
+
 def test_no_feasible_theta_means_human_only():
     fit = make_fit(alpha=10.0, gamma=0.0, inv_k=0.0)  # error 10 everywhere
     history = make_history(b_opts=(100,))  # stable: B_opt did not move

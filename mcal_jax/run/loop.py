@@ -124,7 +124,7 @@ def run_round(ctx: Context, run: state.RunState) -> state.RunState:
     next_batch = (
         ()
         if plan.stop
-        else measured[lead].scores.least_confident(split.candidates, plan.next_delta, ctx.tie_order)
+        else measured[lead].scores.least_confident(split.candidates, plan.batch, ctx.tie_order)
     )
 
     ctx.workdir.save_scores(f"round{r}", measured[lead].scores)
