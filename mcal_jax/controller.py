@@ -168,7 +168,8 @@ class _Payoff:
     uncertainty: float
     significant: bool  # saving > uncertainty
     any_trusted: bool  # some θ's learning curve is trusted
-    no_longer_pays: bool  # enough rounds, a trusted curve, and no significant saving
+    informed: bool  # that, and enough rounds fitted to read the curves
+    no_longer_pays: bool  # informed, and no significant saving
 
 
 def _payoff(
@@ -182,8 +183,10 @@ def _payoff(
     enough_rounds = history.num_rounds >= config.min_rounds_for_stability
     any_trusted = bool(np.any(np.asarray(error_model.trusted)))
     significant = saving > uncertainty
-    no_longer_pays = bool(enough_rounds and any_trusted and not significant)
-    return _Payoff(saving, uncertainty, significant, any_trusted, no_longer_pays)
+    informed = enough_rounds and any_trusted
+    return _Payoff(
+        saving, uncertainty, significant, any_trusted, informed, informed and not significant
+    )
 
 
 def _go_on(
@@ -215,14 +218,11 @@ def _go_on(
 def _next_batch(
     config: ControllerConfig, history: History, payoff: _Payoff, b_opt: int, delta: int
 ) -> tuple[int, str]:
-    """(what the next round buys, why when not δ): δ, or, once the curves are trusted and
-    fitted on enough rounds, no more than B_opt is away (at least the floor `min_delta`,
-    so that a round that only confirms a stop buys little). δ itself stays: a plan that
-    moves B_opt further out gets its rounds of δ back."""
+    """(what the next round buys, why when not δ): δ, or, once ``payoff`` is informed, no
+    more than B_opt is away (at least the floor `min_delta`: a round that only confirms a
+    stop buys little). δ stays: a plan that moves B_opt out gets its rounds of δ back."""
     ahead = b_opt - history.train_size
-    if not (payoff.any_trusted and history.num_rounds >= config.min_rounds_for_stability):
-        return delta, ""
-    if ahead >= delta:
+    if not payoff.informed or ahead >= delta:
         return delta, ""
     batch = min(delta, max(ahead, config.min_delta))
     return batch, f"; this round buys {batch}, B_opt being {max(ahead, 0)} labels away"
