@@ -130,8 +130,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.unlabeled_ratio = 1
     config.train.pseudo_weight = 1.0
     config.train.pseudo_fraction = 0.5
-    # Scoring with the average softmax of each image and its mirror (test-time flips).
+    # Scoring with the average softmax of each image and its mirror (test-time flips), and
+    # of the image moved this many pixels up, down, left and right (0: not moved).
     config.train.test_time_flip = False
+    config.train.test_time_shift = 0
     # Final classifier only (set it in final_train): a semi-supervised final classifier
     # labels with the average of its teacher's and its own predictions.
     config.train.teacher_ensemble = False
@@ -148,6 +150,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.final_train.semi_supervised = config_dict.placeholder(bool)
     config.final_train.pseudo_fraction = config_dict.placeholder(float)
     config.final_train.test_time_flip = config_dict.placeholder(bool)
+    config.final_train.test_time_shift = config_dict.placeholder(int)
     config.final_train.teacher_ensemble = config_dict.placeholder(bool)
 
     config.score_batch_size = 1024

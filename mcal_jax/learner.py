@@ -34,7 +34,7 @@ class Learned:
     ``scores`` covers the whole pool (each process's shard of it, when a host pool is
     scored by several processes); only the items asked for are scored (the others hold 0
     and -1). ``forward_passes`` is the passes per scored item (an ensemble or
-    test-time flips take several). ``variables`` is the trained model, for checkpoints and
+    test-time views take several). ``variables`` is the trained model, for checkpoints and
     for ensembles (None when there is nothing to keep, as for a simulated learner).
     """
 
@@ -123,6 +123,7 @@ class FlaxLearner:
             self.score_batch_size,
             self.compute_dtype,
             recipe.test_time_flip,
+            recipe.test_time_shift,
         )
         members = (result.variables, *ensemble)
         start = time.perf_counter()
@@ -137,7 +138,7 @@ class FlaxLearner:
             images_processed=float(result.images_processed),
             device_seconds=result.device_seconds,
             scoring_seconds=scoring_seconds,
-            forward_passes=(1 + len(ensemble)) * (2 if recipe.test_time_flip else 1),
+            forward_passes=len(members) * scorer.views,
             steps=result.steps,
             epochs=result.epochs,
             variables=result.variables,

@@ -50,9 +50,12 @@ class TrainConfig:
     pseudo_weight: float = 1.0
     pseudo_fraction: float = 0.5  # the teacher's most confident fraction of X ∖ B
     # Scoring: average the softmax over each image and its mirror (worth it when the
-    # classifier was trained with horizontal_flip); and, for a semi-supervised final
+    # classifier was trained with horizontal_flip), and over the image moved this many
+    # pixels up, down, left and right, zero-filled like the training crops (worth it when
+    # it was trained with crop_padding; 0: off); and, for a semi-supervised final
     # classifier only, label with the average of its teacher's and its own predictions.
     test_time_flip: bool = False
+    test_time_shift: int = 0
     teacher_ensemble: bool = False
 
     def __post_init__(self) -> None:
@@ -66,6 +69,7 @@ class TrainConfig:
             "weight_decay": self.weight_decay >= 0,
             "schedule": self.schedule in ("paper", "cosine", "constant"),
             "crop_padding": self.crop_padding >= 0,
+            "test_time_shift": self.test_time_shift >= 0,
             "compute_dtype": self.compute_dtype in ("float32", "bfloat16"),
             "warmup_epochs": 0 <= self.warmup_epochs < self.epochs,
             "unlabeled_ratio": self.unlabeled_ratio >= 1,

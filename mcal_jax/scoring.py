@@ -25,9 +25,11 @@ own devices, and the scores stay with it (`mcal_jax.sharded_scores` takes the de
 from them).
 
 A scorer may also average: over the members of an ensemble (``score`` given a sequence of
-variables) and, with ``test_time_flip``, over each image and its mirror. The metric is
-then taken on the mean of the softmax probabilities, so one item gets one confidence and
-one predicted label however many forward passes it took.
+variables), with ``test_time_flip`` over each image and its mirror, and with
+``test_time_shift`` = s over the image and its four copies moved s pixels (`view_offsets`).
+The metric is then taken on the mean of the softmax probabilities, so one item gets one
+confidence and one predicted label however many forward passes it took
+(`Scorer.views` per member).
 """
 
 from __future__ import annotations
@@ -93,9 +95,15 @@ class Scorer:
         batch_size: int = 1024,
         compute_dtype: str = "float32",
         test_time_flip: bool = False,
+        test_time_shift: int = 0,
     ) -> None:
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
+        if not 0 <= test_time_shift < min(pool.image_shape[:2]):
+            raise ValueError(
+                f"test_time_shift={test_time_shift}: must be in [0, {min(pool.image_shape[:2])})"
+                f" pixels for images of shape {pool.image_shape}"
+            )
         self.pool = pool
         self.mesh = pool.mesh
         self.metric = metric
@@ -103,6 +111,7 @@ class Scorer:
         self.global_batch = -(-batch_size // self.num_devices) * self.num_devices
         self.dtype = jnp.dtype(compute_dtype)
         self.test_time_flip = test_time_flip
+        self.offsets = view_offsets(test_time_shift)
         self.model = models.create_model(
             model_name, num_classes=pool.num_classes, dtype=self.dtype, axis_name=None
         )
@@ -139,11 +148,12 @@ class Scorer:
         std: jax.Array,
     ) -> jax.Array:
         """Logits of the uint8 images ``batch`` whose softmax is the softmax averaged over
-        the ensemble ``members`` and, with ``test_time_flip``, over each image and its
-        mirror (the log of that average). A single member without flips gives its own
-        logits."""
-        x = normalize(batch, mean, std, self.dtype)
-        views = (x, x[:, :, ::-1, :]) if self.test_time_flip else (x,)
+        the ensemble ``members`` and each image's views (`views`): the log of that average.
+        A single member with a single view gives its own logits."""
+        views: list[jax.Array] = []
+        for offset in self.offsets:
+            x = normalize(shifted(batch, offset), mean, std, self.dtype)
+            views.extend((x, x[:, :, ::-1, :]) if self.test_time_flip else (x,))
         logits: list[jax.Array] = [
             self.model.apply(v, view, train=False)  # type: ignore[misc]  # apply may return (out, state)
             for v in members
@@ -153,6 +163,12 @@ class Scorer:
             return logits[0]
         log_probs = jnp.stack([jax.nn.log_softmax(z.astype(jnp.float32)) for z in logits])
         return jax.nn.logsumexp(log_probs, axis=0) - jnp.log(len(logits))
+
+    @property
+    def views(self) -> int:
+        """Forward passes per item and ensemble member: the offsets, each with its mirror
+        under ``test_time_flip``."""
+        return len(self.offsets) * (2 if self.test_time_flip else 1)
 
     def _per_device_score(
         self,
@@ -307,6 +323,26 @@ class Scorer:
         return forward
 
 
+def view_offsets(shift: int) -> tuple[tuple[int, int], ...]:
+    """The (rows, columns) an image is moved by for its views: itself, and with ``shift``
+    > 0 also ``shift`` pixels up, down, left and right."""
+    if shift == 0:
+        return ((0, 0),)
+    return ((0, 0), (shift, 0), (-shift, 0), (0, shift), (0, -shift))
+
+
+def shifted(images: jax.Array, offset: tuple[int, int]) -> jax.Array:
+    """The uint8 batch [B, H, W, C] moved by ``offset`` (rows, columns), the pixels moved
+    in zero (black, as the training crops pad)."""
+    dy, dx = offset
+    if dy == dx == 0:
+        return images
+    p = max(abs(dy), abs(dx))
+    _, height, width, _ = images.shape
+    padded = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
+    return padded[:, p - dy : p - dy + height, p - dx : p - dx + width, :]
+
+
 def _own_rows(outputs: Sequence[jax.Array]) -> np.ndarray:
     """This process's rows of each of ``outputs`` (global arrays split over the ``data``
     axis), concatenated batch after batch in the order of their rows."""
@@ -325,6 +361,7 @@ def get_scorer(
     batch_size: int = 1024,
     compute_dtype: str = "float32",
     test_time_flip: bool = False,
+    test_time_shift: int = 0,
 ) -> Scorer:
     """The cached :class:`Scorer`: scoring after every round reuses one compiled program."""
     return Scorer(
@@ -334,6 +371,7 @@ def get_scorer(
         batch_size=batch_size,
         compute_dtype=compute_dtype,
         test_time_flip=test_time_flip,
+        test_time_shift=test_time_shift,
     )
 
 

@@ -443,6 +443,7 @@ def semi_supervised(tmp_path_factory):
         config.train.epochs, config.train.min_steps = 1, 30  # 30 steps: |B| ≤ 950 < 30 · 32
         config.final_train.min_steps = 100
         config.final_train.test_time_flip = True
+        config.final_train.test_time_shift = 1
         config.final_train.teacher_ensemble = True
         config.cost.mode = "per_image_epoch"
     workdir = tmp_path_factory.mktemp("semi_supervised")
@@ -476,9 +477,10 @@ def test_semi_supervised_rounds_learn_from_the_last_round_and_resume_alike(
     assert _decided(again) == _decided(summary)
 
 
-def test_the_final_teacher_and_student_label_together_with_mirrors(semi_supervised):
-    """With teacher_ensemble and test_time_flip the final scores are the average softmax
-    of the two saved final models over each image and its mirror, not the student's."""
+def test_the_final_teacher_and_student_label_together_over_ten_views(semi_supervised):
+    """With teacher_ensemble, test_time_flip and test_time_shift the final scores are the
+    average softmax of the two saved final models over each image moved 0 or 1 pixel and
+    mirrored, not the student's; the teacher scored its pseudo-labels without the moves."""
     import orbax.checkpoint as ocp
 
     from mcal_jax import pool as pool_lib
@@ -487,10 +489,13 @@ def test_the_final_teacher_and_student_label_together_with_mirrors(semi_supervis
     config, workdir, _ = semi_supervised
     saved = np.load(workdir / "scores" / "final.npz")
     scored = saved["predicted"] >= 0
-    # Four forward passes per item (two models, two views), each priced.
-    [charge] = [r for r in _ledger(workdir) if r["key"] == "final/tiny/scoring"]
+    # Twenty forward passes per item (two models, ten views), each priced; the teacher's
+    # own scoring two (its mirrors).
+    charges = {r["key"]: r for r in _ledger(workdir) if r["kind"] == "charge"}
     per_pass = config.cost.usd_per_image_epoch.tiny * config.cost.scoring_fraction_of_image_epoch
-    assert charge["usd"] == pytest.approx(4 * scored.sum() * per_pass)
+    assert charges["final/tiny/scoring"]["usd"] == pytest.approx(20 * scored.sum() * per_pass)
+    teacher_usd = charges["final_teacher/tiny/scoring"]["usd"]
+    assert teacher_usd == pytest.approx(2 * scored.sum() * per_pass)
     with ocp.StandardCheckpointer() as checkpointer:
         student, teacher = (
             checkpointer.restore(str(workdir / "checkpoints" / f"{stage}_tiny"))
@@ -499,11 +504,14 @@ def test_the_final_teacher_and_student_label_together_with_mirrors(semi_supervis
     dataset = data.load_dataset(config.data.dataset, image_shape=config.data.image_shape)
     pool = pool_lib.upload(dataset, parallel.make_mesh(1))
     scorer = scoring.Scorer("tiny", pool, batch_size=256, test_time_flip=True)
-    x = pool_lib.normalize(np.asarray(pool.images)[scored], pool.mean, pool.std)
+    images = np.asarray(pool.images)[scored]
+    moved = [np.asarray(scoring.shifted(images, o)) for o in scoring.view_offsets(1)]
+    views = [pool_lib.normalize(m, pool.mean, pool.std) for m in moved]
     probs = np.mean(
         [
             jax.nn.softmax(scorer.model.apply(v, view, train=False))
             for v in (student, teacher)
+            for x in views
             for view in (x, x[:, :, ::-1])
         ],
         axis=0,

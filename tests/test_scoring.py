@@ -64,6 +64,40 @@ def test_an_ensemble_with_mirrors_scores_its_mean_softmax():
     assert np.abs(single.confidence[indices] - expected).max() > 1e-3  # averaging matters
 
 
+def test_shifted_views_move_the_image_and_fill_with_black():
+    image = np.arange(1, 13, dtype=np.uint8).reshape(1, 3, 4, 1)
+    down_left = np.asarray(scoring.shifted(jnp.asarray(image), (1, -1)))[0, :, :, 0]
+    np.testing.assert_array_equal(down_left, [[0, 0, 0, 0], [2, 3, 4, 0], [6, 7, 8, 0]])
+    assert scoring.view_offsets(0) == ((0, 0),)
+    assert scoring.view_offsets(2) == ((0, 0), (2, 0), (-2, 0), (0, 2), (0, -2))
+
+
+def test_shifted_views_score_the_mean_softmax_of_ten_views():
+    pool = _pool()
+    variables = _variables(pool, 0)
+    indices = np.arange(3, 200, 5)
+    scorer = scoring.Scorer(
+        "tiny", pool, metric="margin", batch_size=64, test_time_flip=True, test_time_shift=1
+    )
+    assert scorer.views == 10
+    scores = scorer.score(variables, indices)
+    raw = np.asarray(pool.images)[indices]
+    padded = np.pad(raw, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    moved = [padded[:, 1 - dy : 29 - dy, 1 - dx : 29 - dx] for dy, dx in scorer.offsets]
+    views = [pool_lib.normalize(m, pool.mean, pool.std) for m in moved]
+    views += [v[:, :, ::-1, :] for v in views]
+    probs = np.mean(
+        [jax.nn.softmax(scorer.model.apply(variables, v, train=False)) for v in views], axis=0
+    )
+    expected, predicted = scoring.confidence_from_logits(jnp.log(probs), "margin")
+    np.testing.assert_allclose(scores.confidence[indices], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(scores.predicted[indices], predicted)
+    flips = scoring.Scorer("tiny", pool, metric="margin", batch_size=64, test_time_flip=True)
+    assert np.abs(flips.score(variables, indices).confidence[indices] - expected).max() > 1e-3
+    with pytest.raises(ValueError, match="test_time_shift=28"):
+        scoring.Scorer("tiny", pool, test_time_shift=28)
+
+
 def test_scoring_after_another_round_does_not_retrace():
     pool = _pool()
     scorer = scoring.get_scorer("tiny", pool, "margin", 64)

@@ -189,7 +189,7 @@ def test_ablation_sweep_prices_the_sealed_certificate_over_three_seeds():
             current.train.min_steps,
             current.mcal.max_rounds,
         )
-        assert c.final_train.teacher_ensemble and c.final_train.test_time_flip
+        assert c.final_train.test_time_flip and c.final_train.test_time_shift == 1
     with pytest.raises(ValueError, match="add `cpu`"):
         fashion_mnist.sweep("ablation")
 

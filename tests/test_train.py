@@ -128,6 +128,8 @@ def test_paper_learning_rate_schedule():
 def test_invalid_config_names_the_field():
     with pytest.raises(ValueError, match="train.optimizer='rmsprop'"):
         train_lib.TrainConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="train.test_time_shift=-1"):
+        train_lib.TrainConfig(test_time_shift=-1)
     pool = pool_lib.upload(_toy_dataset(), parallel.make_mesh(8))
     with pytest.raises(ValueError, match="multiple of the 8 devices"):
         train_lib.Trainer("tiny", pool, train_lib.TrainConfig(batch_size=100))

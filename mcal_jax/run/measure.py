@@ -62,8 +62,9 @@ def measure(
     U and T are treated alike (ties broken by the run's tie order) and no label of either
     is used, so T stays a fair sample of U (docs/algorithm.md, step 2); without a teacher
     (round 1) it trains on B alone. The scores are the model's own, or the average of its
-    predictions and those of the ``ensemble`` (other models' variables), over each image
-    and its mirror with ``recipe.test_time_flip``. ``test`` (indices, labels) is T, by
+    predictions and those of the ``ensemble`` (other models' variables), over each image's
+    views (its mirror with ``recipe.test_time_flip``, its moved copies with
+    ``recipe.test_time_shift``). ``test`` (indices, labels) is T, by
     default the run's T_plan. Raises `train.DivergedError` (naming
     ``train.learning_rate``) when the scores are not finite, so nothing is planned or
     bought from a diverged model."""
@@ -120,11 +121,16 @@ def measure_final(
     predictions on the items outside the training labels. The teacher is as strong as the
     student (a round's classifier, trained on a short recipe, is weaker and teaches
     little). The last measurement labels; with ``recipe.teacher_ensemble`` its scores
-    average the student's and the teacher's predictions. ``test`` as for `measure`."""
+    average the student's and the teacher's predictions (over the student's views).
+    ``test`` as for `measure`."""
     args = (ctx, model, train_indices, train_labels, unlabeled, round_index)
     if not recipe.semi_supervised:
         return [measure(*args, recipe, test=test)]
-    teacher = measure(*args, dataclasses.replace(recipe, semi_supervised=False), test=test)
+    # The teacher's scores only choose and label the student's pseudo-labeled items, the
+    # most confident part of the pool, where the shifted views change little: it scores
+    # without them (the student, which labels, scores with them).
+    teacher_recipe = dataclasses.replace(recipe, semi_supervised=False, test_time_shift=0)
+    teacher = measure(*args, teacher_recipe, test=test)
     ensemble = (teacher.learned.variables,) if recipe.teacher_ensemble else ()
     return [teacher, measure(*args, recipe, teacher.scores, ensemble, test=test)]
 
