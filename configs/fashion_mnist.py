@@ -6,7 +6,7 @@ prices, ε = 5%; about an hour on one H100):
   python -m launch.mcal --config=configs/fashion_mnist.py --workdir=/tmp/mcal/fmnist
 
 CPU demo (`make demo`; a small ResNet-8, short rounds and a longer, semi-supervised final
-classifier; about 15 minutes on 2 cores):
+classifier; about 17 minutes on 2 cores):
 
   python -m launch.mcal --config=configs/fashion_mnist.py:cpu --workdir=/tmp/mcal/fmnist_cpu
 
@@ -93,9 +93,9 @@ def cpu(config: "common.ml_collections.ConfigDict") -> None:
     # views each; adding the teacher to the 10 views changes nothing (400.30 and 406.84).
     config.final_train.test_time_flip = True
     config.final_train.test_time_shift = 1
-    # Five rounds and the final classifier take about 17 minutes on 2 cores (seed 0: 1,038
-    # s). The cap binds on seeds 0, 1 and 2 (their last plans: saving 18.75 ± 32.86, 0.00
-    # ± 17.36 and 29.13 ± 84.74 USD, each within its uncertainty).
+    # Five rounds and the final classifier take about 17 minutes on 2 cores (seeds 0, 1, 2:
+    # 1,057, 1,022 and 1,014 s). The cap binds on seeds 0, 1 and 2 (their last plans:
+    # saving 10.16 ± 78.18, 99.42 ± 63.98 and 0.81 ± 30.08 USD).
     config.mcal.max_rounds = 5
     config.baselines.max_rounds = 5  # AL(δ) gets the rounds MCAL gets
 

@@ -239,7 +239,10 @@ def test_people_label_a_folder_in_label_studio_end_to_end(tmp_path, monkeypatch,
     counts = dataclasses.asdict(summary.counts)
     assert sum(counts.values()) == 300 and len(machine) == counts["machine"] > 0
     assert summary.cost_usd.human_labels == pytest.approx(0.04 * len(human))
-    assert sum(r[1] != truth[r[0]] for r in machine) <= summary.error.upper_bound_overall * 300
+    # What one run is promised: a bound within ε. (The true error exceeds the bound in at
+    # most α of runs; tests/test_certificate.py measures that rate.)
+    assert 0 < summary.error.upper_bound_overall <= config.mcal.epsilon
+    assert sum(r[1] != truth[r[0]] for r in machine) <= 2 * config.mcal.epsilon * 300
 
 
 def test_bad_label_studio_settings_are_refused_before_anything_is_written(tmp_path, monkeypatch):

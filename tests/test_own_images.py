@@ -55,7 +55,7 @@ def get_config():
     config.final_train.min_steps = None
     config.final_train.crop_padding = None
     config.final_train.horizontal_flip = None
-    config.mcal.epsilon = 0.1
+    config.mcal.epsilon = 0.05  # low enough that people get a residual
     config.mcal.plan_test_fraction = 0.2
     config.mcal.min_plan_test_items = 60
     config.mcal.delta0_fraction = 0.1
