@@ -136,6 +136,7 @@ def prepare(
     run trains with ``make_learner(pool)``, by default the Flax learner on the devices."""
     dataset, rng = load_data(config)
     settings = Settings.from_config(config, len(dataset))
+    _check_views(settings, dataset)
     classes = labeling.check_classes(settings, dataset, config.data.classes)
     files = Workdir(workdir)
     files.claim(config, dataset_fingerprint(dataset))
@@ -183,3 +184,16 @@ def prepare(
         classes=classes,
         paths=dataset.paths,
     )
+
+
+def _check_views(settings: Settings, dataset: Dataset) -> None:
+    """Refuses, before anything is bought, a test-time shift that moves the images out of
+    their frame."""
+    height, width = np.shape(dataset.images)[1:3]
+    recipes = (("train", settings.train), ("final_train", settings.final_train))
+    for name, recipe in recipes:
+        if recipe is not None and recipe.test_time_shift >= min(height, width):
+            raise ValueError(
+                f"{name}.test_time_shift={recipe.test_time_shift}: must be less than the "
+                f"images' height and width ({height}x{width} for {dataset.name})"
+            )
