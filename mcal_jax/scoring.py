@@ -99,11 +99,9 @@ class Scorer:
     ) -> None:
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
-        if not 0 <= test_time_shift < min(pool.image_shape[:2]):
-            raise ValueError(
-                f"test_time_shift={test_time_shift}: must be in [0, {min(pool.image_shape[:2])})"
-                f" pixels for images of shape {pool.image_shape}"
-            )
+        problem = shift_problem(test_time_shift, pool.image_shape)
+        if problem:
+            raise ValueError(f"test_time_shift={test_time_shift}: {problem}")
         self.pool = pool
         self.mesh = pool.mesh
         self.metric = metric
@@ -321,6 +319,15 @@ class Scorer:
             return jnp.argmax(logits, axis=-1)
 
         return forward
+
+
+def shift_problem(shift: int, image_shape: tuple[int, ...]) -> str:
+    """What is wrong with moving images of ``image_shape`` (H, W, ...) by ``shift`` pixels
+    for their views, or "" when nothing is."""
+    height, width = image_shape[:2]
+    if 0 <= shift < min(height, width):
+        return ""
+    return f"must be in [0, {min(height, width)}) pixels for images of {height}x{width}"
 
 
 def view_offsets(shift: int) -> tuple[tuple[int, int], ...]:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import ml_collections
 import numpy as np
 
-from mcal_jax import parallel
+from mcal_jax import parallel, scoring
 from mcal_jax import pool as pool_lib
 from mcal_jax.data import load_dataset
 from mcal_jax.dataset import Dataset
@@ -188,12 +188,13 @@ def prepare(
 
 def _check_views(settings: Settings, dataset: Dataset) -> None:
     """Refuses, before anything is bought, a test-time shift that moves the images out of
-    their frame."""
-    height, width = np.shape(dataset.images)[1:3]
-    recipes = (("train", settings.train), ("final_train", settings.final_train))
-    for name, recipe in recipes:
-        if recipe is not None and recipe.test_time_shift >= min(height, width):
+    their frame (`scoring.shift_problem`)."""
+    shape = np.shape(dataset.images)[1:]
+    for name, recipe in (("train", settings.train), ("final_train", settings.final_train)):
+        if recipe is None:
+            continue
+        problem = scoring.shift_problem(recipe.test_time_shift, shape)
+        if problem:
             raise ValueError(
-                f"{name}.test_time_shift={recipe.test_time_shift}: must be less than the "
-                f"images' height and width ({height}x{width} for {dataset.name})"
+                f"{name}.test_time_shift={recipe.test_time_shift}: {problem} ({dataset.name})"
             )
