@@ -131,9 +131,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.pseudo_weight = 1.0
     config.train.pseudo_fraction = 0.5
     # Scoring with the average softmax of each image and its mirror (test-time flips), and
-    # of the image moved this many pixels up, down, left and right (0: not moved).
+    # of the image moved this many pixels up, down, left and right (0: not moved), for the
+    # items whose confidence over the image alone is below `test_time_views_below` (the
+    # others keep that one pass's score; 1.0: every item gets every view).
     config.train.test_time_flip = False
     config.train.test_time_shift = 0
+    config.train.test_time_views_below = 1.0
     # Final classifier only (set it in final_train): a semi-supervised final classifier
     # labels with the average of its teacher's and its own predictions.
     config.train.teacher_ensemble = False
@@ -151,6 +154,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.final_train.pseudo_fraction = config_dict.placeholder(float)
     config.final_train.test_time_flip = config_dict.placeholder(bool)
     config.final_train.test_time_shift = config_dict.placeholder(int)
+    config.final_train.test_time_views_below = config_dict.placeholder(float)
     config.final_train.teacher_ensemble = config_dict.placeholder(bool)
 
     config.score_batch_size = 1024

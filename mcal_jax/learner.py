@@ -33,16 +33,17 @@ class Learned:
 
     ``scores`` covers the whole pool (each process's shard of it, when a host pool is
     scored by several processes); only the items asked for are scored (the others hold 0
-    and -1). ``forward_passes`` is the passes per scored item (an ensemble or
-    test-time views take several). ``variables`` is the trained model, for checkpoints and
-    for ensembles (None when there is nothing to keep, as for a simulated learner).
+    and -1). ``forward_passes`` counts the images through the model's forward pass over
+    all the scored items (an ensemble or test-time views take several per item).
+    ``variables`` is the trained model, for checkpoints and for ensembles (None when there
+    is nothing to keep, as for a simulated learner).
     """
 
     scores: PoolScores
     images_processed: float  # through forward and backward
     device_seconds: float  # training, compile excluded, times the devices used
     scoring_seconds: float  # scoring, times the devices used
-    forward_passes: int
+    forward_passes: int  # over all the scored items
     steps: int
     epochs: float
     variables: Any = None
@@ -116,30 +117,59 @@ class FlaxLearner:
             seed=seed,
             progress=True,
         )
-        scorer = scoring.get_scorer(
-            model,
-            self.pool,
-            self.metric,
-            self.score_batch_size,
-            self.compute_dtype,
-            recipe.test_time_flip,
-            recipe.test_time_shift,
-        )
         members = (result.variables, *ensemble)
         start = time.perf_counter()
-        scores: PoolScores
-        if self.sharded:  # each process scores and keeps its own shard's items
-            scores = scorer.score_shard(members, score, seed=seed)
-        else:
-            scores = scorer.score(members, score, seed=seed)
+        scores, passes = self._score(model, members, score, recipe, seed)
         scoring_seconds = (time.perf_counter() - start) * self.pool.mesh.size
         return Learned(
             scores=scores,
             images_processed=float(result.images_processed),
             device_seconds=result.device_seconds,
             scoring_seconds=scoring_seconds,
-            forward_passes=len(members) * scorer.views,
+            forward_passes=passes,
             steps=result.steps,
             epochs=result.epochs,
             variables=result.variables,
         )
+
+    def _score(
+        self,
+        model: str,
+        members: tuple[Any, ...],
+        items: np.ndarray,
+        recipe: TrainConfig,
+        seed: int,
+    ) -> tuple[PoolScores, int]:
+        """The scores of ``items`` averaged over ``members`` and the recipe's views, and the
+        forward passes they took. With ``recipe.test_time_views_below`` < 1 the views are
+        spent where they can move an item across a threshold: every item is scored on the
+        image alone first, and only those whose confidence is below it again over every
+        view (the others keep the one pass's score, a deterministic function of the item
+        like any other)."""
+
+        def scorer(flip: bool, shift: int) -> scoring.Scorer:
+            return scoring.get_scorer(
+                model,
+                self.pool,
+                self.metric,
+                self.score_batch_size,
+                self.compute_dtype,
+                flip,
+                shift,
+            )
+
+        def run(scorer: scoring.Scorer, items: np.ndarray) -> PoolScores:
+            if self.sharded:  # each process scores and keeps its own shard's items
+                return scorer.score_shard(members, items, seed=seed)
+            return scorer.score(members, items, seed=seed)
+
+        views = scorer(recipe.test_time_flip, recipe.test_time_shift)
+        if recipe.test_time_views_below >= 1 or views.views == 1:
+            return run(views, items), len(members) * views.views * len(items)
+        scores = run(scorer(False, 0), items)
+        again = np.setdiff1d(items, scores.above(items, recipe.test_time_views_below))
+        passes = len(members) * len(items)
+        if len(again):
+            scores = scores.with_scores_of(again, run(views, again))
+            passes += len(members) * views.views * len(again)
+        return scores, passes

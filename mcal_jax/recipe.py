@@ -52,10 +52,13 @@ class TrainConfig:
     # Scoring: average the softmax over each image and its mirror (worth it when the
     # classifier was trained with horizontal_flip), and over the image moved this many
     # pixels up, down, left and right, zero-filled like the training crops (worth it when
-    # it was trained with crop_padding; 0: off); and, for a semi-supervised final
-    # classifier only, label with the average of its teacher's and its own predictions.
+    # it was trained with crop_padding; 0: off); only for the items whose confidence over
+    # the image alone is below `test_time_views_below` (the others keep that one pass's
+    # score; 1.0: every item gets every view); and, for a semi-supervised final classifier
+    # only, label with the average of its teacher's and its own predictions.
     test_time_flip: bool = False
     test_time_shift: int = 0
+    test_time_views_below: float = 1.0
     teacher_ensemble: bool = False
 
     def __post_init__(self) -> None:
@@ -70,6 +73,7 @@ class TrainConfig:
             "schedule": self.schedule in ("paper", "cosine", "constant"),
             "crop_padding": self.crop_padding >= 0,
             "test_time_shift": self.test_time_shift >= 0,
+            "test_time_views_below": 0 < self.test_time_views_below <= 1,
             "compute_dtype": self.compute_dtype in ("float32", "bfloat16"),
             "warmup_epochs": 0 <= self.warmup_epochs < self.epochs,
             "unlabeled_ratio": self.unlabeled_ratio >= 1,

@@ -11,7 +11,7 @@ and the split decisions are exactly the whole pool's.
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from typing import Protocol, Self
 
 import numpy as np
 
@@ -68,6 +68,11 @@ class PoolScores(Protocol):
         """(confidence [N], predicted [N]) of the whole pool, for the run's outputs."""
         ...
 
+    def with_scores_of(self, items: np.ndarray, other: Self) -> Self:
+        """These scores with those of ``items`` taken from ``other`` (the same pool's,
+        split alike)."""
+        ...
+
 
 def error_profile(
     scores: PoolScores,
@@ -99,6 +104,12 @@ class Scores:
 
     def all_finite(self, items: np.ndarray) -> bool:
         return bool(np.all(np.isfinite(self.confidence[np.asarray(items, np.int64)])))
+
+    def with_scores_of(self, items: np.ndarray, other: Scores) -> Scores:
+        items = np.asarray(items, np.int64)
+        confidence, predicted = self.confidence.copy(), self.predicted.copy()
+        confidence[items], predicted[items] = other.confidence[items], other.predicted[items]
+        return Scores(confidence, predicted)
 
     def least_confident(
         self, candidates: np.ndarray, count: int, tie_order: np.ndarray

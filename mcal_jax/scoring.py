@@ -29,7 +29,8 @@ variables), with ``test_time_flip`` over each image and its mirror, and with
 ``test_time_shift`` = s over the image and its four copies moved s pixels (`view_offsets`).
 The metric is then taken on the mean of the softmax probabilities, so one item gets one
 confidence and one predicted label however many forward passes it took
-(`Scorer.views` per member).
+(`Scorer.views` per member). The learner can spend the views on the items the image
+alone leaves below a confidence only (`TrainConfig.test_time_views_below`).
 """
 
 from __future__ import annotations

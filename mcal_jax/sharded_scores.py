@@ -283,6 +283,19 @@ class ShardScores:
         predicted = np.concatenate(self.exchange.gather(self.predicted))
         return confidence, predicted
 
+    def with_scores_of(self, items: np.ndarray, other: ShardScores) -> ShardScores:
+        """These scores with those of ``items`` taken from ``other``, the same shard's
+        (each process replaces its own items')."""
+        if (other.start, other.stop) != (self.start, self.stop):
+            raise ValueError(
+                f"with_scores_of: shard [{other.start}, {other.stop}) is not this process's "
+                f"[{self.start}, {self.stop})"
+            )
+        mine = self.own(items) - self.start
+        confidence, predicted = self.confidence.copy(), self.predicted.copy()
+        confidence[mine], predicted[mine] = other.confidence[mine], other.predicted[mine]
+        return dataclasses.replace(self, confidence=confidence, predicted=predicted)
+
     def all_finite(self, items: np.ndarray) -> bool:
         """Whether every one of ``items`` has a finite confidence, on every shard."""
         mine = self.own(items)

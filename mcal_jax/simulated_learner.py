@@ -134,7 +134,7 @@ class SimulatedLearner:
             images_processed=images,
             device_seconds=images * m.seconds_per_image,
             scoring_seconds=len(score) * m.seconds_per_item,
-            forward_passes=1,
+            forward_passes=len(score),
             steps=steps,
             epochs=steps / max(1, -(-size // recipe.batch_size)),
         )

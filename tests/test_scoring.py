@@ -1,11 +1,13 @@
 """Pool scoring: equals the model's own forward, compiles once, metrics mean what they say."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mcal_jax import parallel, scoring
+from mcal_jax import learner, parallel, scoring
 from mcal_jax import pool as pool_lib
 from mcal_jax import train as train_lib
 from mcal_jax.data import Dataset
@@ -96,6 +98,32 @@ def test_shifted_views_score_the_mean_softmax_of_ten_views():
     assert np.abs(flips.score(variables, indices).confidence[indices] - expected).max() > 1e-3
     with pytest.raises(ValueError, match="test_time_shift=28"):
         scoring.Scorer("tiny", pool, test_time_shift=28)
+
+
+def test_views_go_only_to_the_items_the_image_alone_leaves_below_the_cut():
+    pool = _pool()
+    members = (_variables(pool, 0),)
+    items = np.arange(10, 290, 3)
+    alone = scoring.Scorer("tiny", pool, batch_size=64).score(members, items)
+    views = scoring.Scorer("tiny", pool, batch_size=64, test_time_flip=True, test_time_shift=1)
+    every = views.score(members, items)
+    cut = float(np.median(alone.confidence[items]))
+    recipe = train_lib.TrainConfig(test_time_flip=True, test_time_shift=1)
+    flax = learner.FlaxLearner(pool, score_batch_size=64)
+    scores, passes = flax._score("tiny", members, items, recipe, seed=0)  # every view
+    np.testing.assert_array_equal(scores.confidence, every.confidence)
+    assert passes == 10 * len(items)
+    cascade = dataclasses.replace(recipe, test_time_views_below=cut)
+    scores, passes = flax._score("tiny", members, items, cascade, seed=0)
+    low = alone.confidence[items] < cut
+    assert 0 < low.sum() < len(items)
+    want = np.where(low, every.confidence[items], alone.confidence[items])
+    np.testing.assert_allclose(scores.confidence[items], want, rtol=1e-6, atol=1e-7)
+    labels = np.where(low, every.predicted[items], alone.predicted[items])
+    np.testing.assert_array_equal(scores.predicted[items], labels)
+    assert passes == len(items) + 10 * low.sum()  # one pass each, then ten for the low
+    with pytest.raises(ValueError, match="train.test_time_views_below=0"):
+        train_lib.TrainConfig(test_time_views_below=0)
 
 
 def test_scoring_after_another_round_does_not_retrace():

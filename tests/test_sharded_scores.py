@@ -217,6 +217,35 @@ def test_a_non_finite_confidence_on_one_shard_is_seen_by_every_shard():
     assert elsewhere == [True, True, True]
 
 
+def test_shards_take_another_scoring_of_some_items_as_the_whole_pool_does():
+    scores, _ = _tied_scores(90, 2)
+    other, _ = _tied_scores(90, 3)
+    items = np.array([0, 5, 29, 30, 31, 64, 89])
+    want = scores.with_scores_of(items, other)
+    np.testing.assert_array_equal(want.confidence[items], other.confidence[items])
+    rest = np.setdiff1d(np.arange(90), items)
+    np.testing.assert_array_equal(want.predicted[rest], scores.predicted[rest])
+    assert not np.array_equal(want.predicted, scores.predicted)  # the items did change
+
+    def replaced(shard):
+        exchange = shard.exchange
+        start, stop = shard.start, shard.stop
+        mine = S.ShardScores(
+            start, other.confidence[start:stop], other.predicted[start:stop], 90, exchange
+        )
+        return shard.with_scores_of(items, mine).whole()
+
+    for confidence, predicted in _on_shards(scores, 3, replaced):
+        np.testing.assert_array_equal(confidence, want.confidence)
+        np.testing.assert_array_equal(predicted, want.predicted)
+    with pytest.raises(ValueError, match=r"shard \[0, 30\) is not this process's \[30, 60\)"):
+        _on_shards(scores, 3, lambda shard: shard.with_scores_of(items, _first_third(other)))
+
+
+def _first_third(scores):
+    return S.ShardScores(0, scores.confidence[:30], scores.predicted[:30], 90, None)
+
+
 def test_empty_pool_profile_matches():
     scores, _ = _tied_scores(12, 0)
     test = np.arange(4)

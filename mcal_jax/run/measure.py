@@ -92,14 +92,13 @@ def measure(
         )
     profile = error_profile(scores, unlabeled, test_indices, test_labels)
     pricing = settings.pricing
-    passes = len(to_score) * learned.forward_passes
     return Measurement(
         model=model,
         learned=learned,
         profile=profile,
         train_size=len(train_indices),
         training_usd=pricing.training_usd(model, learned.images_processed, learned.device_seconds),
-        scoring_usd=pricing.scoring_usd(model, passes, learned.scoring_seconds),
+        scoring_usd=pricing.scoring_usd(model, learned.forward_passes, learned.scoring_seconds),
         scored_items=len(to_score),
         choice=certified_choice(settings, scores, unlabeled, test_indices, test_labels),
     )
