@@ -33,11 +33,12 @@ data:
 	fi
 
 # Two workers (pytest-xdist), each test file on one of them: a third less wall time on
-# 2 cores, since most tests compile or run one thread at a time. PYTEST_WORKERS=0: one
-# process.
+# 2 cores, since most tests compile or run one thread at a time. The files go out in the
+# order tests/conftest.py gives them (the slowest first, so the workers end together).
+# PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= 2
 test: install data
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=15 tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 tests
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
