@@ -6,7 +6,7 @@ prices, ε = 5%; about an hour on one H100):
   python -m launch.mcal --config=configs/fashion_mnist.py --workdir=/tmp/mcal/fmnist
 
 CPU demo (`make demo`; a small ResNet-8, short rounds and a longer, semi-supervised final
-classifier; about 17 minutes on 2 cores):
+classifier; 15 to 16 minutes on 2 cores):
 
   python -m launch.mcal --config=configs/fashion_mnist.py:cpu --workdir=/tmp/mcal/fmnist_cpu
 
@@ -51,7 +51,8 @@ def cpu(config: "common.ml_collections.ConfigDict") -> None:
     The final classifier is semi-supervised (a supervised teacher on the same recipe, then
     a student that also fits the teacher's most confident 80% of the items outside its
     training labels) and labels with its average over 10 views of each image (itself and
-    moved one pixel each way, each with its mirror): on a run's own B (seed 0, 4,200
+    moved one pixel each way, each with its mirror), spent on the items the image alone
+    leaves unsure: on a run's own B (seed 0, 4,200
     labels) the student certifies 58,251 items against 56,693 for its teacher (at the true
     error ε), and the views add more (below).
 
@@ -98,8 +99,8 @@ def cpu(config: "common.ml_collections.ConfigDict") -> None:
     # 10, and on seeds 0, 1, 2 the same expected bills as every view for every item
     # (394.01, 413.06, 419.76 USD against 394.14, 412.90, 419.79).
     config.final_train.test_time_views_below = 0.9
-    # Five rounds and the final classifier take about 17 minutes on 2 cores (seeds 0, 1, 2:
-    # 1,057, 1,022 and 1,014 s). The cap binds on seeds 0, 1 and 2 (their last plans:
+    # Five rounds and the final classifier take 15 to 16 minutes on 2 cores (seeds 0, 1, 2:
+    # 958, 878 and 887 s). The cap binds on seeds 0, 1 and 2 (their last plans:
     # saving 10.16 ± 78.18, 99.42 ± 63.98 and 0.81 ± 30.08 USD).
     config.mcal.max_rounds = 5
     config.baselines.max_rounds = 5  # AL(δ) gets the rounds MCAL gets
