@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -59,21 +60,31 @@ def _run_two_processes(commands, base):
     return outputs
 
 
-def test_two_processes_equal_one_process_with_two_devices(tmp_path):
-    base = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-    single = dict(base, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    done = subprocess.run(
-        _command(tmp_path / "single"), cwd=ROOT, env=single, capture_output=True, text=True
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    """The workdir of the run in one process with two devices (its pool on the devices; a
+    pool on the host gives the same purchases and scores, tests/test_placement.py)."""
+    workdir = tmp_path_factory.mktemp("multihost") / "single"
+    env = dict(
+        os.environ,
+        PYTHONPATH=ROOT,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
     )
+    done = subprocess.run(_command(workdir), cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
+    return workdir
 
+
+def test_two_processes_equal_one_process_with_two_devices(tmp_path, single):
+    base = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
     _run_two_processes([_command(tmp_path / "multi")] * 2, base)
 
-    a = json.loads((tmp_path / "single" / "summary.json").read_text())
+    a = json.loads((single / "summary.json").read_text())
     b = json.loads((tmp_path / "multi" / "summary.json").read_text())
     assert a["counts"] == b["counts"]
     assert a["cost_usd"]["human_labels"] == b["cost_usd"]["human_labels"]
-    la, lb = np.load(tmp_path / "single" / "labels.npz"), np.load(tmp_path / "multi" / "labels.npz")
+    la, lb = np.load(single / "labels.npz"), np.load(tmp_path / "multi" / "labels.npz")
     np.testing.assert_array_equal(la["label"], lb["label"])
     np.testing.assert_allclose(la["confidence"], lb["confidence"], rtol=1e-4, atol=1e-6)
     # One writer: every purchase appears once in the ledger.
@@ -92,27 +103,22 @@ def _purchases(workdir):
     ]
 
 
-def test_two_processes_with_a_host_pool_buy_as_one_process_with_two_devices(tmp_path):
+def test_two_processes_with_a_host_pool_buy_as_one_process_with_two_devices(tmp_path, single):
     base = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
     host = "--config.data.placement=host"
-    single = dict(base, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    done = subprocess.run(
-        _command(tmp_path / "single", host), cwd=ROOT, env=single, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
     outputs = _run_two_processes([_command(tmp_path / "multi", host)] * 2, base)
     assert all("placed on the host" in output for output in outputs)
-    bought = _purchases(tmp_path / "single")
+    bought = _purchases(single)
     assert len(bought) >= 4  # T, B0 and at least two rounds' batches, then T_cert, residual
     assert _purchases(tmp_path / "multi") == bought
     # The loop kept each process's scores on its own shard: one file a process and stage.
-    single_scores = sorted(os.listdir(tmp_path / "single" / "scores"))
+    single_scores = sorted(os.listdir(single / "scores"))
     multi_scores = sorted(os.listdir(tmp_path / "multi" / "scores"))
     assert "round1.npz" in single_scores
     stages = [name[: -len(".npz")] for name in single_scores]
     assert multi_scores == sorted(f"{s}.shard{p}of2.npz" for s in stages for p in range(2))
     for stage in stages:
-        whole = np.load(tmp_path / "single" / "scores" / f"{stage}.npz")
+        whole = np.load(single / "scores" / f"{stage}.npz")
         shards = [
             np.load(tmp_path / "multi" / "scores" / f"{stage}.shard{p}of2.npz") for p in (0, 1)
         ]
@@ -126,7 +132,7 @@ def test_two_processes_with_a_host_pool_buy_as_one_process_with_two_devices(tmp_
             rtol=1e-4,
             atol=1e-6,
         )
-    single_csv = (tmp_path / "single" / "labels.csv").read_text().splitlines()
+    single_csv = (single / "labels.csv").read_text().splitlines()
     multi_csv = (tmp_path / "multi" / "labels.csv").read_text().splitlines()
     assert len(single_csv) == 1001
     # Paths, labels and sources alike; confidences to float tolerance.
