@@ -24,7 +24,10 @@ def _free_port() -> int:
 def _command(workdir, *flags):
     return [
         sys.executable, "-m", "launch.mcal", "--config=configs/synthetic.py:1000",
-        f"--workdir={workdir}", "--config.num_devices=0", "--config.mcal.max_rounds=3", *flags,
+        f"--workdir={workdir}", "--config.num_devices=0", "--config.mcal.max_rounds=3",
+        # Costs from the images processed, not the clock: runs compared decision for
+        # decision must not depend on the seconds each measured (docs/algorithm.md, 5).
+        "--config.cost.mode=per_image_epoch", *flags,
     ]  # fmt: skip
 
 

@@ -223,6 +223,7 @@ def test_a_run_buys_the_same_labels_with_either_placement(tmp_path):
             config.mcal.max_rounds = 2
             config.mcal.plan_test_fraction = 0.2
             config.data.placement = where
+            config.cost.mode = "per_image_epoch"  # not the clock: see docs/algorithm.md, 5
         summaries.append(run.mcal(config, str(tmp_path / where)))
         purchases.append(_bought(tmp_path / where))
     assert len(purchases[0]) >= 3  # T_plan, B0, a round's batch, ...

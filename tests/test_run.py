@@ -65,13 +65,19 @@ def _copy(finished, tmp_path):
     return workdir
 
 
+# Device time priced from the images trained and scored, not from the seconds measured: a
+# plan reads the training cost, and two runs never measure the same seconds, so runs
+# compared decision for decision must not price by the clock (docs/algorithm.md, 5).
+EXACT_COSTS = "--config.cost.mode=per_image_epoch"
+
+
 def test_killed_run_resumes_without_rebuying_and_matches_uninterrupted(tmp_path):
-    reference = _launch(tmp_path / "reference")
+    reference = _launch(tmp_path / "reference", EXACT_COSTS)
     output = reference.communicate(timeout=600)[0]
     assert reference.returncode == 0, output
 
     killed_dir = tmp_path / "killed"
-    process = _launch(killed_dir)
+    process = _launch(killed_dir, EXACT_COSTS)
     rounds = killed_dir / "rounds.jsonl"
     deadline = time.time() + 300
     while not (rounds.exists() and rounds.read_text().count("\n") >= 2):
@@ -84,7 +90,7 @@ def test_killed_run_resumes_without_rebuying_and_matches_uninterrupted(tmp_path)
     before = _purchases(killed_dir)
     assert not (killed_dir / "summary.json").exists()
 
-    resumed = _launch(killed_dir)
+    resumed = _launch(killed_dir, EXACT_COSTS)
     output = resumed.communicate(timeout=600)[0]
     assert resumed.returncode == 0, output
     after = _purchases(killed_dir)
