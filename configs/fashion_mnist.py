@@ -52,9 +52,9 @@ def cpu(config: "common.ml_collections.ConfigDict") -> None:
     a student that also fits the teacher's most confident 80% of the items outside its
     training labels) and labels with its average over 10 views of each image (itself and
     moved one pixel each way, each with its mirror), spent on the items the image alone
-    leaves unsure: on a run's own B (seed 0, 4,200
-    labels) the student certifies 58,251 items against 56,693 for its teacher (at the true
-    error ε), and the views add more (below).
+    leaves unsure: on a run's own B (seed 0, 4,200 labels) the student certifies 58,251
+    items against 56,693 for its teacher (at the true error ε), and the views add more
+    (below).
 
     The rounds only measure, but the stop rules read their curve, so it must flatten
     where the final classifier's does. `benchmarks.recipe_curve` on one run's B (seed 0,
